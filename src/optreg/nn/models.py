@@ -1,0 +1,389 @@
+"""Models from a small spec: the MLPs, CNNs and recurrent classifiers of the chapter's experiments.
+
+A spec is a plain dict, as it comes from a TOML table; :func:`build` validates every key and returns a
+``torch.nn.Module``. Three families:
+
+``mlp``
+    ``{"kind": "mlp", "in_features": 64, "hidden": [128, 128], "out_features": 10, "activation": "relu",
+    "norm": None, "dropout": 0.0, "input_dropout": 0.0}``. Each hidden block is
+    ``Linear -> norm -> activation -> dropout``; the output layer is a plain ``Linear`` producing logits.
+    The input is flattened first, so ``(N, 8, 8)`` images work with ``in_features = 64``.
+
+``cnn1d`` / ``cnn2d``
+    ``{"kind": "cnn2d", "in_channels": 1, "input_shape": [8, 8], "channels": [16, 32], "kernel_size": 3,
+    "pool": 2, "hidden": [64], "out_features": 10, ...}``. Each conv block is
+    ``Conv(padding=kernel_size // 2) -> norm -> activation -> MaxPool(pool)`` (``pool = 1``: no pooling),
+    then ``Flatten -> dropout`` and the same dense head as an MLP. Any input with ``in_channels *
+    prod(input_shape)`` values per sample is accepted (``(N, 64)``, ``(N, 8, 8)``, ``(N, 1, 8, 8)``).
+
+``rnn`` / ``gru`` / ``lstm``
+    ``{"kind": "lstm", "in_features": 1, "hidden_size": 64, "num_layers": 1, "out_features": 10,
+    "dropout": 0.0, "bidirectional": False}`` (``rnn`` also takes ``activation``: ``tanh`` or ``relu``).
+    A sequence classifier: input ``(N, T, F)`` (or ``(N, T)`` when ``in_features == 1``), logits from the
+    last layer's final hidden state (both directions concatenated when bidirectional). ``dropout`` acts
+    between stacked layers (torch's own) and on the final state before the output layer.
+
+Common keys: ``activation`` is one of :data:`ACTIVATIONS`; ``norm`` is ``None`` / ``"none"`` (TOML has no
+null), ``"batch"`` (``BatchNorm1d`` / ``BatchNorm2d``: each feature / channel over the batch, Ioffe &
+Szegedy 2015) or ``"layer"`` (``LayerNorm`` over each sample's features, for conv blocks over
+``(channels, *spatial)``, Ba et al. 2016), placed on the net input before the activation as in section
+7.5. ``dropout`` is the *drop* probability (torch's inverted dropout; the chapter's eq. 7.64 uses the keep
+probability, see the errata), applied to every hidden representation that feeds a ``Linear`` layer;
+``input_dropout`` to the input (section 7.7.4: keep it small). Weights are torch's default init (use
+:func:`optreg.init.apply` for the chapter's schemes), so ``torch.manual_seed`` makes :func:`build`
+deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from optreg._checks import check_choice, check_int, check_range
+from optreg.errors import OptregValueError
+
+__all__ = [
+    "ACTIVATIONS",
+    "NORMS",
+    "SequenceClassifier",
+    "available",
+    "build",
+    "count_parameters",
+    "describe",
+    "make_activation",
+]
+
+ACTIVATIONS = ("relu", "tanh", "logistic", "sigmoid", "leaky_relu", "elu", "gelu", "identity", "linear")
+"""Activation names (``logistic`` = ``sigmoid``, ``identity`` = ``linear``)."""
+
+NORMS = (None, "none", "batch", "layer")
+"""Normalization choices (``None`` = ``"none"``)."""
+
+_KINDS = ("mlp", "cnn1d", "cnn2d", "rnn", "gru", "lstm")
+
+# key -> default (a required key has no entry in the defaults)
+_DENSE = {"activation": "relu", "norm": None, "dropout": 0.0, "input_dropout": 0.0, "hidden": []}
+_KEYS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "mlp": (("in_features", "out_features"), dict(_DENSE)),
+    "cnn1d": (
+        ("input_shape", "channels", "out_features"),
+        {**_DENSE, "in_channels": 1, "kernel_size": 3, "pool": 2},
+    ),
+    "cnn2d": (
+        ("input_shape", "channels", "out_features"),
+        {**_DENSE, "in_channels": 1, "kernel_size": 3, "pool": 2},
+    ),
+    "rnn": (
+        ("in_features", "hidden_size", "out_features"),
+        {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "activation": "tanh"},
+    ),
+    "gru": (
+        ("in_features", "hidden_size", "out_features"),
+        {"num_layers": 1, "dropout": 0.0, "bidirectional": False},
+    ),
+    "lstm": (
+        ("in_features", "hidden_size", "out_features"),
+        {"num_layers": 1, "dropout": 0.0, "bidirectional": False},
+    ),
+}
+
+
+def available() -> list[str]:
+    """The model kinds :func:`build` knows."""
+    return list(_KINDS)
+
+
+def make_activation(name: str) -> nn.Module:
+    """The ``torch.nn`` module of an activation name in :data:`ACTIVATIONS` (``leaky_relu``: slope 0.01)."""
+    check_choice("models", "activation", name, ACTIVATIONS)
+    if name == "relu":
+        return nn.ReLU()
+    if name == "tanh":
+        return nn.Tanh()
+    if name in ("logistic", "sigmoid"):
+        return nn.Sigmoid()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.01)
+    if name == "elu":
+        return nn.ELU()
+    if name == "gelu":
+        return nn.GELU()
+    return nn.Identity()
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def _int_list(owner: str, key: str, value: Any, *, nonempty: bool) -> list[int]:
+    what = "a non-empty list" if nonempty else "a list"
+    if not isinstance(value, list | tuple) or (nonempty and not value):
+        raise OptregValueError(f"{owner}: {key} must be {what} of integers >= 1, got {value!r}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise OptregValueError(f"{owner}: {key} must be {what} of integers >= 1, got {value!r}")
+    return list(value)
+
+
+def _validate(spec: Any) -> dict[str, Any]:
+    """Check every key of ``spec`` and return it completed with the defaults."""
+    if not isinstance(spec, Mapping):
+        raise OptregValueError(f"models: spec must be a mapping (a dict / TOML table), got {spec!r}")
+    if "kind" not in spec:
+        raise OptregValueError(f"models: spec needs a 'kind', one of {', '.join(_KINDS)}")
+    kind = check_choice("models", "kind", spec["kind"], _KINDS)
+    owner = f"models.{kind}"
+    required, defaults = _KEYS[kind]
+    allowed = ("kind", *required, *defaults)
+    for key in spec:
+        if key not in allowed:
+            raise OptregValueError(
+                f"{owner}: unknown key {key!r} = {spec[key]!r}; allowed keys: {', '.join(allowed)}"
+            )
+    for key in required:
+        if key not in spec:
+            raise OptregValueError(f"{owner}: missing required key {key!r}")
+    s = {**defaults, **spec}
+
+    for key in ("in_features", "out_features", "hidden_size", "in_channels", "kernel_size"):
+        if key in s:
+            check_int(owner, key, s[key], low=1)
+    for key in ("num_layers", "pool"):
+        if key in s:
+            check_int(owner, key, s[key], low=1)
+    for key in ("dropout", "input_dropout"):
+        if key in s:
+            s[key] = check_range(owner, key, s[key], 0.0, 1.0, high_open=True)
+    if "hidden" in s:
+        s["hidden"] = _int_list(owner, "hidden", s["hidden"], nonempty=False)
+    if "channels" in s:
+        s["channels"] = _int_list(owner, "channels", s["channels"], nonempty=True)
+    if "input_shape" in s:
+        ndim = 1 if kind == "cnn1d" else 2
+        shape = s["input_shape"]
+        if not isinstance(shape, list | tuple) or len(shape) != ndim:
+            raise OptregValueError(
+                f"{owner}: input_shape must be a list of {ndim} integers >= 1 "
+                f"({'[length]' if ndim == 1 else '[height, width]'}), got {shape!r}"
+            )
+        s["input_shape"] = _int_list(owner, "input_shape", shape, nonempty=True)
+    if "norm" in s:
+        check_choice(owner, "norm", s["norm"], NORMS)
+        s["norm"] = None if s["norm"] == "none" else s["norm"]
+    if "bidirectional" in s and not isinstance(s["bidirectional"], bool):
+        raise OptregValueError(f"{owner}: bidirectional must be true or false, got {s['bidirectional']!r}")
+    if kind == "rnn":
+        check_choice(owner, "activation", s["activation"], ("tanh", "relu"))
+    elif "activation" in s:
+        check_choice(owner, "activation", s["activation"], ACTIVATIONS)
+    return s
+
+
+# ------------------------------------------------------------------------------------------- builders
+
+
+def _norm(kind: str | None, features: int | list[int], conv_dims: int = 0) -> nn.Module | None:
+    """The normalization layer for ``features`` (an int, or ``[channels, *spatial]`` for conv maps)."""
+    if kind is None:
+        return None
+    shape = [features] if isinstance(features, int) else features
+    if kind == "layer":
+        return nn.LayerNorm(shape)
+    return (nn.BatchNorm1d, nn.BatchNorm1d, nn.BatchNorm2d)[conv_dims](shape[0])
+
+
+def _dense_layers(
+    layers: OrderedDict[str, nn.Module], s: dict[str, Any], n_in: int, *, drop_first: bool
+) -> None:
+    """Append the hidden dense blocks and the output layer; ``drop_first``: dropout on their input."""
+    if drop_first and s["dropout"] > 0:
+        layers["drop0"] = nn.Dropout(s["dropout"])
+    for i, width in enumerate(s["hidden"], start=1):
+        layers[f"fc{i}"] = nn.Linear(n_in, width)
+        norm = _norm(s["norm"], width)
+        if norm is not None:
+            layers[f"norm{i}"] = norm
+        layers[f"act{i}"] = make_activation(s["activation"])
+        if s["dropout"] > 0:
+            layers[f"drop{i}"] = nn.Dropout(s["dropout"])
+        n_in = width
+    layers["out"] = nn.Linear(n_in, s["out_features"])
+
+
+def _mlp(s: dict[str, Any]) -> nn.Sequential:
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    if s["input_dropout"] > 0:
+        layers["input_drop"] = nn.Dropout(s["input_dropout"])
+    _dense_layers(layers, s, s["in_features"], drop_first=False)
+    return nn.Sequential(layers)
+
+
+class _ToShape(nn.Module):
+    """Reshape each sample to ``(channels, *shape)``; refuses inputs of the wrong size clearly."""
+
+    def __init__(self, owner: str, shape: list[int]) -> None:
+        super().__init__()
+        self.owner = owner
+        self.shape = list(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 1 or x[0].numel() != math.prod(self.shape):
+            raise OptregValueError(
+                f"{self.owner}: each sample must have {' x '.join(map(str, self.shape))} values, "
+                f"got input of shape {tuple(x.shape)}"
+            )
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.shape)}"
+
+
+def _cnn(s: dict[str, Any]) -> nn.Sequential:
+    kind = s["kind"]
+    dims = 1 if kind == "cnn1d" else 2
+    conv = nn.Conv1d if dims == 1 else nn.Conv2d
+    pool = nn.MaxPool1d if dims == 1 else nn.MaxPool2d
+    k, p = s["kernel_size"], s["pool"]
+    spatial = list(s["input_shape"])
+    c_in = s["in_channels"]
+    layers: OrderedDict[str, nn.Module] = OrderedDict(reshape=_ToShape(f"models.{kind}", [c_in, *spatial]))
+    if s["input_dropout"] > 0:
+        layers["input_drop"] = nn.Dropout(s["input_dropout"])
+    for i, c_out in enumerate(s["channels"], start=1):
+        layers[f"conv{i}"] = conv(c_in, c_out, k, padding=k // 2)
+        spatial = [n + 2 * (k // 2) - k + 1 for n in spatial]
+        norm = _norm(s["norm"], [c_out, *spatial], conv_dims=dims)
+        if norm is not None:
+            layers[f"norm_c{i}"] = norm
+        layers[f"act_c{i}"] = make_activation(s["activation"])
+        if p > 1:
+            layers[f"pool{i}"] = pool(p)
+            spatial = [n // p for n in spatial]
+        if min(spatial) < 1:
+            raise OptregValueError(
+                f"models.{kind}: input_shape {s['input_shape']} is too small for channels {s['channels']} "
+                f"with kernel_size {k} and pool {p} (the maps vanish after block {i})"
+            )
+        c_in = c_out
+    layers["flatten"] = nn.Flatten()
+    _dense_layers(layers, s, c_in * math.prod(spatial), drop_first=True)
+    return nn.Sequential(layers)
+
+
+class SequenceClassifier(nn.Module):
+    """An RNN / GRU / LSTM (``batch_first``) whose last layer's final hidden state feeds a Linear head.
+
+    ``forward(x)``: ``x`` is ``(N, T, F)``, or ``(N, T)`` when ``F == 1``; returns ``(N, out_features)``
+    logits. With ``bidirectional`` the forward direction's state at ``T`` and the backward direction's
+    state at 1 are concatenated.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        in_features: int,
+        hidden_size: int,
+        out_features: int,
+        *,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        self.kind = check_choice("models", "kind", kind, ("rnn", "gru", "lstm"))
+        self.in_features = in_features
+        kwargs: dict[str, Any] = dict(
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        if kind == "rnn":
+            self.rnn: nn.RNNBase = nn.RNN(in_features, hidden_size, nonlinearity=activation, **kwargs)
+        elif kind == "gru":
+            self.rnn = nn.GRU(in_features, hidden_size, **kwargs)
+        else:
+            self.rnn = nn.LSTM(in_features, hidden_size, **kwargs)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and self.in_features == 1:
+            x = x.unsqueeze(-1)
+        if x.dim() != 3 or x.shape[-1] != self.in_features:
+            raise OptregValueError(
+                f"models.{self.kind}: input must be (N, T, {self.in_features})"
+                f"{' or (N, T)' if self.in_features == 1 else ''}, got shape {tuple(x.shape)}"
+            )
+        _, h = self.rnn(x)
+        if isinstance(h, tuple):  # LSTM: (h_n, c_n)
+            h = h[0]
+        dirs = 2 if self.rnn.bidirectional else 1
+        last = torch.cat(list(h[-dirs:]), dim=1)  # the last layer's final state(s): (N, dirs * H)
+        return self.head(self.dropout(last))
+
+
+def build(spec: Mapping[str, Any]) -> nn.Module:
+    """Validate ``spec`` (see the module docstring) and build the model.
+
+    Bad specs raise :class:`~optreg.errors.OptregValueError` naming the key, the value and what is
+    allowed. The result is an ``nn.Sequential`` with named layers (``fc1``, ``norm1``, ``act1``,
+    ``drop1``, ..., ``out``) for ``mlp`` / ``cnn*``, a :class:`SequenceClassifier` for recurrent kinds.
+    """
+    s = _validate(spec)
+    if s["kind"] == "mlp":
+        return _mlp(s)
+    if s["kind"] in ("cnn1d", "cnn2d"):
+        return _cnn(s)
+    return SequenceClassifier(
+        s["kind"],
+        s["in_features"],
+        s["hidden_size"],
+        s["out_features"],
+        num_layers=s["num_layers"],
+        dropout=s["dropout"],
+        bidirectional=s["bidirectional"],
+        activation=s.get("activation", "tanh"),
+    )
+
+
+def count_parameters(model: nn.Module | Mapping[str, Any], *, trainable_only: bool = False) -> int:
+    """The number of parameters of a module, or of the model a spec builds (buffers not counted)."""
+    if isinstance(model, Mapping):
+        model = build(model)
+    if not isinstance(model, nn.Module):
+        raise OptregValueError(f"models: count_parameters needs an nn.Module or a spec, got {model!r}")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def describe(spec: Mapping[str, Any]) -> str:
+    """A one-line summary of a spec: the layer sizes, the options and the parameter count.
+
+    >>> describe({"kind": "mlp", "in_features": 64, "hidden": [32], "out_features": 10})
+    'mlp 64 -> 32 -> 10, activation relu, norm none, dropout 0; 2,410 parameters'
+    """
+    s = _validate(spec)
+    n = count_parameters(build(s))
+    kind = s["kind"]
+    if kind == "mlp":
+        sizes = " -> ".join(map(str, [s["in_features"], *s["hidden"], s["out_features"]]))
+        body = f"{sizes}, activation {s['activation']}, norm {s['norm'] or 'none'}, dropout {s['dropout']:g}"
+    elif kind in ("cnn1d", "cnn2d"):
+        shape = "x".join(map(str, s["input_shape"]))
+        sizes = " -> ".join(map(str, [*s["hidden"], s["out_features"]]))
+        body = (
+            f"{s['in_channels']}x{shape} conv {s['channels']} (kernel {s['kernel_size']}, pool {s['pool']})"
+            f" -> {sizes}, activation {s['activation']}, norm {s['norm'] or 'none'}, dropout {s['dropout']:g}"
+        )
+    else:
+        body = (
+            f"{s['in_features']} -> {s['num_layers']} x {s['hidden_size']}"
+            f"{' (bidirectional)' if s['bidirectional'] else ''} -> {s['out_features']}, "
+            f"dropout {s['dropout']:g}"
+        )
+    return f"{kind} {body}; {n:,} parameters"

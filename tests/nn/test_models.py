@@ -1,0 +1,420 @@
+"""Tests of optreg.nn.models.
+
+Oracles: hand-built torch.nn.Sequential models carrying the same weights (same outputs in train and eval
+mode), torch's LSTM / GRU / RNN output sequence (the classifier reads the last layer's final state), the
+closed-form parameter counts (Linear (in + 1) * out, ConvNd (c_in k^d + 1) c_out, torch's recurrent layer
+layout), and the binomial law of inverted dropout (drop probability p, survivors scaled by 1 / (1 - p)).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from optreg.errors import OptregValueError
+from optreg.nn import build, count_parameters, describe, make_activation
+from optreg.nn import models as M
+
+
+def copy_weights(src: nn.Module, dst: nn.Module) -> None:
+    """Copy parameters and buffers in module order (the two models must have the same layout)."""
+    ps, pd = list(src.parameters()), list(dst.parameters())
+    assert [p.shape for p in ps] == [p.shape for p in pd]
+    bs, bd = list(src.buffers()), list(dst.buffers())
+    assert [b.shape for b in bs] == [b.shape for b in bd]
+    with torch.no_grad():
+        for a, b in zip(ps + bs, pd + bd):
+            b.copy_(a)
+
+
+# -------------------------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize(
+    ("spec", "x_shape"),
+    [
+        ({"kind": "mlp", "in_features": 64, "hidden": [32, 16], "out_features": 10}, (5, 64)),
+        ({"kind": "mlp", "in_features": 64, "hidden": [32], "out_features": 10}, (5, 8, 8)),
+        ({"kind": "mlp", "in_features": 7, "out_features": 3}, (4, 7)),  # softmax regression
+        ({"kind": "cnn2d", "input_shape": [8, 8], "channels": [4, 8], "out_features": 10}, (3, 64)),
+        ({"kind": "cnn2d", "input_shape": [8, 8], "channels": [4], "out_features": 10}, (3, 8, 8)),
+        (
+            {"kind": "cnn2d", "input_shape": [8, 8], "channels": [4], "hidden": [12], "out_features": 10},
+            (3, 1, 8, 8),
+        ),
+        (
+            {"kind": "cnn1d", "input_shape": [40], "channels": [8, 16], "hidden": [32], "out_features": 10},
+            (6, 40),
+        ),
+        (
+            {"kind": "cnn1d", "in_channels": 2, "input_shape": [40], "channels": [4], "out_features": 10},
+            (6, 2, 40),
+        ),
+        (
+            {"kind": "cnn1d", "input_shape": [10], "channels": [4], "kernel_size": 4, "out_features": 2},
+            (6, 10),
+        ),
+        ({"kind": "rnn", "in_features": 1, "hidden_size": 8, "out_features": 10}, (4, 40)),
+        ({"kind": "gru", "in_features": 3, "hidden_size": 8, "num_layers": 2, "out_features": 5}, (4, 11, 3)),
+        (
+            {"kind": "lstm", "in_features": 1, "hidden_size": 8, "bidirectional": True, "out_features": 10},
+            (4, 9, 1),
+        ),
+    ],
+)
+def test_output_shape(spec: dict, x_shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = build(spec)
+    out = model(torch.randn(x_shape))
+    assert out.shape == (x_shape[0], spec["out_features"])
+    assert torch.isfinite(out).all()
+
+
+def test_available_kinds_all_build() -> None:
+    assert M.available() == ["mlp", "cnn1d", "cnn2d", "rnn", "gru", "lstm"]
+    minimal = {
+        "mlp": {"in_features": 4, "out_features": 2},
+        "cnn1d": {"input_shape": [6], "channels": [2], "out_features": 2},
+        "cnn2d": {"input_shape": [4, 4], "channels": [2], "out_features": 2},
+        "rnn": {"in_features": 4, "hidden_size": 3, "out_features": 2},
+        "gru": {"in_features": 4, "hidden_size": 3, "out_features": 2},
+        "lstm": {"in_features": 4, "hidden_size": 3, "out_features": 2},
+    }
+    for kind in M.available():
+        assert isinstance(build({"kind": kind, **minimal[kind]}), nn.Module)
+
+
+# ----------------------------------------------------------------------------- closed-form parameter counts
+
+
+def mlp_count(sizes: list[int], norm: str | None) -> int:
+    dense = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return dense + (2 * sum(sizes[1:-1]) if norm else 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_in=st.integers(1, 30),
+    hidden=st.lists(st.integers(1, 20), max_size=3),
+    n_out=st.integers(1, 10),
+    norm=st.sampled_from([None, "batch", "layer"]),
+)
+def test_mlp_parameter_count_closed_form(n_in: int, hidden: list[int], n_out: int, norm: str | None) -> None:
+    """sum over layers of (in + 1) * out, plus 2 per normalized hidden unit (gain and shift)."""
+    spec = {"kind": "mlp", "in_features": n_in, "hidden": hidden, "out_features": n_out, "norm": norm}
+    assert count_parameters(build(spec)) == mlp_count([n_in, *hidden, n_out], norm)
+    assert count_parameters(spec) == mlp_count([n_in, *hidden, n_out], norm)
+
+
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+@pytest.mark.parametrize("dims", [1, 2])
+def test_cnn_parameter_count_closed_form(norm: str | None, dims: int) -> None:
+    k, c_in, channels, hidden, n_out = 3, 2, [4, 6], [10], 5
+    shape = [16] if dims == 1 else [8, 8]
+    spec = {
+        "kind": f"cnn{dims}d", "in_channels": c_in, "input_shape": shape, "channels": channels,
+        "kernel_size": k, "hidden": hidden, "out_features": n_out, "norm": norm,
+    }  # fmt: skip
+    expected, c, spatial = 0, c_in, shape
+    for c_out in channels:
+        expected += (c * k**dims + 1) * c_out  # eq. of a ConvNd layer: weight + bias
+        if norm == "batch":
+            expected += 2 * c_out
+        elif norm == "layer":
+            expected += 2 * c_out * math.prod(spatial)  # LayerNorm over (C, *spatial); 'same' padding
+        spatial = [n // 2 for n in spatial]
+        c = c_out
+    expected += mlp_count([c * math.prod(spatial), *hidden, n_out], norm)
+    assert count_parameters(build(spec)) == expected
+
+
+@pytest.mark.parametrize(("kind", "gates"), [("rnn", 1), ("gru", 3), ("lstm", 4)])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_recurrent_parameter_count_closed_form(kind: str, gates: int, bidirectional: bool) -> None:
+    """Per layer and direction: gates * (H * (in + H) + 2 H) (torch keeps b_ih and b_hh), then the head."""
+    f, h, layers, n_out = 3, 7, 2, 4
+    d = 2 if bidirectional else 1
+    spec = {
+        "kind": kind, "in_features": f, "hidden_size": h, "num_layers": layers,
+        "out_features": n_out, "bidirectional": bidirectional,
+    }  # fmt: skip
+    expected = sum(d * gates * (h * ((f if i == 0 else d * h) + h) + 2 * h) for i in range(layers))
+    expected += (d * h + 1) * n_out
+    assert count_parameters(build(spec)) == expected
+
+
+# ------------------------------------------------------------------------------- oracle: hand-built torch
+
+
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+def test_mlp_equals_hand_built_sequential(norm: str | None) -> None:
+    spec = {
+        "kind": "mlp", "in_features": 12, "hidden": [16, 8], "out_features": 3,
+        "activation": "tanh", "norm": norm, "dropout": 0.3,
+    }  # fmt: skip
+    torch.manual_seed(1)
+    model = build(spec)
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in [(12, 16), (16, 8)]:
+        layers.append(nn.Linear(a, b))
+        if norm == "batch":
+            layers.append(nn.BatchNorm1d(b))
+        elif norm == "layer":
+            layers.append(nn.LayerNorm(b))
+        layers += [nn.Tanh(), nn.Dropout(0.3)]
+    layers.append(nn.Linear(8, 3))
+    ref = nn.Sequential(*layers)
+    copy_weights(model, ref)
+    x = torch.randn(20, 12)
+    # train mode: same seed => same dropout masks and batch statistics
+    torch.manual_seed(2)
+    a = model(x)
+    torch.manual_seed(2)
+    b = ref(x)
+    torch.testing.assert_close(a, b)
+    model.eval()
+    ref.eval()
+    torch.testing.assert_close(model(x), ref(x))
+
+
+def test_cnn2d_equals_hand_built_sequential() -> None:
+    spec = {
+        "kind": "cnn2d", "input_shape": [8, 8], "channels": [4, 6], "hidden": [10], "out_features": 3,
+        "activation": "gelu", "norm": "batch", "dropout": 0.2,
+    }  # fmt: skip
+    torch.manual_seed(3)
+    model = build(spec)
+    ref = nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.GELU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.GELU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.2),
+        nn.Linear(24, 10), nn.BatchNorm1d(10), nn.GELU(), nn.Dropout(0.2),
+        nn.Linear(10, 3),
+    )  # fmt: skip
+    copy_weights(model, ref)
+    x = torch.randn(7, 64)
+    torch.manual_seed(4)
+    a = model(x)
+    torch.manual_seed(4)
+    torch.testing.assert_close(a, ref(x))
+    model.eval()
+    ref.eval()
+    torch.testing.assert_close(model(x), ref(x))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_sequence_classifier_reads_last_state_of_torch_rnn(kind: str, bidirectional: bool) -> None:
+    """Logits = head(output[:, -1, :H] (forward) ++ output[:, 0, H:] (backward)) of torch's RNN."""
+    torch.manual_seed(5)
+    spec = {
+        "kind": kind, "in_features": 2, "hidden_size": 6, "num_layers": 2,
+        "out_features": 3, "bidirectional": bidirectional,
+    }  # fmt: skip
+    model = build(spec)
+    x = torch.randn(4, 9, 2)
+    out, _ = model.rnn(x)
+    last = out[:, -1, :6]
+    if bidirectional:
+        last = torch.cat([last, out[:, 0, 6:]], dim=1)
+    torch.testing.assert_close(model(x), model.head(last))
+
+
+def test_rnn_relu_activation_and_sequence_of_scalars() -> None:
+    model = build(
+        {"kind": "rnn", "in_features": 1, "hidden_size": 5, "out_features": 2, "activation": "relu"}
+    )
+    assert model.rnn.nonlinearity == "relu"
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(model(x), model(x.unsqueeze(-1)))
+
+
+# -------------------------------------------------------------------------------- norm / dropout / modes
+
+
+def test_norm_and_dropout_layers_present_when_asked() -> None:
+    base = {"kind": "mlp", "in_features": 4, "hidden": [5, 5], "out_features": 2}
+    plain = build(base)
+    assert not any(isinstance(m, nn.BatchNorm1d | nn.LayerNorm | nn.Dropout) for m in plain.modules())
+    m = build({**base, "norm": "batch", "dropout": 0.5, "input_dropout": 0.1})
+    assert sum(isinstance(x, nn.BatchNorm1d) for x in m.modules()) == 2
+    assert [x.p for x in m.modules() if isinstance(x, nn.Dropout)] == [0.1, 0.5, 0.5]
+    m = build({**base, "norm": "layer"})
+    assert sum(isinstance(x, nn.LayerNorm) for x in m.modules()) == 2
+    assert build({**base, "norm": "none"}).state_dict().keys() == plain.state_dict().keys()
+    c = build({"kind": "cnn1d", "input_shape": [8], "channels": [3], "out_features": 2, "norm": "batch"})
+    assert isinstance(c.norm_c1, nn.BatchNorm1d)
+    c = build({"kind": "cnn2d", "input_shape": [4, 4], "channels": [3], "out_features": 2, "norm": "layer"})
+    assert isinstance(c.norm_c1, nn.LayerNorm) and c.norm_c1.normalized_shape == (3, 4, 4)
+    r = build(
+        {
+            "kind": "lstm",
+            "in_features": 1,
+            "hidden_size": 4,
+            "num_layers": 2,
+            "out_features": 2,
+            "dropout": 0.2,
+        }
+    )
+    assert r.rnn.dropout == 0.2 and isinstance(r.dropout, nn.Dropout)
+
+
+@pytest.mark.parametrize("name", M.ACTIVATIONS)
+def test_activations_match_torch_functions(name: str) -> None:
+    x = torch.linspace(-3, 3, 13)
+    ref = {
+        "relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid, "sigmoid": torch.sigmoid,
+        "leaky_relu": lambda t: nn.functional.leaky_relu(t, 0.01), "elu": nn.functional.elu,
+        "gelu": nn.functional.gelu, "identity": lambda t: t, "linear": lambda t: t,
+    }[name]  # fmt: skip
+    torch.testing.assert_close(make_activation(name)(x), ref(x))
+    spec = {"kind": "mlp", "in_features": 2, "hidden": [3], "out_features": 1, "activation": name}
+    assert type(build(spec).act1) is type(make_activation(name))
+
+
+def test_dropout_train_vs_eval_mode() -> None:
+    """Train: each hidden unit dropped with probability p (5-sigma binomial band), survivors scaled by
+    1 / (1 - p) (inverted dropout); eval: deterministic and equal to the model without dropout."""
+    p = 0.3
+    spec = {"kind": "mlp", "in_features": 20, "hidden": [200], "out_features": 4, "dropout": p}
+    torch.manual_seed(6)
+    model = build(spec)
+    ref = build({**spec, "dropout": 0.0})
+    copy_weights(model, ref)
+    x = torch.randn(100, 20)
+    seen = {}
+    model.drop1.register_forward_hook(lambda mod, inp, out: seen.update(inp=inp[0], out=out))
+    model.train()
+    a = model(x)
+    hid, dropped = seen["inp"], seen["out"]
+    live = hid != 0
+    n = int(live.sum())
+    frac = ((dropped == 0) & live).sum().item() / n
+    assert abs(frac - p) <= 5 * math.sqrt(p * (1 - p) / n)
+    kept = (dropped != 0) & live
+    torch.testing.assert_close(dropped[kept], hid[kept] / (1 - p))
+    assert not torch.equal(a, model(x))  # a new mask each call
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
+    torch.testing.assert_close(model(x), ref(x))
+
+
+def test_batch_norm_train_uses_batch_statistics_eval_running() -> None:
+    torch.manual_seed(7)
+    model = build({"kind": "mlp", "in_features": 3, "hidden": [4], "out_features": 2, "norm": "batch"})
+    x = torch.randn(16, 3) * 5 + 2
+    seen = {}
+    model.norm1.register_forward_hook(lambda mod, inp, out: seen.update(out=out))
+    model.train()
+    model(x)
+    torch.testing.assert_close(seen["out"].mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+    model.eval()
+    model(x)
+    assert seen["out"].mean(0).abs().max() > 1e-2  # running stats have moved only 10% of the way
+
+
+def test_build_is_deterministic_under_manual_seed() -> None:
+    spec = {"kind": "cnn1d", "input_shape": [20], "channels": [3], "hidden": [5], "out_features": 2}
+    torch.manual_seed(8)
+    a = build(spec)
+    torch.manual_seed(8)
+    b = build(spec)
+    c = build(spec)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_spec_from_toml_table() -> None:
+    table = tomllib.loads(
+        """
+        [model]
+        kind = "mlp"
+        in_features = 64
+        hidden = [128, 128]
+        out_features = 10
+        activation = "relu"
+        norm = "none"
+        dropout = 0.5
+        """
+    )["model"]
+    model = build(table)
+    assert count_parameters(model) == mlp_count([64, 128, 128, 10], None)
+    n = mlp_count([64, 128, 128, 10], None)
+    assert (
+        describe(table)
+        == f"mlp 64 -> 128 -> 128 -> 10, activation relu, norm none, dropout 0.5; {n:,} parameters"
+    )
+
+
+def test_describe_other_kinds_name_the_parameter_count() -> None:
+    for spec in [
+        {"kind": "cnn2d", "input_shape": [8, 8], "channels": [4], "out_features": 10},
+        {"kind": "gru", "in_features": 1, "hidden_size": 4, "out_features": 2, "bidirectional": True},
+    ]:
+        text = describe(spec)
+        assert text.startswith(spec["kind"])
+        assert text.endswith(f"{count_parameters(build(spec)):,} parameters")
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+MLP = {"kind": "mlp", "in_features": 4, "out_features": 2}
+CNN = {"kind": "cnn2d", "input_shape": [8, 8], "channels": [4], "out_features": 2}
+LSTM = {"kind": "lstm", "in_features": 1, "hidden_size": 4, "out_features": 2}
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ([("kind", "mlp")], "spec must be a mapping"),
+        ({"in_features": 3}, "needs a 'kind'"),
+        ({**MLP, "kind": "transformer"}, "kind must be one of .*got 'transformer'"),
+        (
+            {**MLP, "widths": [3]},
+            "models.mlp: unknown key 'widths' = \\[3\\]; allowed keys: kind, in_features",
+        ),
+        ({"kind": "mlp", "in_features": 4}, "missing required key 'out_features'"),
+        ({**MLP, "in_features": 0}, "in_features must be an integer >= 1, got 0"),
+        ({**MLP, "out_features": 2.0}, "out_features must be an integer >= 1, got 2.0"),
+        ({**MLP, "hidden": 8}, "hidden must be a list of integers >= 1, got 8"),
+        ({**MLP, "hidden": [8, 0]}, "hidden must be a list"),
+        ({**MLP, "hidden": [True]}, "hidden must be a list"),
+        ({**MLP, "activation": "swish"}, "activation must be one of .*got 'swish'"),
+        ({**MLP, "norm": "group"}, "norm must be one of .*got 'group'"),
+        ({**MLP, "dropout": 1.0}, "dropout must be in \\[0, 1\\), got 1.0"),
+        ({**MLP, "input_dropout": -0.1}, "input_dropout must be in"),
+        ({**CNN, "input_shape": [8]}, "input_shape must be a list of 2 integers"),
+        ({**CNN, "kind": "cnn1d"}, "input_shape must be a list of 1 integers"),
+        ({**CNN, "channels": []}, "channels must be a non-empty list"),
+        ({**CNN, "channels": [4, 4, 4, 4]}, "input_shape \\[8, 8\\] is too small"),
+        ({**CNN, "pool": 0}, "pool must be an integer >= 1"),
+        ({**CNN, "kernel_size": "3"}, "kernel_size must be an integer"),
+        ({**LSTM, "activation": "tanh"}, "models.lstm: unknown key 'activation'"),
+        ({**LSTM, "norm": "batch"}, "unknown key 'norm'"),
+        ({**LSTM, "kind": "rnn", "activation": "gelu"}, "activation must be one of 'tanh', 'relu'"),
+        ({**LSTM, "bidirectional": "yes"}, "bidirectional must be true or false"),
+        ({**LSTM, "num_layers": 0}, "num_layers must be an integer >= 1"),
+    ],
+)
+def test_bad_spec_raises_clear_error(spec: object, match: str) -> None:
+    with pytest.raises(OptregValueError, match=match):
+        build(spec)
+
+
+def test_bad_inputs_at_forward_time() -> None:
+    with pytest.raises(OptregValueError, match="each sample must have 1 x 8 x 8 values"):
+        build(CNN)(torch.randn(2, 60))
+    with pytest.raises(OptregValueError, match=r"input must be \(N, T, 1\) or \(N, T\)"):
+        build(LSTM)(torch.randn(2, 5, 3))
+    with pytest.raises(OptregValueError, match="activation must be one of"):
+        make_activation("softplus")
+    with pytest.raises(OptregValueError, match="needs an nn.Module or a spec"):
+        count_parameters(42)
