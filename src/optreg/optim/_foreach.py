@@ -1,0 +1,91 @@
+"""Multi-tensor helpers used by the transforms.
+
+A hyperparameter reaches a transform either as a Python number (the eager path) or as a 0-d tensor
+(the compiled path, so that changing a learning rate never triggers a recompile). torch's fused
+``_foreach_lerp_`` / ``_foreach_addcmul_`` / ``alpha=`` arguments take Python numbers only, so each helper
+uses them when it can and falls back to ``_foreach_mul`` / ``_foreach_add`` with a tensor scalar otherwise.
+Under ``torch.compile`` both forms fuse into the same kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+Scalar = float | Tensor
+Tensors = list[Tensor]
+
+
+def is_number(x: object) -> bool:
+    return not isinstance(x, Tensor)
+
+
+def mul(xs: Sequence[Tensor], s: Scalar) -> Tensors:
+    return list(torch._foreach_mul(xs, s))
+
+
+def div(xs: Sequence[Tensor], s: Scalar) -> Tensors:
+    return list(torch._foreach_div(xs, s))
+
+
+def add_scaled(xs: Sequence[Tensor], ys: Sequence[Tensor], a: Scalar) -> Tensors:
+    """``xs + a * ys`` (new tensors)."""
+    if is_number(a):
+        return list(torch._foreach_add(xs, ys, alpha=a))
+    return list(torch._foreach_add(xs, torch._foreach_mul(ys, a)))
+
+
+def add_scaled_(xs: Sequence[Tensor], ys: Sequence[Tensor], a: Scalar) -> None:
+    """``xs += a * ys`` in place."""
+    if is_number(a):
+        torch._foreach_add_(xs, ys, alpha=a)
+    else:
+        torch._foreach_add_(xs, torch._foreach_mul(ys, a))
+
+
+def ema_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:
+    """``avg = decay * avg + (1 - decay) * xs`` in place (an exponential moving average)."""
+    if is_number(decay):
+        torch._foreach_lerp_(avg, xs, 1.0 - decay)
+    else:
+        torch._foreach_mul_(avg, decay)
+        torch._foreach_add_(avg, torch._foreach_mul(xs, 1.0 - decay))
+
+
+def ema_sq_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:
+    """``avg = decay * avg + (1 - decay) * xs * xs`` in place."""
+    torch._foreach_mul_(avg, decay)
+    if is_number(decay):
+        torch._foreach_addcmul_(avg, xs, xs, value=1.0 - decay)
+    else:
+        torch._foreach_add_(avg, torch._foreach_mul(torch._foreach_mul(xs, xs), 1.0 - decay))
+
+
+def rsqrt_denominator(acc: Sequence[Tensor], eps_root: Scalar, eps: Scalar) -> Tensors:
+    """``sqrt(acc + eps_root) + eps``: the chapter puts epsilon inside the root (7.9, 7.11), Adam outside (7.22)."""
+    denom = list(torch._foreach_add(acc, eps_root)) if _nonzero(eps_root) else list(acc)
+    denom = list(torch._foreach_sqrt(denom))
+    if _nonzero(eps):
+        torch._foreach_add_(denom, eps)
+    return denom
+
+
+def zeros_like(xs: Sequence[Tensor]) -> Tensors:
+    return [torch.zeros_like(x, memory_format=torch.preserve_format) for x in xs]
+
+
+def full_like(xs: Sequence[Tensor], value: float) -> Tensors:
+    return [torch.full_like(x, value, memory_format=torch.preserve_format) for x in xs]
+
+
+def _nonzero(x: Scalar) -> bool:
+    """False only for a Python zero: a tensor hyperparameter is always applied (its value may change)."""
+    return not is_zero(x)
+
+
+def is_zero(x: object) -> bool:
+    """True for a Python zero only. In the compiled path a zero hyperparameter stays a Python 0.0, so
+    structural choices (no momentum buffer when momentum is 0) are made at trace time."""
+    return is_number(x) and x == 0

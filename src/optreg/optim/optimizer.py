@@ -1,0 +1,341 @@
+"""The torch adapter: any transform chain as a real :class:`torch.optim.Optimizer`.
+
+``Optimizer(model.parameters(), adam, lr=1e-3)`` takes an alias (a function of hyperparameters returning a
+:class:`Transform`) and behaves like a torch optimizer: parameter groups with their own hyperparameters,
+``step(closure)``, ``zero_grad``, ``state_dict`` / ``load_state_dict`` (a resumed run continues to the same
+numbers), and torch's lr schedulers (they write ``group["lr"]``, read back at every step). A ready-made
+``Transform`` is accepted too; it then has no hyperparameters for groups or schedulers to change.
+
+State lives where torch keeps it, ``optimizer.state[param]``, one entry per leaf of the transform's state
+(keys like ``"1.mu"``: chain position, field). Counters shared by a group are stored with each of its
+parameters (the same tensor).
+
+``compile=True`` runs the whole update of every group, from gradients to the in-place parameter write,
+through :func:`torch.compile`: the chain fuses into one kernel per tensor. Real-valued hyperparameters enter
+the compiled function as 0-d tensors, so changing a learning rate never recompiles; a hyperparameter that
+is zero stays a Python zero, so unused work (momentum 0, weight decay 0) is not compiled in.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Callable, Iterable, Iterator
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optreg.errors import OptregTypeError, OptregValueError
+from optreg.optim.combine import ChainState, MaskedState
+from optreg.optim.transforms import Transform
+
+Factory = Callable[..., Transform]
+
+
+# ------------------------------------------------------------------------------------ state trees
+
+
+def _is_namedtuple(x: object) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def _leaves(tree: Any, index: list[int], prefix: str = "") -> Iterator[tuple[str, list[int], Tensor]]:
+    """Yields ``(key, positions, tensor)`` for every tensor leaf of a state tree.
+
+    ``index`` maps positions in the tree's parameter lists to positions in the group. A per-parameter
+    leaf (an element of a list) belongs to one position; a shared leaf (a 0-d counter) to all of them.
+    """
+    if isinstance(tree, Tensor):
+        yield prefix.rstrip("."), list(index), tree
+    elif isinstance(tree, list):
+        for j, t in enumerate(tree):
+            if isinstance(t, Tensor):
+                yield prefix.rstrip("."), [index[j]], t
+    elif isinstance(tree, MaskedState):
+        yield from _leaves(tree.inner, [index[i] for i in tree.index], prefix + "masked.")
+    elif isinstance(tree, ChainState):
+        for i, s in enumerate(tree.states):
+            yield from _leaves(s, index, f"{prefix}{i}.")
+    elif _is_namedtuple(tree):
+        for name in tree._fields:
+            yield from _leaves(getattr(tree, name), index, f"{prefix}{name}.")
+    elif isinstance(tree, tuple):
+        for i, s in enumerate(tree):
+            yield from _leaves(s, index, f"{prefix}{i}.")
+
+
+def _select(tree: Any, keep: list[int]) -> Any:
+    """The sub-tree for the parameters at positions ``keep`` (those with a gradient this step)."""
+    if isinstance(tree, list):
+        return [tree[i] for i in keep]
+    if isinstance(tree, MaskedState):
+        where = {p: j for j, p in enumerate(keep)}
+        inner_keep = [k for k, i in enumerate(tree.index) if i in where]
+        return MaskedState(_select(tree.inner, inner_keep), tuple(where[tree.index[k]] for k in inner_keep))
+    if _is_namedtuple(tree):
+        return type(tree)(*(_select(f, keep) for f in tree))
+    if isinstance(tree, tuple):
+        return tuple(_select(f, keep) for f in tree)
+    return tree
+
+
+def _copy_into(old: Any, new: Any) -> None:
+    """Writes a functional transform's new state tensors into the stored ones (no-op for in-place ones)."""
+    if old is new:
+        return
+    if isinstance(old, Tensor):
+        old.copy_(new)
+    elif isinstance(old, list | tuple):
+        for o, n in zip(old, new):
+            _copy_into(o, n)
+
+
+# -------------------------------------------------------------------------------------- the adapter
+
+
+def _signature_defaults(factory: Factory) -> dict[str, Any]:
+    out = {}
+    for p in inspect.signature(factory).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            raise OptregTypeError(f"Optimizer: hyperparameter {p.name!r} of {factory.__name__} needs a default")
+        out[p.name] = p.default
+    return out
+
+
+def _tensorizable(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and v != 0
+
+
+class Optimizer(torch.optim.Optimizer):
+    """A :class:`torch.optim.Optimizer` running an optreg transform chain.
+
+    Args:
+        params: an iterable of tensors or of parameter-group dicts (torch's format; a group may override any
+            hyperparameter).
+        transform: an alias such as :func:`optreg.optim.adam` (hyperparameters come from ``**defaults`` and the
+            groups), or a ready-made :class:`Transform` (no hyperparameters).
+        compile: run the update through :func:`torch.compile` (see the module docstring).
+        **defaults: hyperparameters of ``transform``, e.g. ``lr=1e-3``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        transform: Factory | Transform,
+        *,
+        compile: bool = False,
+        **defaults: Any,
+    ) -> None:
+        if isinstance(transform, Transform):
+            if defaults:
+                raise OptregValueError(
+                    f"Optimizer: a ready-made Transform takes no hyperparameters, got {sorted(defaults)}"
+                )
+            self._factory: Factory | None = None
+            self._fixed: Transform | None = transform
+            self._name = "transform"
+            full: dict[str, Any] = {}
+        elif callable(transform):
+            self._factory, self._fixed = transform, None
+            self._name = getattr(transform, "__name__", "transform")
+            full = _signature_defaults(transform)
+            self._check_names(defaults, full)
+            full.update(defaults)
+        else:
+            raise OptregTypeError(f"Optimizer: transform must be an alias or a Transform, got {transform!r}")
+        self._hp_names = tuple(full)
+        self._compile = bool(compile)
+        self._trees: dict[int, Any] = {}
+        self._tx_cache: dict[tuple[Any, ...], Transform] = {}
+        self._hp_tensors: dict[int, dict[str, Any]] = {}
+        self._hp_seen: dict[int, tuple[Any, ...]] = {}
+        self._compiled: Callable[..., None] | None = None
+        super().__init__(params, full)
+
+    # ---------------------------------------------------------------------------------- hyperparameters
+
+    def _check_names(self, given: dict[str, Any], allowed: dict[str, Any]) -> None:
+        for key, value in given.items():
+            if key not in allowed:
+                raise OptregValueError(
+                    f"{self._name}: unknown hyperparameter {key!r} (= {value!r}); "
+                    f"allowed: {', '.join(allowed)}"
+                )
+
+    def _hparams(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {k: group[k] for k in self._hp_names}
+
+    def _transform(self, hparams: dict[str, Any]) -> Transform:
+        """The transform for these hyperparameter values (built, and so validated, once per distinct set)."""
+        if self._fixed is not None:
+            return self._fixed
+        key = tuple(hparams.values())
+        try:
+            tx = self._tx_cache.get(key)
+        except TypeError:  # an unhashable value: build afresh
+            return self._factory(**hparams)
+        if tx is None:
+            if len(self._tx_cache) > 64:
+                self._tx_cache.clear()
+            tx = self._tx_cache[key] = self._factory(**hparams)
+        return tx
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``; the group's keys and hyperparameters are validated first."""
+        if self._factory is not None:
+            extra = {k: v for k, v in param_group.items() if k != "params" and k not in _TORCH_GROUP_KEYS}
+            self._check_names(extra, self.defaults)
+            self._transform(self._hparams({**self.defaults, **extra}))
+        super().add_param_group(param_group)
+
+    # ----------------------------------------------------------------------------------------- state
+
+    def _group_tree(self, gi: int, group: dict[str, Any]) -> Any:
+        """The group's state tree; its tensors are the ones in ``self.state``, created on first use."""
+        tree = self._trees.get(gi)
+        if tree is not None:
+            return tree
+        params = group["params"]
+        tree = self._transform(self._hparams(group)).init(list(params))
+        restore = bool(params) and any(self.state.get(p) for p in params)
+        for key, positions, leaf in _leaves(tree, list(range(len(params)))):
+            if restore and positions:
+                saved = self.state[params[positions[0]]].get(key)
+                if saved is None:
+                    raise OptregValueError(
+                        f"{self._name}: loaded state has no entry {key!r} for this transform "
+                        "(was it saved by a different optimizer or hyperparameters?)"
+                    )
+                leaf.copy_(saved)
+            for q in positions:
+                self.state[params[q]][key] = leaf
+        self._trees[gi] = tree
+        return tree
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, keeping each state leaf's own dtype (a counter stays int64).
+
+        torch would cast every floating state tensor to its parameter's dtype; optreg's counters and
+        float64 accumulators must survive exactly for a resumed run to reproduce the uninterrupted one.
+        """
+        saved = state_dict["state"]
+        super().load_state_dict({**state_dict, "state": {}})
+        self._trees.clear()
+        self._hp_seen.clear()
+        index = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if index in saved:
+                    self.state[p] = {k: v.to(p.device) if isinstance(v, Tensor) else v
+                                     for k, v in saved[index].items()}
+                index += 1
+        for gi, group in enumerate(self.param_groups):
+            if any(self.state.get(p) for p in group["params"]):
+                self._group_tree(gi, group)
+
+    # ------------------------------------------------------------------------------------------ step
+
+    def _group_args(self, gi: int, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], Any] | None:
+        params = group["params"]
+        keep = [i for i, p in enumerate(params) if p.grad is not None]
+        if not keep:
+            return None
+        tree = self._group_tree(gi, group)
+        for i in keep:
+            if params[i].grad.is_sparse:
+                raise OptregValueError(f"{self._name}: sparse gradients are not supported")
+        if len(keep) == len(params):
+            return list(params), [p.grad for p in params], tree
+        return [params[i] for i in keep], [params[i].grad for i in keep], _select(tree, keep)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter with a gradient; ``closure`` re-evaluates the loss (torch's contract)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            args = self._group_args(gi, group)
+            if args is not None:
+                work.append((gi, group, *args))
+        if not work:
+            return loss
+        if self._compile:
+            self._compiled_step(work)
+        else:
+            for _, group, params, grads, tree in work:
+                _apply(self._transform(self._hparams(group)), params, grads, tree)
+        return loss
+
+    # --------------------------------------------------------------------------------- compiled path
+
+    def _tensor_hparams(self, gi: int, group: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """0-d tensors for the non-zero real hyperparameters, refreshed in place when the group changes."""
+        hparams = self._hparams(group)
+        seen = tuple(hparams.values())
+        cached = self._hp_tensors.get(gi)
+        if cached is not None and self._hp_seen.get(gi) == seen:
+            return cached
+        self._transform(hparams)  # validates the new values
+        out: dict[str, Any] = {}
+        for k, v in hparams.items():
+            if _tensorizable(v):
+                old = cached.get(k) if cached else None
+                if isinstance(old, Tensor):
+                    old.fill_(float(v))
+                    out[k] = old
+                else:
+                    out[k] = torch.tensor(float(v), dtype=torch.float64, device=device)
+            else:
+                out[k] = float(v) if isinstance(v, Real) and not isinstance(v, bool) else v
+        self._hp_tensors[gi], self._hp_seen[gi] = out, seen
+        return out
+
+    def _compiled_step(self, work: list[tuple[Any, ...]]) -> None:
+        if self._compiled is None:
+            self._compiled = _compile_step(self._factory, self._fixed, self._name)
+        batch = []
+        for gi, group, params, grads, tree in work:
+            hp = self._tensor_hparams(gi, group, params[0].device) if self._factory is not None else {}
+            batch.append((params, grads, tree, hp))
+        self._compiled(batch)
+
+    def __repr__(self) -> str:
+        lines = [f"Optimizer({self._name}{', compile=True' if self._compile else ''})"]
+        for i, group in enumerate(self.param_groups):
+            hp = ", ".join(f"{k}={group[k]!r}" for k in self._hp_names)
+            lines.append(f"  group {i}: {len(group['params'])} tensors, {hp}")
+        return "\n".join(lines)
+
+
+# torch.optim.lr_scheduler and friends add these keys to groups; they are not hyperparameters of ours.
+_TORCH_GROUP_KEYS = ("initial_lr", "name", "differentiable", "foreach", "fused", "capturable", "maximize")
+
+
+def _apply(tx: Transform, params: list[Tensor], grads: list[Tensor], tree: Any) -> None:
+    updates, new_tree = tx.update(grads, tree, params)
+    _copy_into(tree, new_tree)
+    torch._foreach_add_(params, updates)
+
+
+def _compile_step(factory: Factory | None, fixed: Transform | None, name: str) -> Callable[..., None]:
+    """A compiled ``step(batch)`` for one optimizer.
+
+    Each optimizer gets its own code object, so dynamo's per-code cache (and its recompile limit) is its own:
+    many optimizers in one process never push each other out of the cache.
+    """
+
+    def step(batch: list[tuple[list[Tensor], list[Tensor], Any, dict[str, Any]]]) -> None:
+        for params, grads, tree, hp in batch:
+            tx = fixed if factory is None else factory(**hp)
+            _apply(tx, params, grads, tree)
+
+    code = step.__code__.replace(co_name=f"optreg_{name}_step")
+    fresh = types.FunctionType(code, step.__globals__, code.co_name, step.__defaults__, step.__closure__)
+    return torch.compile(fresh, dynamic=False)

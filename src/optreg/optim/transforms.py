@@ -1,0 +1,420 @@
+"""The per-step rules of the chapter, as composable gradient transforms (section 7.2, Table 7.1).
+
+The chapter splits the methods into *learning-rate adaptation* (AdaGrad, RMSprop, AdaDelta) and
+*direction optimization* (momentum, Nesterov, clipping), and calls Adam "momentum + RMSprop". optreg makes
+that split its architecture, in the style of Optax: a :class:`Transform` is a pair of pure-looking
+functions ``init(params) -> state`` and ``update(updates, state, params) -> (updates, state)``; an optimizer
+is a short :func:`optreg.optim.combine.chain` of them (see ``aliases.py``).
+
+Contract (every transform here keeps it, and so must a user's own):
+
+- ``updates`` and ``params`` are lists of tensors; ``update`` must not modify the incoming ``updates`` in
+  place (they may be the gradients themselves) but may return new tensors or its own state tensors.
+- ``state`` is a NamedTuple whose fields are per-parameter lists of tensors, 0-d tensors shared by the
+  group (counters), nested states, or static Python values. Transforms update their state tensors *in
+  place* and return the same tensors (so the compiled path writes no copies); a functional transform that
+  returns new tensors also works, the :class:`~optreg.optim.optimizer.Optimizer` copies them back.
+- Hyperparameters are Python numbers, or 0-d tensors in the compiled path; numbers are validated here.
+- Updates are *added* to the parameters: the learning-rate scale flips the sign (``-alpha g``, eq. 7.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from optreg import _checks
+from optreg.optim import _foreach as F
+
+Params = Sequence[Tensor]
+Updates = list[Tensor]
+State = Any
+
+
+class Transform(NamedTuple):
+    """A gradient transformation: ``init(params) -> state``, ``update(updates, state, params) -> (updates, state)``."""
+
+    init: Callable[[Params], State]
+    update: Callable[..., tuple[Updates, State]]
+
+
+class EmptyState(NamedTuple):
+    """The state of a stateless transform."""
+
+
+def _check(check: Callable[..., float], owner: str, field: str, value: Any) -> Any:
+    """Validate a hyperparameter given as a number; a 0-d tensor (compiled path) was validated upstream."""
+    if isinstance(value, Tensor):
+        return value
+    return check(owner, field, value)
+
+
+def counter(params: Params) -> Tensor:
+    """A 0-d int64 step counter on the parameters' device (a tensor, so a compiled step never recompiles)."""
+    device = params[0].device if len(params) else None
+    return torch.zeros((), dtype=torch.int64, device=device)
+
+
+def _as_float64(count: Tensor) -> Tensor:
+    return count.to(torch.float64)
+
+
+# --------------------------------------------------------------------------------------------- basic
+
+
+def identity() -> Transform:
+    """Leaves the updates unchanged."""
+
+    def init(params: Params) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Updates, state: EmptyState, params: Params | None = None):
+        return updates, state
+
+    return Transform(init, update)
+
+
+def scale(step_size: float, *, name: str = "scale") -> Transform:
+    """Multiplies the updates by a constant: ``u <- step_size * u``."""
+    step_size = _check(_checks.check_number, name, "step_size", step_size)
+
+    def init(params: Params) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Updates, state: EmptyState, params: Params | None = None):
+        return F.mul(updates, step_size), state
+
+    return Transform(init, update)
+
+
+class ScaleByScheduleState(NamedTuple):
+    count: Tensor
+
+
+def scale_by_learning_rate(
+    lr: float | Callable[[int], float], *, flip_sign: bool = True, name: str = "scale_by_learning_rate"
+) -> Transform:
+    """``u <- -alpha_t u``: the learning rate of eq. (7.3), a constant or a schedule ``step -> lr`` (7.5-7.7).
+
+    A schedule is read at the transform's own step counter (0 at the first update). In the compiled path a
+    schedule costs a graph break per step; prefer the optimizer's ``lr`` with a trainer or torch scheduler there.
+    """
+    sign = -1.0 if flip_sign else 1.0
+    if callable(lr) and not isinstance(lr, Tensor):
+        schedule = lr
+
+        def init_s(params: Params) -> ScaleByScheduleState:
+            return ScaleByScheduleState(count=counter(params))
+
+        def update_s(updates: Updates, state: ScaleByScheduleState, params: Params | None = None):
+            step_lr = _checks.check_nonneg(name, "lr", schedule(int(state.count)))
+            state.count.add_(1)
+            return F.mul(updates, sign * step_lr), state
+
+        return Transform(init_s, update_s)
+
+    lr = _check(_checks.check_nonneg, name, "lr", lr)
+    factor = -lr if flip_sign else lr
+
+    def init(params: Params) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Updates, state: EmptyState, params: Params | None = None):
+        return F.mul(updates, factor), state
+
+    return Transform(init, update)
+
+
+# --------------------------------------------------------------------------------- direction (7.2.3)
+
+
+class TraceState(NamedTuple):
+    momentum: list[Tensor]
+
+
+def trace(decay: float = 0.9, *, nesterov: bool = False, name: str = "trace") -> Transform:
+    """Momentum, eq. (7.14), in the form torch.optim.SGD uses: ``m_t = rho m_{t-1} + g_t``.
+
+    The chapter writes ``dtheta_t = rho dtheta_{t-1} - alpha g_t``; with a constant learning rate the two are the
+    same trajectory (``dtheta_t = -alpha m_t``). ``nesterov=True`` returns ``g_t + rho m_t`` (Sutskever et al.,
+    2013), which is the book's look-ahead form (7.15-7.17) under the change of variables
+    ``phi = theta + rho dtheta`` (a test checks this).
+    """
+    decay = _check(_checks.check_unit, name, "momentum", decay)
+
+    def init(params: Params) -> TraceState:
+        return TraceState(momentum=F.zeros_like(params))
+
+    def update(updates: Updates, state: TraceState, params: Params | None = None):
+        m = state.momentum
+        torch._foreach_mul_(m, decay)
+        torch._foreach_add_(m, updates)
+        out = F.add_scaled(updates, m, decay) if nesterov else list(m)
+        return out, state
+
+    return Transform(init, update)
+
+
+# ------------------------------------------------------------------------ learning-rate adaptation
+
+
+class ScaleByAdagradState(NamedTuple):
+    sum_of_squares: list[Tensor]
+
+
+def scale_by_adagrad(
+    eps: float = 0.0,
+    eps_root: float = 1e-10,
+    initial_accumulator_value: float = 0.0,
+    *,
+    name: str = "scale_by_adagrad",
+) -> Transform:
+    """AdaGrad (Duchi et al., 2011), eqs. (7.8)-(7.9): ``G_t = sum g*g``, ``u = g / (sqrt(G_t + eps_root) + eps)``.
+
+    The chapter adds epsilon inside the root (7.9) and suggests 1e-7 to 1e-10 (its "e^-7" is an erratum).
+    torch.optim.Adagrad adds it outside: ``eps=1e-10, eps_root=0`` reproduces torch.
+    """
+    eps = _check(_checks.check_nonneg, name, "eps", eps)
+    eps_root = _check(_checks.check_nonneg, name, "eps_root", eps_root)
+    init_value = _check(_checks.check_nonneg, name, "initial_accumulator_value", initial_accumulator_value)
+
+    def init(params: Params) -> ScaleByAdagradState:
+        return ScaleByAdagradState(sum_of_squares=F.full_like(params, init_value))
+
+    def update(updates: Updates, state: ScaleByAdagradState, params: Params | None = None):
+        torch._foreach_addcmul_(state.sum_of_squares, updates, updates)
+        denom = F.rsqrt_denominator(state.sum_of_squares, eps_root, eps)
+        return list(torch._foreach_div(updates, denom)), state
+
+    return Transform(init, update)
+
+
+class ScaleByRmsState(NamedTuple):
+    nu: list[Tensor]
+    mu: list[Tensor] | None
+
+
+def scale_by_rms(
+    beta: float = 0.9,
+    eps: float = 0.0,
+    eps_root: float = 1e-8,
+    *,
+    initial_scale: float = 0.0,
+    centered: bool = False,
+    name: str = "scale_by_rms",
+) -> Transform:
+    """RMSprop (Tieleman & Hinton, 2012), eqs. (7.10)-(7.11).
+
+    ``G_t = beta G_{t-1} + (1 - beta) g*g``, ``u = g / (sqrt(G_t + eps_root) + eps)``. The chapter puts epsilon
+    inside the root (7.11). ``centered=True`` divides by the variance ``G_t - M_t^2`` instead (Graves, 2013).
+    torch.optim.RMSprop: ``beta=alpha, eps=eps, eps_root=0``.
+    """
+    beta = _check(_checks.check_unit, name, "beta", beta)
+    eps = _check(_checks.check_nonneg, name, "eps", eps)
+    eps_root = _check(_checks.check_nonneg, name, "eps_root", eps_root)
+    initial_scale = _checks.check_nonneg(name, "initial_scale", initial_scale)
+
+    def init(params: Params) -> ScaleByRmsState:
+        return ScaleByRmsState(
+            nu=F.full_like(params, initial_scale), mu=F.zeros_like(params) if centered else None
+        )
+
+    def update(updates: Updates, state: ScaleByRmsState, params: Params | None = None):
+        F.ema_sq_(state.nu, updates, beta)
+        acc = state.nu
+        if centered:
+            F.ema_(state.mu, updates, beta)
+            acc = list(torch._foreach_addcmul(state.nu, state.mu, state.mu, value=-1))
+        denom = F.rsqrt_denominator(acc, eps_root, eps)
+        return list(torch._foreach_div(updates, denom)), state
+
+    return Transform(init, update)
+
+
+class ScaleByAdadeltaState(NamedTuple):
+    nu: list[Tensor]
+    delta_nu: list[Tensor]
+
+
+def scale_by_adadelta(
+    beta: float = 0.9, eps_root: float = 1e-6, eps: float = 0.0, *, name: str = "scale_by_adadelta"
+) -> Transform:
+    """AdaDelta (Zeiler, 2012), eqs. (7.12)-(7.13).
+
+    ``G_t`` as in RMSprop (7.10); ``u_t = sqrt(dX_{t-1} + eps_root) / (sqrt(G_t + eps_root) + eps) * g_t`` and
+    ``dX_t = beta dX_{t-1} + (1 - beta) u_t*u_t``. The running average of squared steps takes the place of
+    the learning rate; epsilon sits inside both roots, as in the chapter, Zeiler and torch.optim.Adadelta
+    (``beta=rho, eps_root=eps``). As in Zeiler and torch, ``dX`` averages the unscaled step ``u_t``: with the
+    usual ``lr = 1`` it is exactly the chapter's ``dtheta``.
+    """
+    beta = _check(_checks.check_unit, name, "beta", beta)
+    eps_root = _check(_checks.check_nonneg, name, "eps_root", eps_root)
+    eps = _check(_checks.check_nonneg, name, "eps", eps)
+
+    def init(params: Params) -> ScaleByAdadeltaState:
+        return ScaleByAdadeltaState(nu=F.zeros_like(params), delta_nu=F.zeros_like(params))
+
+    def update(updates: Updates, state: ScaleByAdadeltaState, params: Params | None = None):
+        F.ema_sq_(state.nu, updates, beta)
+        std = F.rsqrt_denominator(state.nu, eps_root, eps)
+        delta = F.rsqrt_denominator(state.delta_nu, eps_root, 0.0)
+        torch._foreach_div_(delta, std)
+        torch._foreach_mul_(delta, updates)
+        F.ema_sq_(state.delta_nu, delta, beta)
+        return delta, state
+
+    return Transform(init, update)
+
+
+class ScaleByAdamState(NamedTuple):
+    count: Tensor
+    mu: list[Tensor]
+    nu: list[Tensor]
+    mu_product: Tensor | None  # Nadam only: prod of mu_i, shape (1,)
+
+
+def scale_by_adam(
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    *,
+    nesterov: bool = False,
+    momentum_decay: float = 4e-3,
+    name: str = "scale_by_adam",
+) -> Transform:
+    """Adam (Kingma & Ba, 2015), eqs. (7.18)-(7.22); ``nesterov=True`` is Nadam (Dozat, 2016).
+
+    ``M_t = b1 M + (1-b1) g`` (7.18), ``G_t = b2 G + (1-b2) g*g`` (7.19), bias corrections (7.20, 7.21), and
+    ``u = M_hat / (sqrt(G_hat + eps_root) + eps)`` (7.22, epsilon outside the root as in the chapter and torch).
+    The chapter's "beta2 usually 0.99" is an erratum: the paper's default, used here, is 0.999.
+
+    Nadam follows Dozat's momentum schedule, as torch.optim.NAdam does:
+    ``mu_t = b1 (1 - 0.5 * 0.96^(t * momentum_decay))`` and
+    ``u = (1 - mu_t) / (1 - prod_{i<=t} mu_i) * g / d + mu_{t+1} / (1 - prod_{i<=t+1} mu_i) * M_t / d``.
+    """
+    beta1 = _check(_checks.check_unit, name, "beta1", beta1)
+    beta2 = _check(_checks.check_unit, name, "beta2", beta2)
+    eps = _check(_checks.check_nonneg, name, "eps", eps)
+    eps_root = _check(_checks.check_nonneg, name, "eps_root", eps_root)
+    momentum_decay = _check(_checks.check_nonneg, name, "momentum_decay", momentum_decay)
+
+    def init(params: Params) -> ScaleByAdamState:
+        count = counter(params)
+        # shape (1,), not 0-d: torch.compile 2.13 on CPU silently drops every mutation of a graph that
+        # mutates a 0-d float64 input (float32 0-d and float64 (1,) are fine)
+        mu_product = torch.ones(1, dtype=torch.float64, device=count.device) if nesterov else None
+        return ScaleByAdamState(count, F.zeros_like(params), F.zeros_like(params), mu_product)
+
+    def update(updates: Updates, state: ScaleByAdamState, params: Params | None = None):
+        state.count.add_(1)
+        t = _as_float64(state.count)
+        F.ema_(state.mu, updates, beta1)
+        F.ema_sq_(state.nu, updates, beta2)
+        denom = F.rsqrt_denominator(F.div(state.nu, 1 - beta2**t), eps_root, eps)
+        if not nesterov:
+            out = list(torch._foreach_div(state.mu, denom))
+            torch._foreach_div_(out, 1 - beta1**t)
+            return out, state
+        mu_t = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+        state.mu_product.mul_(mu_t)
+        mu_product = state.mu_product[0]
+        out = F.mul(torch._foreach_div(updates, denom), (1.0 - mu_t) / (1.0 - mu_product))
+        F.add_scaled_(out, torch._foreach_div(state.mu, denom), mu_next / (1.0 - mu_product * mu_next))
+        return out, state
+
+    return Transform(init, update)
+
+
+class ScaleByDeltaBarDeltaState(NamedTuple):
+    lrs: list[Tensor]
+    bar: list[Tensor]
+
+
+def scale_by_delta_bar_delta(
+    lr: float = 0.01,
+    increase: float = 1e-4,
+    decrease: float = 0.1,
+    beta: float = 0.7,
+    *,
+    name: str = "scale_by_delta_bar_delta",
+) -> Transform:
+    """Delta-bar-delta (Jacobs, 1988; file 002): a learning rate per parameter, for full-batch training.
+
+    With ``d_t`` the gradient and ``dbar_t = (1 - beta) d_t + beta dbar_{t-1}`` its running average, each rate
+    grows additively by ``increase`` (kappa) when ``dbar_{t-1} d_t > 0`` (the sign is stable), shrinks
+    multiplicatively by ``decrease`` (phi) when ``dbar_{t-1} d_t < 0`` (the sign flipped), and the update is
+    ``eps_t * d_t`` (the alias flips the sign). On mini-batches the sign of ``d`` is noise, so use full batches.
+    """
+    lr = _check(_checks.check_positive, name, "lr", lr)
+    increase = _check(_checks.check_nonneg, name, "increase", increase)
+    decrease = _check(_checks.check_unit, name, "decrease", decrease)
+    beta = _check(_checks.check_unit, name, "beta", beta)
+
+    def init(params: Params) -> ScaleByDeltaBarDeltaState:
+        return ScaleByDeltaBarDeltaState(lrs=F.full_like(params, float(lr)), bar=F.zeros_like(params))
+
+    def update(updates: Updates, state: ScaleByDeltaBarDeltaState, params: Params | None = None):
+        for rate, bar, d in zip(state.lrs, state.bar, updates):
+            agree = bar * d
+            grown = rate + increase
+            shrunk = rate * (1.0 - decrease)
+            rate.copy_(torch.where(agree > 0, grown, torch.where(agree < 0, shrunk, rate)))
+        F.ema_(state.bar, updates, beta)
+        return list(torch._foreach_mul(updates, state.lrs)), state
+
+    return Transform(init, update)
+
+
+# --------------------------------------------------------------------------------------- weight decay
+
+
+def _add_scaled_params(weight_decay: float, name: str, sign: float = 1.0) -> Transform:
+    """``u <- u + sign * weight_decay * theta``: the one mechanism behind l2, AdamW decay and eq. (7.63)."""
+    weight_decay = _check(_checks.check_nonneg, name, "weight_decay", weight_decay)
+    factor = weight_decay if sign > 0 else -weight_decay
+
+    def init(params: Params) -> EmptyState:
+        return EmptyState()
+
+    def update(updates: Updates, state: EmptyState, params: Params | None = None):
+        if params is None:
+            raise ValueError(f"{name}: needs the parameters, got params=None")
+        if F.is_number(weight_decay) and weight_decay == 0:
+            return updates, state
+        return F.add_scaled(updates, params, factor), state
+
+    return Transform(init, update)
+
+
+def add_l2(weight_decay: float = 0.0, *, name: str = "add_l2") -> Transform:
+    """l2 regularization, *coupled*: ``g <- g + lambda theta`` (the gradient of ``lambda/2 ||theta||^2``, eq. 7.58).
+
+    Put it first in a chain, so every later transform (momentum, Adam's second moment...) sees the penalty.
+    This is what torch.optim's ``weight_decay`` does for SGD, Adam, RMSprop, Adagrad, Adadelta and NAdam.
+    """
+    return _add_scaled_params(weight_decay, name)
+
+
+def add_decayed_weights(weight_decay: float = 0.0, *, name: str = "add_decayed_weights") -> Transform:
+    """Weight decay, *decoupled*: ``u <- u + w theta`` added to the update rather than the gradient.
+
+    Placed just before the learning-rate scale it gives ``theta <- theta - alpha (u + w theta)``, the
+    lr-scaled decay of AdamW (Loshchilov & Hutter, 2019) and torch.optim.AdamW. Placed *after* the
+    learning-rate scale it is :func:`decay_weights`, eq. (7.63).
+    For plain SGD all three forms are the same trajectory (exercise 7-3); for Adam they are not.
+    """
+    return _add_scaled_params(weight_decay, name)
+
+
+def decay_weights(weight_decay: float = 0.0, *, name: str = "decay_weights") -> Transform:
+    """Weight decay as the chapter writes it, eq. (7.63): ``theta <- (1 - w) theta - alpha g``.
+
+    Goes *after* the learning-rate scale (``u <- u - w theta``), so the decay is not multiplied by alpha:
+    it equals :func:`add_l2` with ``lambda = w / alpha`` for SGD at a constant learning rate.
+    """
+    return _add_scaled_params(weight_decay, name, sign=-1.0)
