@@ -1,1 +1,186 @@
-"""experiments."""
+"""The lab: one experiment per chapter figure or exercise, registered by name.
+
+>>> from optreg import experiments
+>>> experiments.available()                                   # doctest: +SKIP
+['batch-size', 'init-schemes', 'lr-decay', 'optimizers', 'preprocessing']
+>>> ctx = experiments.Context(dataset="digits", out=Path("runs/demo"))
+>>> result = experiments.run("optimizers", ctx)              # doctest: +SKIP
+
+The contract (``register``, ``Context``, ``Result``) is in :mod:`optreg.experiments.base`; the built-in
+experiments live in this package's modules, imported on first use of :func:`available` / :func:`get`.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import math
+import re
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+from optreg.errors import OptregTypeError, OptregValueError
+from optreg.experiments.base import (
+    _REGISTRY,
+    DEFAULT_DATASET,
+    Context,
+    Experiment,
+    Result,
+    RunHistory,
+    complete_spec,
+    register,
+)
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "Context",
+    "Experiment",
+    "Result",
+    "RunHistory",
+    "available",
+    "complete_spec",
+    "describe",
+    "format_table",
+    "get",
+    "register",
+    "run",
+    "save_result",
+]
+
+#: The modules of the built-in experiments (``optreg.experiments.<module>``).
+BUILTIN_MODULES = ("optimizers", "batch_size", "lr_decay", "init_schemes", "preprocessing")
+
+_loaded = False
+
+
+def _load_builtins() -> None:
+    """Import the built-in experiment modules once (each registers itself)."""
+    global _loaded
+    if _loaded:
+        return
+    for module in BUILTIN_MODULES:
+        qualified = f"{__name__}.{module}"
+        try:
+            importlib.import_module(qualified)
+        except ModuleNotFoundError as e:  # a module of this list not (yet) in this installation
+            if e.name != qualified:
+                raise
+    _loaded = True
+
+
+def available() -> list[str]:
+    """The names of the registered experiments, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Experiment:
+    """The experiment registered as ``name``; an unknown name raises, listing the known ones."""
+    names = available()
+    if name not in _REGISTRY:
+        raise OptregValueError(f"experiments: experiment must be one of {', '.join(names)}, got {name!r}")
+    return _REGISTRY[name]
+
+
+def describe() -> list[dict[str, str]]:
+    """One row per experiment (``name``, ``figure``, ``title``, ``help``), for ``optreg list``."""
+    return [
+        {"name": e.name, "figure": e.figure, "title": e.title, "help": e.help}
+        for e in (get(name) for name in available())
+    ]
+
+
+# ------------------------------------------------------------------------------------------- saving
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return str(value)
+    v = float(value)
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:.4g}" if math.isfinite(v) else str(v)
+
+
+def _columns(table: list[dict[str, Any]]) -> list[str]:
+    columns: list[str] = []
+    for row in table:
+        if not isinstance(row, dict):
+            raise OptregTypeError(f"experiments: every table row must be a dict, got {row!r}")
+        columns.extend(k for k in row if k not in columns)
+    return columns
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    """A list of dicts as a GitHub-flavoured markdown table (numbers to 4 significant digits)."""
+    columns = _columns(table)
+    if not columns:
+        return ""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in table:
+        lines.append("| " + " | ".join(_cell(row.get(c)).replace("|", "\\|") for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def save_result(result: Result, folder: Path) -> dict[str, Path]:
+    """Write a result's figures (PNG), ``table.csv`` and ``table.md`` (the table, then the notes) under
+    ``folder``; returns ``{what: path}``. Figure names must be file-name safe."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib import pyplot as plt
+
+    for name in result.figures:
+        if not isinstance(name, str) or not _SAFE.match(name):
+            raise OptregValueError(f"experiments: figure names must be file-name safe, got {name!r}")
+    columns = _columns(result.table)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, fig in result.figures.items():
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths[name] = path
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(result.table)
+    paths["table.csv"] = folder / "table.csv"
+    paths["table.csv"].write_text(buf.getvalue(), encoding="utf-8")
+    md = f"# {result.title or result.name}\n\n{format_table(result.table)}"
+    if result.notes:
+        md += f"\n{result.notes.strip()}\n"
+    paths["table.md"] = folder / "table.md"
+    paths["table.md"].write_text(md, encoding="utf-8")
+    return paths
+
+
+def run(name: str, ctx: Context) -> Result:
+    """Run the experiment ``name`` in ``ctx`` and save everything under ``ctx.out / name``.
+
+    Writes the figures (``<fig>.png``), ``table.csv``, ``table.md`` and ``metrics.csv`` (every step and
+    epoch of the runs it trained, from the store); the runs themselves are in ``ctx.out / runs.sqlite``.
+    Returns the :class:`Result` with ``paths`` filled in.
+    """
+    experiment = get(name)
+    if not isinstance(ctx, Context):
+        raise OptregTypeError(f"experiments: ctx must be a Context, got {ctx!r}")
+    ctx.experiment, ctx.run_ids = name, []
+    result = experiment.fn(ctx)
+    if not isinstance(result, Result):
+        raise OptregTypeError(f"experiments: {name} must return a Result, got {type(result).__name__}")
+    result.name = result.name or name
+    result.title = result.title or experiment.title
+    folder = Path(ctx.out) / name
+    paths = save_result(result, folder)
+    if ctx.run_ids:
+        paths["metrics.csv"] = ctx.open_store().export_csv(folder / "metrics.csv", ctx.run_ids)
+    result.paths = paths
+    return result
