@@ -1,0 +1,269 @@
+"""Figure builders for the lab (matplotlib, Agg; figures are made without pyplot's global state).
+
+Every builder returns a :class:`matplotlib.figure.Figure` with a title, axis labels and a legend, sized to
+be readable as a PNG in a report. Curves over several seeds are drawn as the mean with a shaded band
+(± one standard deviation, or min..max); a label keeps its colour across the panels of a figure.
+
+- :func:`mean_spread`: the mean and band of several runs' curves (shortest length kept).
+- :func:`smooth`: a trailing moving average, for noisy per-iteration losses.
+- :func:`curves_figure`: one or more panels of mean ± spread curves (loss per iteration, accuracy per epoch).
+- :func:`lr_figure`: learning rate against the step, for schedules.
+- :func:`contour_figure`: contours of a 2-D function with optimizer trajectories.
+- :func:`scatter_figure`: points per label (e.g. final loss against a hyperparameter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from optreg._checks import check_choice, check_int
+from optreg.errors import OptregValueError
+
+__all__ = [
+    "Panel",
+    "colors",
+    "contour_figure",
+    "curves_figure",
+    "lr_figure",
+    "mean_spread",
+    "new_figure",
+    "scatter_figure",
+    "smooth",
+]
+
+#: The colour cycle (matplotlib's tab10, then tab20's light shades): readable, and distinct for 20 labels.
+_PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+    "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
+    "#dbdb8d", "#9edae5",
+)  # fmt: skip
+
+
+def colors(labels: Sequence[str]) -> dict[str, str]:
+    """A fixed colour per label, in order (cycling after 20)."""
+    return {label: _PALETTE[i % len(_PALETTE)] for i, label in enumerate(labels)}
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, *, title: str = "", panel_size: tuple[float, float] = (5.6, 4.0)):
+    """A figure with ``nrows x ncols`` axes (returned as a flat list) and a bold suptitle."""
+    check_int("plots", "ncols", ncols, 1)
+    check_int("plots", "nrows", nrows, 1)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    if title:
+        fig.suptitle(title, fontsize=13, fontweight="bold")
+    return fig, axes
+
+
+def smooth(values: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
+    """The trailing moving average over ``window`` points (the first points average what exists so far).
+
+    ``window = 1`` returns the values unchanged; NaN / None values are refused.
+    """
+    check_int("plots", "window", window, 1)
+    y = np.asarray(values, dtype=float)
+    if y.ndim != 1:
+        raise OptregValueError(f"plots: smooth needs a 1-D sequence, got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise OptregValueError("plots: smooth needs finite values (a diverged run has NaN / Inf)")
+    if window == 1 or y.size == 0:
+        return y
+    c = np.cumsum(np.concatenate([[0.0], y]))
+    idx = np.arange(1, y.size + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def mean_spread(runs: Sequence[Sequence[float]], spread: str = "std") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, low, high)`` of several runs' curves, point by point, cut to the shortest run.
+
+    ``spread = "std"``: mean ± one (population) standard deviation; ``"minmax"``: the smallest and
+    largest value; ``"none"``: the band is the mean itself.
+    """
+    check_choice("plots", "spread", spread, ("std", "minmax", "none"))
+    curves = [np.asarray(r, dtype=float) for r in runs]
+    if not curves or any(c.ndim != 1 for c in curves):
+        raise OptregValueError("plots: mean_spread needs one or more 1-D curves")
+    n = min(c.size for c in curves)
+    a = np.stack([c[:n] for c in curves])
+    mean = a.mean(axis=0)
+    if spread == "std":
+        sd = a.std(axis=0)
+        return mean, mean - sd, mean + sd
+    if spread == "minmax":
+        return mean, a.min(axis=0), a.max(axis=0)
+    return mean, mean, mean
+
+
+@dataclass
+class Panel:
+    """One axes of :func:`curves_figure`.
+
+    ``series``: label -> list of runs (each a list of values, one per ``x``). ``x``: the x values of
+    the points (default 0, 1, 2, ...; may be shorter-cut like the runs), or a mapping label -> x values.
+    ``smooth``: moving-average window applied to each run before averaging. ``log_y``/``log_x``: log
+    scales. ``ylim``: fixed y limits.
+    """
+
+    series: Mapping[str, Sequence[Sequence[float]]]
+    title: str = ""
+    xlabel: str = ""
+    ylabel: str = ""
+    x: Sequence[float] | Mapping[str, Sequence[float]] | None = None
+    smooth: int = 1
+    spread: str = "std"
+    log_y: bool = False
+    log_x: bool = False
+    ylim: tuple[float, float] | None = None
+    legend: bool = True
+    style: dict[str, Any] = field(default_factory=dict)
+
+
+def _draw_panel(ax: Any, panel: Panel, palette: dict[str, str]) -> None:
+    for label, runs in panel.series.items():
+        runs = [r for r in runs if len(r)]
+        if not runs:
+            continue
+        curves = [smooth(r, panel.smooth) for r in runs]
+        mean, low, high = mean_spread(curves, panel.spread)
+        xs = panel.x.get(label) if isinstance(panel.x, Mapping) else panel.x
+        x = np.arange(mean.size) if xs is None else np.asarray(xs, dtype=float)[: mean.size]
+        mean, low, high = mean[: x.size], low[: x.size], high[: x.size]
+        n = len(runs)
+        name = label if n == 1 else f"{label} (n={n})"
+        color = palette[label]
+        ax.plot(x, mean, color=color, label=name, linewidth=1.6, **panel.style)
+        if n > 1 and panel.spread != "none":
+            ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
+    ax.set_title(panel.title, fontsize=11)
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel(panel.ylabel)
+    if panel.log_y:
+        ax.set_yscale("log")
+    if panel.log_x:
+        ax.set_xscale("log")
+    if panel.ylim is not None:
+        ax.set_ylim(*panel.ylim)
+    ax.grid(True, alpha=0.3)
+    if panel.legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, frameon=False, ncol=2 if len(panel.series) > 6 else 1)
+
+
+def curves_figure(panels: Sequence[Panel], *, title: str = "", ncols: int | None = None) -> Figure:
+    """Panels of mean ± spread curves side by side (``ncols`` per row, default all in one row).
+
+    >>> loss = Panel({"adam": [[2.3, 1.1, 0.5], [2.2, 1.0, 0.6]]}, xlabel="iteration", ylabel="loss")
+    >>> fig = curves_figure([loss], title="Figure 7.6")
+    """
+    if not panels:
+        raise OptregValueError("plots: curves_figure needs at least one panel")
+    ncols = len(panels) if ncols is None else check_int("plots", "ncols", ncols, 1)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = new_figure(ncols, nrows, title=title)
+    labels: list[str] = []
+    for p in panels:
+        labels.extend(k for k in p.series if k not in labels)
+    palette = colors(labels)
+    for ax, panel in zip(axes, panels):
+        _draw_panel(ax, panel, palette)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    return fig
+
+
+def lr_figure(
+    schedules: Mapping[str, Callable[[int], float] | Sequence[float]],
+    steps: int,
+    *,
+    title: str = "Learning rate",
+    xlabel: str = "iteration",
+    log_y: bool = False,
+) -> Figure:
+    """Learning rate against the step for each schedule (a callable ``step -> lr`` or recorded values)."""
+    check_int("plots", "steps", steps, 1)
+    series = {}
+    for label, s in schedules.items():
+        values = [float(s(t)) for t in range(steps)] if callable(s) else [float(v) for v in s][:steps]
+        series[label] = [values]
+    panel = Panel(series, title=title, xlabel=xlabel, ylabel="learning rate", log_y=log_y, spread="none")
+    return curves_figure([panel])
+
+
+def contour_figure(
+    f: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    paths: Mapping[str, np.ndarray | Sequence[Sequence[float]]],
+    *,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    title: str = "",
+    levels: int | Sequence[float] = 20,
+    log_levels: bool = False,
+    resolution: int = 200,
+) -> Figure:
+    """Contours of ``f(x1, x2)`` (vectorized over numpy grids) with each optimizer's path (an ``(T, 2)``
+    array of iterates), start marked by a circle, end by a cross. ``log_levels`` spaces the contour levels
+    geometrically (for functions like Rosenbrock's that span many orders of magnitude)."""
+    check_int("plots", "resolution", resolution, 10)
+    xs = np.linspace(*xlim, resolution)
+    ys = np.linspace(*ylim, resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    gz = np.asarray(f(gx, gy), dtype=float)
+    if log_levels and isinstance(levels, int):
+        lo = max(float(gz.min()), 1e-6)
+        levels = np.geomspace(lo, float(gz.max()), levels)
+    fig, (ax,) = new_figure(title=title, panel_size=(6.4, 5.0))
+    cs = ax.contour(gx, gy, gz, levels=levels, cmap="Greys", linewidths=0.7)
+    ax.clabel(cs, fontsize=6, fmt="%.3g")
+    palette = colors(list(paths))
+    for label, path in paths.items():
+        p = np.asarray(path, dtype=float)
+        if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] == 0:
+            raise OptregValueError(f"plots: path {label!r} must have shape (T, 2), got {p.shape}")
+        p = p[np.isfinite(p).all(axis=1)]
+        c = palette[label]
+        ax.plot(p[:, 0], p[:, 1], "-", color=c, linewidth=1.3, label=label, alpha=0.9)
+        ax.plot(p[0, 0], p[0, 1], "o", color=c, markersize=5)
+        ax.plot(p[-1, 0], p[-1, 1], "x", color=c, markersize=7, mew=2)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.legend(fontsize=8, frameon=True, loc="best")
+    return fig
+
+
+def scatter_figure(
+    points: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    log_x: bool = False,
+    log_y: bool = False,
+    connect: bool = False,
+) -> Figure:
+    """One scatter series per label (``label -> (xs, ys)``); ``connect`` joins each series' points in x order."""
+    fig, (ax,) = new_figure(title=title)
+    palette = colors(list(points))
+    for label, (xs, ys) in points.items():
+        x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        if x.shape != y.shape or x.ndim != 1:
+            raise OptregValueError(f"plots: scatter series {label!r} needs xs and ys of the same length")
+        ax.scatter(x, y, s=28, color=palette[label], label=label, alpha=0.85)
+        if connect and x.size > 1:
+            order = np.argsort(x)
+            ax.plot(x[order], y[order], color=palette[label], linewidth=1.0, alpha=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
