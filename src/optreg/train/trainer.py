@@ -1,0 +1,449 @@
+"""The training loop: mini-batch gradient descent with callbacks, one screen per idea.
+
+Each iteration ``t`` draws a mini-batch of ``K`` examples, computes the mean loss and its gradient
+(eq. (7.1)), optionally clips the gradient by its global norm (eq. (7.24), with the erratum fixed: the
+test is ``||g|| > b``) and lets the optimizer apply ``theta_t = theta_{t-1} + Delta theta_t`` (eqs. (7.3),
+(7.4)). One epoch is ``ceil(N / K)`` iterations (section 7.2.1; ``floor`` with ``drop_last``) over a
+fresh permutation of the training set drawn from a seeded ``torch.Generator``.
+
+The data stay in memory as tensors and are indexed by the permutation (no DataLoader). The loop reads
+the device once per iteration: the loss, the number of correct predictions and the gradient norm are
+fetched together (one stacked ``.tolist()`` on an accelerator). That read is also the divergence guard:
+a NaN or infinite loss or gradient norm raises :class:`optreg.errors.DivergenceError` *before* the
+optimizer step, so the model keeps its last finite parameters.
+
+The engine never prints: progress, early stopping, learning-rate reduction and checkpoints are
+callbacks (:mod:`optreg.train.callbacks`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+
+from optreg._checks import check_choice, check_int, check_positive
+from optreg.errors import DivergenceError, OptregTypeError, OptregValueError
+from optreg.train.callbacks import Callback
+from optreg.train.checkpoint import FORMAT, load_checkpoint
+
+__all__ = ["EPOCH_FIELDS", "ITERATION_FIELDS", "METRICS", "History", "Trainer"]
+
+#: Fields of a per-iteration record (``None`` where a metric is not measured).
+ITERATION_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "grad_norm")
+#: Fields of a per-epoch record. ``time`` (wall-clock seconds) is the one field that is not reproducible.
+EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time")
+#: What the trainer can measure per iteration; the loss is always measured.
+METRICS = ("loss", "accuracy", "grad_norm")
+
+
+@dataclass
+class History:
+    """What a run measured: ``iterations`` and ``epochs`` are lists of plain dicts.
+
+    An iteration record has the fields :data:`ITERATION_FIELDS` (``step`` counts updates from 0, the
+    loss and accuracy are those of the mini-batch before the update, ``lr`` is the rate the update used,
+    ``grad_norm`` the global norm before clipping). An epoch record has :data:`EPOCH_FIELDS` (train
+    metrics are means over the epoch's mini-batches weighted by batch size; ``val_*`` are ``None``
+    without a validation split).
+    """
+
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+    def _records(self, which: str) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
+        check_choice("history", "which", which, ("epochs", "iterations"))
+        if which == "epochs":
+            return EPOCH_FIELDS, self.epochs
+        return ITERATION_FIELDS, self.iterations
+
+    def to_rows(self, which: str = "epochs") -> tuple[list[str], list[list[Any]]]:
+        """``(columns, rows)`` of the epoch or iteration records, ready for a CSV writer or a table."""
+        columns, records = self._records(which)
+        return list(columns), [[r[c] for c in columns] for r in records]
+
+    def column(self, name: str, which: str = "epochs") -> list[Any]:
+        """One field over the run, e.g. ``history.column("val_loss")``."""
+        columns, records = self._records(which)
+        check_choice("history", "column", name, columns)
+        return [r[name] for r in records]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iterations": [dict(r) for r in self.iterations], "epochs": [dict(r) for r in self.epochs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iterations = [dict(r) for r in state["iterations"]]
+        self.epochs = [dict(r) for r in state["epochs"]]
+
+
+def _as_split(owner: str, split: Any) -> tuple[Tensor, Tensor]:
+    """``(x, y)`` from a ``Split`` (anything with ``.x`` and ``.y``) or a 2-tuple of tensors."""
+    if hasattr(split, "x") and hasattr(split, "y"):
+        x, y = split.x, split.y
+    elif isinstance(split, tuple) and len(split) == 2:
+        x, y = split
+    else:
+        raise OptregTypeError(f"{owner}: expected a Split (with .x and .y) or an (x, y) tuple, got {split!r}")
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise OptregTypeError(f"{owner}: x and y must be torch tensors, got {type(x).__name__}, {type(y).__name__}")
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise OptregValueError(
+            f"{owner}: x and y must have the same number of examples, got shapes {tuple(x.shape)}, {tuple(y.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise OptregValueError(f"{owner}: the split is empty")
+    return x, y
+
+
+class Trainer:
+    """Mini-batch training of ``model`` with ``optimizer`` (any ``torch.optim.Optimizer``).
+
+    Args:
+        model: the network; moved to ``device``.
+        optimizer: a ``torch.optim.Optimizer`` over the model's parameters (``optreg.optim.Optimizer``
+            is one).
+        loss_fn: ``loss_fn(output, y) -> scalar``, the *mean* loss of the batch (eq. (7.1)).
+        batch_size: ``K``, the number of examples per iteration.
+        epochs: the total number of epochs (a resumed run counts the epochs already done).
+        schedule: a callable ``step -> lr`` (``step`` counts updates from 0); before every update it sets
+            the lr of every param group. ``None`` leaves the lr to the optimizer (and to callbacks).
+        clip_grad_norm: clip the gradient to this global norm (eq. (7.24), as
+            ``torch.nn.utils.clip_grad_norm_``).
+        penalty: a callable ``model -> scalar tensor`` added to the training objective, e.g. a weight
+            penalty ``lambda * l_p(theta)`` (eq. (7.58)); the recorded ``loss`` is the data loss alone.
+        callbacks: :class:`~optreg.train.callbacks.Callback` objects, run in order of their ``order``
+            attribute (stable; :class:`~optreg.train.callbacks.Checkpoint` runs last).
+        seed: seeds the shuffling generator (``seed``) and, for the duration of ``fit``, torch's global RNG
+            (``seed + 1``, used by dropout). The caller's global RNG state is restored after ``fit``.
+        device: where the model and the data live during training.
+        drop_last: drop the last, smaller batch (then an epoch is ``floor(N / K)`` iterations).
+        log_every: keep an iteration record (and call ``on_step_end``) every ``log_every`` updates. The
+            divergence guard still checks every update.
+        metrics: what to measure per iteration among :data:`METRICS`; the loss is always measured, the
+            accuracy only for integer targets, the gradient norm is always measured when clipping.
+        eval_batch_size: batch size of :meth:`evaluate` (only bounds memory; the result is the mean loss).
+
+    After ``fit``: ``history`` (a :class:`History`), ``step`` (updates done), ``epoch`` (epochs done).
+    A callback may set ``trainer.stop = True`` to end the run after the current update.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+        batch_size: int = 32,
+        epochs: int = 10,
+        schedule: Callable[[int], float] | None = None,
+        clip_grad_norm: float | None = None,
+        penalty: Callable[[nn.Module], Tensor] | None = None,
+        callbacks: Iterable[Callback] = (),
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        drop_last: bool = False,
+        log_every: int = 1,
+        metrics: Sequence[str] = ("loss", "accuracy", "grad_norm"),
+        eval_batch_size: int = 1024,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise OptregTypeError(f"trainer: model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise OptregTypeError(f"trainer: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        for name, fn in (("loss_fn", loss_fn), ("schedule", schedule), ("penalty", penalty)):
+            if fn is not None and not callable(fn):
+                raise OptregTypeError(f"trainer: {name} must be callable, got {fn!r}")
+        self.batch_size = check_int("trainer", "batch_size", batch_size, 1)
+        self.epochs = check_int("trainer", "epochs", epochs, 0)
+        self.clip_grad_norm = (
+            None if clip_grad_norm is None else check_positive("trainer", "clip_grad_norm", clip_grad_norm)
+        )
+        self.seed = check_int("trainer", "seed", seed, 0)
+        self.log_every = check_int("trainer", "log_every", log_every, 1)
+        self.eval_batch_size = check_int("trainer", "eval_batch_size", eval_batch_size, 1)
+        if not isinstance(drop_last, bool):
+            raise OptregTypeError(f"trainer: drop_last must be a bool, got {drop_last!r}")
+        if isinstance(metrics, str):
+            raise OptregTypeError(f"trainer: metrics must be a sequence of names, got the string {metrics!r}")
+        for m in metrics:
+            check_choice("trainer", "metrics", m, METRICS)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise OptregValueError(f"trainer: device must be a torch device such as 'cpu', got {device!r}") from e
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise OptregTypeError(f"trainer: callbacks must be Callback objects, got {cb!r}")
+        self.callbacks: list[Callback] = sorted(callbacks, key=lambda cb: cb.order)
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.schedule = schedule
+        self.penalty = penalty
+        self.drop_last = drop_last
+        self.metrics = tuple(metrics)
+        self._params = [p for g in optimizer.param_groups for p in g["params"]]
+        self._reset()
+
+    def _reset(self) -> None:
+        """A fresh run: empty history, counters at zero, the shuffling generator re-seeded."""
+        self.history = History()
+        self.step = 0
+        self.epoch = 0
+        self.stop = False
+        self.has_val = False
+        self._accuracy = "accuracy" in self.metrics
+        self._n_train = 0
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def measures(self, metric: str) -> bool:
+        """Whether epoch records will carry ``metric`` (e.g. ``"val_accuracy"``) in the current ``fit``."""
+        if metric.startswith("val_") and not self.has_val:
+            return False
+        return not metric.endswith("accuracy") or self._accuracy
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, train: Any, val: Any = None, *, resume_from: str | Path | dict[str, Any] | None = None) -> History:
+        """Train for ``epochs`` epochs (or until a callback sets ``stop``) and return the history.
+
+        ``train`` and ``val`` are ``Split`` objects (or ``(x, y)`` tuples). ``resume_from`` is a checkpoint
+        written by :class:`~optreg.train.callbacks.Checkpoint` (a path, or the loaded dict): the run goes on
+        exactly as if it had never stopped (same parameters, bit for bit, and the same history).
+        """
+        x, y = (t.to(self.device) for t in _as_split("trainer.fit: train", train))
+        val = None if val is None else tuple(t.to(self.device) for t in _as_split("trainer.fit: val", val))
+        self._reset()
+        self._n_train = n = x.shape[0]
+        self.has_val = val is not None
+        self._accuracy = "accuracy" in self.metrics and not y.is_floating_point()
+        iters = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if iters == 0:
+            raise OptregValueError(
+                f"trainer: drop_last with batch_size={self.batch_size} leaves no batch of a {n}-example train split"
+            )
+        accelerated = self.device.type != "cpu"
+        devices = [self.device] if accelerated else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type if accelerated else None):
+            torch.manual_seed(self.seed + 1)
+            for cb in self.callbacks:
+                cb.on_fit_start(self)
+            if resume_from is not None:
+                state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
+                self.load_state_dict(state)
+            while self.epoch < self.epochs and not self.stop:
+                start = time.perf_counter()
+                train_loss, train_acc = self._train_epoch(x, y, iters)
+                scores = self.evaluate(val) if val is not None else {"loss": None, "accuracy": None}
+                record = {
+                    "epoch": self.epoch,
+                    "train_loss": train_loss,
+                    "train_accuracy": train_acc,
+                    "val_loss": scores["loss"],
+                    "val_accuracy": scores["accuracy"],
+                    "lr": self.lr,
+                    "time": time.perf_counter() - start,
+                }
+                self.history.epochs.append(record)
+                self.epoch += 1
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, record)
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
+        return self.history
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the optimizer's first param group, as a float."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        return lr.item() if isinstance(lr, Tensor) else float(lr)
+
+    def _train_epoch(self, x: Tensor, y: Tensor, iters: int) -> tuple[float, float | None]:
+        """One pass over a fresh permutation; returns the epoch's mean loss and accuracy."""
+        model, optimizer, loss_fn, k = self.model, self.optimizer, self.loss_fn, self.batch_size
+        schedule, penalty, clip, accuracy = self.schedule, self.penalty, self.clip_grad_norm, self._accuracy
+        measure_norm = "grad_norm" in self.metrics or clip is not None
+        log, callbacks = self.history.iterations, self.callbacks
+        model.train()
+        perm = torch.randperm(x.shape[0], generator=self._generator).to(self.device)
+        loss_sum = correct_sum = 0.0
+        seen = 0
+        for i in range(iters):
+            idx = perm[i * k : (i + 1) * k]
+            xb, yb = x[idx], y[idx]
+            if schedule is not None:
+                self._set_lr(schedule(self.step))
+            output = model(xb)
+            loss = loss_fn(output, yb)
+            objective = loss if penalty is None else loss + penalty(model)
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            stats = [loss.detach()]
+            if accuracy:
+                stats.append((output.argmax(-1) == yb).sum())
+            if measure_norm:
+                norm = get_total_norm([p.grad for p in self._params if p.grad is not None])
+                if clip is not None:
+                    clip_grads_with_norm_(self._params, clip, norm)
+                stats.append(norm)
+            values = self._fetch(stats)
+            if not all(map(math.isfinite, values)):
+                self._diverged(values, measure_norm)
+            optimizer.step()
+
+            nb = yb.shape[0]
+            loss_sum += values[0] * nb
+            seen += nb
+            if accuracy:
+                correct_sum += values[1]
+            if self.step % self.log_every == 0:
+                record = {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "loss": values[0],
+                    "accuracy": values[1] / nb if accuracy else None,
+                    "lr": self.lr,
+                    "grad_norm": values[-1] if measure_norm else None,
+                }
+                log.append(record)
+                for cb in callbacks:
+                    cb.on_step_end(self, record)
+            self.step += 1
+            if self.stop:
+                break
+        return loss_sum / seen, (correct_sum / seen if accuracy else None)
+
+    def _fetch(self, stats: list[Tensor]) -> list[float]:
+        """The iteration's one read of the device: the statistics as Python numbers.
+
+        On an accelerator they are stacked and fetched with one ``.tolist()`` (one synchronization). On
+        the CPU there is nothing to synchronize and ``.item()`` per scalar is cheaper than a stack (about
+        0.3 us each against 5 us), so it is used there; the numbers are the same.
+        """
+        if self.device.type == "cpu":
+            return [s.item() for s in stats]
+        dtype = torch.promote_types(stats[0].dtype, torch.float32)  # exact counts, float64 losses kept
+        return torch.stack([s.to(dtype) for s in stats]).tolist()
+
+    def _set_lr(self, lr: float) -> None:
+        lr = float(lr)
+        if not 0.0 <= lr < math.inf:
+            raise OptregValueError(
+                f"trainer: the schedule must return a finite lr >= 0, got {lr!r} at step {self.step}"
+            )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _diverged(self, values: list[float], measured_norm: bool) -> None:
+        names = ["loss"] + (["accuracy"] if self._accuracy else []) + (["grad_norm"] if measured_norm else [])
+        bad = ", ".join(f"{n} = {v}" for n, v in zip(names, values) if not math.isfinite(v))
+        clip = "" if self.clip_grad_norm is None else f" (now {self.clip_grad_norm:g})"
+        error = DivergenceError(
+            f"trainer: training diverged at step {self.step} (epoch {self.epoch}): {bad}. "
+            f"Lower the learning rate (lr was {self.lr:g}), clip gradients (clip_grad_norm, e.g. 1.0){clip}, "
+            "or check the data for NaN/Inf. The model keeps its parameters from before this step; "
+            "the history so far is on this error's .history."
+        )
+        error.step, error.epoch, error.values, error.history = (
+            self.step,
+            self.epoch,
+            dict(zip(names, values)),
+            self.history,
+        )
+        raise error
+
+    # ------------------------------------------------------------------ evaluate
+    @torch.no_grad()
+    def evaluate(self, split: Any) -> dict[str, float | None]:
+        """Mean loss and accuracy of the model on ``split`` in eval mode (dropout off, BN running stats).
+
+        Returns ``{"loss": float, "accuracy": float | None}`` (accuracy only for integer targets).
+        """
+        x, y = _as_split("trainer.evaluate", split)
+        x, y = x.to(self.device), y.to(self.device)
+        accuracy = "accuracy" in self.metrics and not y.is_floating_point()
+        was_training = self.model.training
+        self.model.eval()
+        sums = []  # per chunk: [loss * n_chunk, correct]; one device read at the end
+        for i in range(0, x.shape[0], self.eval_batch_size):
+            xb, yb = x[i : i + self.eval_batch_size], y[i : i + self.eval_batch_size]
+            output = self.model(xb)
+            loss = self.loss_fn(output, yb).detach()
+            hits = (output.argmax(-1) == yb).sum().to(loss.dtype) if accuracy else torch.zeros_like(loss)
+            sums.append(torch.stack([loss * yb.shape[0], hits]))
+        self.model.train(was_training)
+        columns = torch.stack(sums).tolist()
+        total, hits = math.fsum(c[0] for c in columns), math.fsum(c[1] for c in columns)
+        n = x.shape[0]
+        return {"loss": total / n, "accuracy": hits / n if accuracy else None}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The whole training state at an epoch boundary (what :class:`Checkpoint` writes)."""
+        schedule_state = self.schedule.state_dict() if hasattr(self.schedule, "state_dict") else None
+        rng = {"shuffle": self._generator.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": schedule_state,
+            "callbacks": self._callback_states(),
+            "rng": rng,
+            "step": self.step,
+            "epoch": self.epoch,
+            "stop": self.stop,
+            "history": self.history.state_dict(),
+            "config": {"batch_size": self.batch_size, "drop_last": self.drop_last, "n_train": self._n_train},
+        }
+
+    def _keyed_callbacks(self) -> dict[str, Callback]:
+        """Callbacks by ``"<class name>:<index among callbacks of that class>"``."""
+        keyed: dict[str, Callback] = {}
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            keyed[f"{name}:{sum(k.startswith(name + ':') for k in keyed)}"] = cb
+        return keyed
+
+    def _callback_states(self) -> dict[str, dict[str, Any]]:
+        """The state of every callback that has one (stateless ones, e.g. Progress, may come and go)."""
+        return {key: s for key, cb in self._keyed_callbacks().items() if (s := cb.state_dict())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`; the run must have the same data size and batching."""
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise OptregValueError(f"trainer: not an optreg training state (format {FORMAT!r} expected)")
+        ours = {"batch_size": self.batch_size, "drop_last": self.drop_last, "n_train": self._n_train}
+        for key, value in ours.items():
+            if state["config"][key] != value:
+                raise OptregValueError(
+                    f"trainer: cannot resume: the checkpoint has {key}={state['config'][key]!r}, this run {value!r}"
+                )
+        ours = self._callback_states()
+        if ours.keys() != state["callbacks"].keys():
+            raise OptregValueError(
+                f"trainer: cannot resume: the checkpoint's stateful callbacks are {sorted(state['callbacks'])}, "
+                f"this trainer's {sorted(ours)}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])  # type: ignore[union-attr]
+        for key, cb in self._keyed_callbacks().items():
+            if key in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][key])
+        self._generator.set_state(state["rng"]["shuffle"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.step, self.epoch, self.stop = state["step"], state["epoch"], state["stop"]
+        self.history.load_state_dict(state["history"])
