@@ -26,6 +26,16 @@ def _mlp(d: int = 5, c: int = 3, hidden: int = 16, dropout: float = 0.0, seed: i
     return nn.Sequential(*layers)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These tests use tiny tensors: one intra-op thread is faster, and avoids OpenMP oversubscription
+    when pytest-xdist runs a worker per core (tens of times slower on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def make_data() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     return _teacher_data

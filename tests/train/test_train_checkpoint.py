@@ -65,6 +65,38 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, make_data, make_mlp, sam
     ]
 
 
+def test_resume_continues_reduce_lr_on_plateau(tmp_path, make_data, make_mlp, same_params, without_time):
+    """ReduceOnPlateau's counters and reduced rate come back from the checkpoint (oracle: the uninterrupted run)."""
+    schedules = pytest.importorskip("optreg.schedules")
+    if not hasattr(schedules, "ReduceOnPlateau"):
+        pytest.skip("optreg.schedules.ReduceOnPlateau is not there yet")
+    from optreg.train import ReduceLROnPlateau
+
+    x, y = make_data(n=120)
+    values = [1.0, 0.9, 0.95, 0.96, 0.97, 0.8, 0.85, 0.9, 0.95]
+
+    def trainer_for(model, *extra):
+        overwrite = Lambda(on_epoch_end=lambda t, r: r.update(val_loss=values[r["epoch"]]))
+        plateau = ReduceLROnPlateau(factor=0.5, patience=1, cooldown=1)
+        return Trainer(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+            batch_size=16,
+            epochs=len(values),
+            callbacks=[overwrite, plateau, Checkpoint(tmp_path / "p.pt"), *extra],
+        )
+
+    whole = make_mlp()
+    full = trainer_for(whole).fit((x[:80], y[:80]), (x[80:], y[80:]))
+    with pytest.raises(Interrupted):
+        trainer_for(make_mlp(), crash_after(4)).fit((x[:80], y[:80]), (x[80:], y[80:]))
+    resumed_model = make_mlp(seed=3)
+    resumed = trainer_for(resumed_model).fit((x[:80], y[:80]), (x[80:], y[80:]), resume_from=tmp_path / "p.pt")
+    assert same_params(whole, resumed_model)
+    assert without_time(resumed) == without_time(full)
+    assert len(set(full.column("lr"))) > 2  # the rate was reduced more than once, across the interruption
+
+
 def test_resume_after_early_stop_does_not_train_more(tmp_path, make_data, make_mlp, same_params):
     """A checkpoint written by the epoch that stopped the run resumes to the same, stopped, end state."""
     x, y = make_data()

@@ -191,7 +191,6 @@ class Trainer:
         self.penalty = penalty
         self.drop_last = drop_last
         self.metrics = tuple(metrics)
-        self._params = [p for g in optimizer.param_groups for p in g["params"]]
         self._reset()
 
     def _reset(self) -> None:
@@ -222,6 +221,7 @@ class Trainer:
         x, y = (t.to(self.device) for t in _as_split("trainer.fit: train", train))
         val = None if val is None else tuple(t.to(self.device) for t in _as_split("trainer.fit: val", val))
         self._reset()
+        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self._n_train = n = x.shape[0]
         self.has_val = val is not None
         self._accuracy = "accuracy" in self.metrics and not y.is_floating_point()
