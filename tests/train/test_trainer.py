@@ -380,3 +380,21 @@ def test_bad_model_optimizer_and_data_raise_clear_errors(make_data, make_mlp):
     bad_schedule = Trainer(model, opt, schedule=lambda t: float("nan"))
     with pytest.raises(OptregValueError, match="schedule must return a finite lr >= 0, got nan at step 0"):
         bad_schedule.fit((x, y))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stacked_device_read_equals_item_reads(make_mlp, dtype):
+    """The accelerator path (one stacked .tolist()) gives the numbers .item() gives (the oracle); it only
+    depends on the device's type, so it is exercised here on CPU tensors."""
+    model = make_mlp()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    loss = torch.tensor(0.123456789012345, dtype=dtype, requires_grad=True) * 1.0
+    stats = [loss, torch.tensor(16_777_217), torch.tensor(3.25, dtype=dtype)]  # 2**24 + 1: exact only in float64
+    expected = [s.item() for s in stats]
+    trainer.device = torch.device("cuda")  # a device object only; nothing runs on it
+    fetched = trainer._fetch(stats)
+    if dtype == torch.float64:
+        assert fetched == expected
+    else:
+        assert fetched[0] == expected[0] and fetched[2] == expected[2]
+        assert fetched[1] == 16_777_216  # float32 rounds counts above 2**24, far beyond any batch size

@@ -233,7 +233,10 @@ class Trainer:
         accelerated = self.device.type != "cpu"
         devices = [self.device] if accelerated else []
         with torch.random.fork_rng(devices=devices, device_type=self.device.type if accelerated else None):
-            torch.manual_seed(self.seed + 1)
+            if accelerated:
+                torch.manual_seed(self.seed + 1)  # the CPU's and the accelerators' global RNGs
+            else:
+                torch.default_generator.manual_seed(self.seed + 1)  # leave any CUDA RNG alone
             for cb in self.callbacks:
                 cb.on_fit_start(self)
             if resume_from is not None:
@@ -286,7 +289,7 @@ class Trainer:
             objective = loss if penalty is None else loss + penalty(model)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
-            stats = [loss.detach()]
+            stats = [loss]
             if accuracy:
                 stats.append((output.argmax(-1) == yb).sum())
             if measure_norm:
@@ -331,7 +334,7 @@ class Trainer:
         if self.device.type == "cpu":
             return [s.item() for s in stats]
         dtype = torch.promote_types(stats[0].dtype, torch.float32)  # exact counts, float64 losses kept
-        return torch.stack([s.to(dtype) for s in stats]).tolist()
+        return torch.stack([s.detach().to(dtype) for s in stats]).tolist()
 
     def _set_lr(self, lr: float) -> None:
         lr = float(lr)
