@@ -18,6 +18,7 @@ callbacks (:mod:`optreg.train.callbacks`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -184,7 +185,8 @@ class Trainer:
             if not isinstance(cb, Callback):
                 raise OptregTypeError(f"trainer: callbacks must be Callback objects, got {cb!r}")
         self.callbacks: list[Callback] = sorted(callbacks, key=lambda cb: cb.order)
-        self.model = model.to(self.device)
+        tensors = itertools.chain(model.parameters(), model.buffers())
+        self.model = model.to(self.device) if any(t.device != self.device for t in tensors) else model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.schedule = schedule
