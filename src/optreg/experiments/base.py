@@ -62,6 +62,8 @@ __all__ = [
     "Result",
     "RunHistory",
     "complete_spec",
+    "curves",
+    "mean_std",
     "register",
 ]
 
@@ -173,6 +175,25 @@ class RunHistory(History):
     def final(self, name: str) -> float | None:
         """The last epoch's value of an epoch field (``"val_accuracy"``), None if there is none."""
         return self.epochs[-1][name] if self.epochs else None
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+    """The mean and the (population) standard deviation of the values that are not None; ``(None, None)``
+    when there are none. For a table's ``x`` and ``x_sd`` columns over seeds."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return None, None
+    mean = math.fsum(xs) / len(xs)
+    return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / len(xs))
+
+
+def curves(
+    runs: Mapping[str, Sequence[RunHistory]], name: str, which: str = "iterations"
+) -> dict[str, list[list[float]]]:
+    """``label -> [one list of values per run]`` of one field (``"loss"`` per iteration, ``"val_accuracy"``
+    per epoch), ready for :class:`optreg.report.plots.Panel`. Diverged runs are left out (their curves
+    stop early and end in NaN); a label whose runs all diverged maps to an empty list."""
+    return {label: [h.column(name, which) for h in histories if not h.diverged] for label, histories in runs.items()}
 
 
 # ---------------------------------------------------------------------------------------------- context

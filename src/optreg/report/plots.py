@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from optreg._checks import check_choice, check_int
 from optreg.errors import OptregValueError
@@ -107,7 +108,9 @@ class Panel:
     ``series``: label -> list of runs (each a list of values, one per ``x``). ``x``: the x values of
     the points (default 0, 1, 2, ...; may be shorter-cut like the runs), or a mapping label -> x values.
     ``smooth``: moving-average window applied to each run before averaging. ``log_y``/``log_x``: log
-    scales. ``ylim``: fixed y limits.
+    scales; with ``log_y`` the mean and spread are taken over log10 of the values (a geometric mean with a
+    multiplicative band, which a log axis shows undistorted). ``ylim``: fixed y limits. ``integer_x``:
+    integer ticks (epochs).
     """
 
     series: Mapping[str, Sequence[Sequence[float]]]
@@ -120,6 +123,7 @@ class Panel:
     log_y: bool = False
     log_x: bool = False
     ylim: tuple[float, float] | None = None
+    integer_x: bool = False
     legend: bool = True
     style: dict[str, Any] = field(default_factory=dict)
 
@@ -130,15 +134,17 @@ def _draw_panel(ax: Any, panel: Panel, palette: dict[str, str]) -> None:
         if not runs:
             continue
         curves = [smooth(r, panel.smooth) for r in runs]
-        mean, low, high = mean_spread(curves, panel.spread)
+        if panel.log_y:  # the band in log space: geometric mean and a multiplicative spread, never <= 0
+            logs = [np.log10(np.maximum(c, np.finfo(float).tiny)) for c in curves]
+            mean, low, high = (10.0**a for a in mean_spread(logs, panel.spread))
+        else:
+            mean, low, high = mean_spread(curves, panel.spread)
         xs = panel.x.get(label) if isinstance(panel.x, Mapping) else panel.x
         x = np.arange(mean.size) if xs is None else np.asarray(xs, dtype=float)[: mean.size]
         mean, low, high = mean[: x.size], low[: x.size], high[: x.size]
-        n = len(runs)
-        name = label if n == 1 else f"{label} (n={n})"
         color = palette[label]
-        ax.plot(x, mean, color=color, label=name, linewidth=1.6, **panel.style)
-        if n > 1 and panel.spread != "none":
+        ax.plot(x, mean, color=color, label=label, linewidth=1.6, **panel.style)
+        if len(runs) > 1 and panel.spread != "none":
             ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
     ax.set_title(panel.title, fontsize=11)
     ax.set_xlabel(panel.xlabel)
@@ -147,6 +153,8 @@ def _draw_panel(ax: Any, panel: Panel, palette: dict[str, str]) -> None:
         ax.set_yscale("log")
     if panel.log_x:
         ax.set_xscale("log")
+    if panel.integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if panel.ylim is not None:
         ax.set_ylim(*panel.ylim)
     ax.grid(True, alpha=0.3)
@@ -217,7 +225,7 @@ def contour_figure(
         lo = max(float(gz.min()), 1e-6)
         levels = np.geomspace(lo, float(gz.max()), levels)
     fig, (ax,) = new_figure(title=title, panel_size=(6.4, 5.0))
-    cs = ax.contour(gx, gy, gz, levels=levels, cmap="Greys", linewidths=0.7)
+    cs = ax.contour(gx, gy, gz, levels=levels, colors="0.6", linewidths=0.7)
     ax.clabel(cs, fontsize=6, fmt="%.3g")
     palette = colors(list(paths))
     for label, path in paths.items():

@@ -1,0 +1,117 @@
+"""Figure 7.3: the batch size K in mini-batch gradient descent.
+
+Plain SGD (eq. 7.3, ``theta_t = theta_{t-1} - alpha g_t`` with the mean gradient of K examples, eq. 7.1)
+trains the same MLP (64 -> 128 -> 10, ReLU) with K = 1, 8, 32, 128 and the full training set, for the same
+number of epochs. One epoch is ceil(N / K) iterations (section 7.2.1), so the runs make very different
+numbers of updates.
+
+The learning-rate rule is the chapter's setting for this figure: **the same learning rate alpha = 0.1 for
+every batch size** (no scaling with K). Then, as the chapter describes, (a) per iteration, larger batches
+lower the loss faster and more smoothly (their gradient estimates are less noisy), while K = 1 oscillates;
+(b) per epoch (the same number of examples seen, the same computation), smaller batches lower the loss
+faster, because they make more updates.
+
+Panel (a) draws the mini-batch loss of every update against the iteration (log axes, unsmoothed, so the
+oscillation shows); panel (b) the epoch's mean training loss against the epoch. Mean ± one standard
+deviation over the seeds.
+"""
+
+from __future__ import annotations
+
+from optreg.experiments.base import Context, Result, RunHistory, curves, mean_std, register
+from optreg.report.plots import Panel, curves_figure
+
+__all__ = ["BATCH_SIZES", "LEARNING_RATE", "MODEL", "run"]
+
+#: The batch sizes compared; ``None`` is the whole training set (batch gradient descent).
+BATCH_SIZES: tuple[int | None, ...] = (1, 8, 32, 128, None)
+#: One learning rate for every batch size (see the module docstring).
+LEARNING_RATE = 0.1
+MODEL = {"kind": "mlp", "hidden": [128], "activation": "relu"}
+
+
+def _label(k: int | None, n: int) -> str:
+    return f"K = {n} (full batch)" if k is None else f"K = {k}"
+
+
+@register(
+    "batch-size",
+    title="Figure 7.3: batch size in mini-batch SGD",
+    figure="7.3",
+    help="SGD with K = 1, 8, 32, 128, full batch: loss per iteration and per epoch (same lr 0.1)",
+)
+def run(ctx: Context) -> Result:
+    seeds = ctx.seed_list(default=2)
+    epochs = ctx.epoch_count(default=5, quick=2)
+    n_train = len(ctx.load_data(seeds[0]).train.y)
+    labels = {k: _label(k, n_train) for k in BATCH_SIZES}
+    runs: dict[str, list[RunHistory]] = {label: [] for label in labels.values()}
+    sizes: dict[str, int] = {}
+    for seed in seeds:
+        data = ctx.load_data(seed)
+        for k, label in labels.items():
+            batch = len(data.train.y) if k is None else k
+            sizes[label] = batch
+            h = ctx.train(
+                label,
+                model_spec=MODEL,
+                optimizer="sgd",
+                hparams={"lr": LEARNING_RATE},
+                seed=seed,
+                batch_size=batch,
+                epochs=epochs,
+                data=data,
+                config={"batch_rule": f"same lr {LEARNING_RATE} for every K"},
+            )
+            runs[label].append(h)
+
+    table = []
+    for label, histories in runs.items():
+        ok = [h for h in histories if not h.diverged]
+        loss, loss_sd = mean_std(h.final("train_loss") for h in ok)
+        val, _ = mean_std(h.final("val_accuracy") for h in ok)
+        test, test_sd = mean_std(h.test_accuracy for h in ok)
+        seconds, _ = mean_std(h.seconds for h in histories)
+        per_epoch = -(-n_train // sizes[label])
+        table.append(
+            {
+                "batch_size": sizes[label],
+                "iterations_per_epoch": per_epoch,
+                "iterations": per_epoch * epochs,
+                "train_loss": loss,
+                "train_loss_sd": loss_sd,
+                "val_accuracy": val,
+                "test_accuracy": test,
+                "test_accuracy_sd": test_sd,
+                "seconds": seconds,
+                "diverged": len(histories) - len(ok),
+            }
+        )
+
+    loss = curves(runs, "loss")
+    per_iteration = Panel(
+        loss,
+        title="(a) loss per iteration",
+        xlabel="iteration (log scale)",
+        ylabel="mini-batch loss",
+        x={label: range(1, 1 + max((len(r) for r in rs), default=0)) for label, rs in loss.items()},
+        log_x=True,
+        log_y=True,
+    )
+    per_epoch_panel = Panel(
+        curves(runs, "train_loss", "epochs"),
+        title="(b) loss per epoch",
+        xlabel="epoch",
+        ylabel="mean training loss over the epoch",
+        x=list(range(1, epochs + 1)),
+        integer_x=True,
+        log_y=True,
+    )
+    title = f"Figure 7.3: batch size K in SGD (lr {LEARNING_RATE} for every K, {len(seeds)} seed(s))"
+    figures = {"figure-7.3": curves_figure([per_iteration, per_epoch_panel], title=title)}
+    notes = (
+        f"{n_train} training examples; plain SGD, lr {LEARNING_RATE} for every batch size; {epochs} epochs; "
+        f"seeds {seeds}. Per iteration larger batches descend faster and more smoothly; per epoch smaller "
+        "batches do, since they update more often (chapter, figure 7.3)."
+    )
+    return Result(table=table, figures=figures, notes=notes)
