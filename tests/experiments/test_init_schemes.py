@@ -1,0 +1,151 @@
+"""Tests of the ``init`` experiment (section 7.3).
+
+Oracles: the definition of the symmetric-weights failure (with zero weights every hidden unit of a layer
+has the same weights and the same activation, before and after training: checked on the weight matrices
+themselves), a forward pass written out with ``torch.nn.functional`` for the recorded activations,
+``numpy.unique`` for the distinct units, and the chapter's variance law (7.31): a layer multiplies the
+signal's variance by n * var[w], so with n * var[w] < 1 (uniform r = 0.1: 64 * 0.01 / 3) the activations
+shrink layer after layer, and with sparse init (15 unit Gaussian inputs per unit) a ReLU signal grows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from optreg import experiments
+from optreg.errors import OptregValueError
+from optreg.experiments import Context
+from optreg.experiments.init_schemes import (
+    DEPTH,
+    NETWORKS,
+    SCHEMES,
+    WIDTH,
+    distinct_units,
+    hidden_activations,
+    init_config,
+    model_spec,
+)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, experiments.Result]:
+    ctx = Context(quick=True, out=tmp_path_factory.mktemp("init"))
+    return ctx, experiments.run("init", ctx)
+
+
+def rows(result: experiments.Result) -> dict[tuple[str, str], dict]:
+    return {(r["network"], r["scheme"]): r for r in result.table}
+
+
+def test_quick_run_has_figures_a_sane_table_and_store_rows(quick: tuple[Context, experiments.Result]) -> None:
+    ctx, result = quick
+    assert set(result.figures) == {"activations", "histograms", "training"}
+    for name in (*result.figures, "table.csv", "table.md", "metrics.csv"):
+        assert result.paths[name].is_file() and result.paths[name].stat().st_size > 0
+    table = rows(result)
+    assert list(table) == [(a, s) for a in NETWORKS for s in SCHEMES]
+    runs = ctx.open_store().runs("init")
+    assert [r["label"] for r in runs] == [f"{a}-{s}" for a, s in table]
+    for run, row in zip(runs, table.values()):
+        assert run["status"] == ("diverged" if row["diverged"] else "finished")
+        assert run["config"]["init"]["scheme"] == SCHEMES[row["scheme"]]["scheme"]
+        if not row["diverged"]:
+            assert 0.0 <= row["val_accuracy"] <= 1.0 and row["final_train_loss"] > 0.0
+            assert len(ctx.open_store().epochs(run["id"])) == run["config"]["epochs"]
+        assert 1 <= row["distinct_units_last"] <= WIDTH
+    for a in NETWORKS:  # the well-scaled schemes train and keep every unit distinct on tanh
+        assert table[(a, "xavier")]["diverged"] == 0
+    assert all(table[("tanh", s)]["distinct_units_last"] == WIDTH for s in SCHEMES if s != "zeros")
+
+
+def test_zero_init_keeps_the_hidden_units_identical(quick: tuple[Context, experiments.Result]) -> None:
+    """Section 7.3's symmetric weights: one distinct unit, no signal, accuracy near chance (10 classes)."""
+    _, result = quick
+    for a in NETWORKS:
+        row = rows(result)[(a, "zeros")]
+        assert row["act_std_layer1"] == 0.0 and row["act_std_last"] == 0.0
+        assert row["distinct_units_last"] == 1
+        assert row["val_accuracy"] <= 0.2
+
+
+def test_zero_init_weights_stay_symmetric_through_training(tmp_path) -> None:
+    """The failure on the weights themselves: every row of every hidden weight matrix equals every other row
+    after training (here they stay exactly 0), while a random init gives distinct rows."""
+    ctx = Context(quick=True, out=tmp_path)
+    data = ctx.load_data(0)
+    for name, symmetric in (("zeros", True), ("lecun", False)):
+        h = ctx.train(
+            name,
+            model_spec=model_spec("tanh"),
+            optimizer="momentum",
+            hparams={"lr": 0.05},
+            seed=0,
+            batch_size=64,
+            epochs=1,
+            init=init_config(name, "tanh"),
+            data=data,
+        )
+        hidden = [m for m in h.model.modules() if isinstance(m, torch.nn.Linear)][:-1]
+        assert len(hidden) == DEPTH
+        for layer in hidden:
+            w = layer.weight.detach()
+            same = bool((w == w[0]).all()) and bool((layer.bias == layer.bias[0]).all())
+            assert same is symmetric
+
+
+def test_hidden_activations_match_a_functional_forward_pass() -> None:
+    ctx = Context(quick=True)
+    data = ctx.load_data(0)
+    x = data.train.x[:50]
+    for a in NETWORKS:
+        model = ctx.build_model(model_spec(a), data, seed=1, init=init_config("xavier", a))
+        acts = hidden_activations(model, x)
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        h = x
+        for layer, got in zip(linears[:-1], acts, strict=True):
+            h = F.linear(h, layer.weight, layer.bias)
+            h = torch.tanh(h) if a == "tanh" else F.relu(h)
+            torch.testing.assert_close(got, h)
+        assert model.training  # the hooks are gone and the mode restored
+        assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_distinct_units_match_numpy_unique() -> None:
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(30, 5, generator=g)
+    acts = torch.cat([base, base[:, :2], torch.zeros(30, 3)], dim=1)  # 5 + 2 copies + 3 identical zero units
+    assert distinct_units(acts) == np.unique(acts.numpy().T, axis=0).shape[0] == 6
+    with pytest.raises(OptregValueError, match="units"):
+        distinct_units(torch.zeros(4))
+
+
+def test_signal_follows_the_variance_law(quick: tuple[Context, experiments.Result]) -> None:
+    """Eq. (7.31): n * var[w] < 1 shrinks the signal each layer; sparse init blows a ReLU signal up."""
+    table = rows(quick[1])
+    for a in NETWORKS:
+        r = table[(a, "uniform")]  # 64 inputs * (0.1^2 / 3) = 0.21 per layer
+        assert r["act_std_last"] < 0.1 * r["act_std_layer1"]
+    r = table[("relu", "sparse")]
+    assert r["act_std_last"] > 10 * r["act_std_layer1"]
+    r = table[("tanh", "sparse")]
+    assert r["act_std_last"] > 0.8  # saturated: most tanh units sit near +-1
+
+
+def test_init_config_and_bad_input() -> None:
+    assert init_config("xavier", "relu") == {"scheme": "xavier_uniform", "activation": "relu"}
+    assert init_config("he", "tanh") == {"scheme": "he_normal", "activation": "relu"}
+    assert init_config("gaussian", "tanh") == {"scheme": "gaussian", "std": 0.1}
+    with pytest.raises(OptregValueError, match="scheme"):
+        init_config("glorot", "tanh")
+    with pytest.raises(OptregValueError, match="activation"):
+        model_spec("sigmoid")
+    with pytest.raises(OptregValueError, match="act"):
+        hidden_activations(torch.nn.Linear(3, 2), torch.zeros(1, 3))
+
+
+def test_same_seed_same_numbers(tmp_path, quick: tuple[Context, experiments.Result]) -> None:
+    again = experiments.get("init").fn(Context(quick=True, out=tmp_path))  # no PNG rendering
+    assert again.table == quick[1].table
