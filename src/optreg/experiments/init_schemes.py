@@ -143,7 +143,7 @@ def _histogram_figure(values: dict[str, list[np.ndarray]], title: str) -> Figure
 @register(
     "init",
     title="Parameter initialization in a deep MLP",
-    figure="7.3",
+    figure="section 7.3",
     help="zeros, Gaussian, uniform, LeCun, Xavier, He, orthogonal, sparse on deep tanh / ReLU MLPs",
 )
 def run(ctx: Context) -> Result:

@@ -100,7 +100,7 @@ def training_panels(
 @register(
     "lr-decay",
     title="Learning-rate decay schedules",
-    figure="7.2.2",
+    figure="section 7.2.2",
     help="constant, step, exponential (7.6), natural exp. (7.7), inverse time (7.5), 1/sqrt, linear, cosine, warm-up",
 )
 def run(ctx: Context) -> Result:
