@@ -11,9 +11,9 @@ lower the loss faster and more smoothly (their gradient estimates are less noisy
 (b) per epoch (the same number of examples seen, the same computation), smaller batches lower the loss
 faster, because they make more updates.
 
-Panel (a) draws the mini-batch loss of every update against the iteration (log axes, unsmoothed, so the
-oscillation shows); panel (b) the epoch's mean training loss against the epoch. Mean ± one standard
-deviation over the seeds.
+Panel (a) draws the mini-batch loss of every update against the iteration (log iteration axis,
+unsmoothed, so the oscillation shows; the y axis is cut at 1.5 times the initial loss); panel (b) the
+epoch's mean training loss against the epoch. Mean ± one standard deviation over the seeds.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def run(ctx: Context) -> Result:
         )
 
     loss = curves(runs, "loss")
+    start = max((r[0] for rs in loss.values() for r in rs if r), default=1.0)
     per_iteration = Panel(
         loss,
         title="(a) loss per iteration",
@@ -96,7 +97,7 @@ def run(ctx: Context) -> Result:
         ylabel="mini-batch loss",
         x={label: range(1, 1 + max((len(r) for r in rs), default=0)) for label, rs in loss.items()},
         log_x=True,
-        log_y=True,
+        ylim=(0.0, 1.5 * start),
     )
     per_epoch_panel = Panel(
         curves(runs, "train_loss", "epochs"),

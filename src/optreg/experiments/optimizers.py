@@ -20,10 +20,29 @@ its border (the tuning practice of file 001). Every other hyperparameter is the 
 
 from __future__ import annotations
 
-from optreg.experiments.base import Context, Result, RunHistory, curves, mean_std, register
-from optreg.report.plots import Panel, curves_figure
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["BATCH_SIZE", "LEARNING_RATES", "MODEL", "OPTIMIZERS", "run"]
+import numpy as np
+import torch
+
+from optreg import optim
+from optreg.experiments.base import Context, Result, RunHistory, curves, mean_std, register
+from optreg.report.plots import Panel, contour_figure, curves_figure
+
+__all__ = [
+    "BATCH_SIZE",
+    "LEARNING_RATES",
+    "MODEL",
+    "OPTIMIZERS",
+    "TOY_FUNCTIONS",
+    "ToyFunction",
+    "run",
+    "run_2d",
+    "toy_run",
+    "toy_table",
+]
 
 #: The optimizers compared, in the order of section 7.2 (then the two Adam variants).
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "nadam", "adamw")
@@ -127,3 +146,172 @@ def run(ctx: Context) -> Result:
     if best is not None:
         notes.append(f"Best test accuracy: {best['optimizer']} ({best['test_accuracy']:.4f}).")
     return Result(table=table, figures=figures, notes="\n".join(notes))
+
+
+# ------------------------------------------------------------------------------------ 2-D test functions
+
+
+@dataclass(frozen=True)
+class ToyFunction:
+    """A 2-D test function ``f(x1, x2)`` (works on floats, numpy arrays and torch tensors), where to start,
+    its minimizer and minimum value, the plot window, the step budget, the convergence tolerance on ``f - f_min`` and
+    the learning rate of each optimizer (:data:`OPTIMIZERS`) on it."""
+
+    name: str
+    formula: str
+    f: Callable[[Any, Any], Any]
+    start: tuple[float, float]
+    argmin: tuple[float, float]
+    f_min: float
+    xlim: tuple[float, float]
+    ylim: tuple[float, float]
+    steps: int
+    tol: float
+    lrs: dict[str, float]
+
+
+def _quadratic(x1: Any, x2: Any) -> Any:
+    return 0.1 * x1**2 + 2 * x2**2
+
+
+def _rosenbrock(x1: Any, x2: Any) -> Any:
+    return (1 - x1) ** 2 + 100 * (x2 - x1**2) ** 2
+
+
+#: The toy problems of ``optreg toy``: file 003's ill-conditioned quadratic (the d2l book's ``f_2d``,
+#: condition number 20, started at (-5, -2)) and Rosenbrock's banana valley (started at (-1.2, 1)).
+#: Budgets: 100 steps (quadratic), 1000 (Rosenbrock). Learning rates: the best of the grid {1, 3} x 10^k,
+#: k = -5..1 (no divergence, then the fewest steps after which ``f - f_min`` stays below the tolerance,
+#: then the lowest final value), searched once.
+TOY_FUNCTIONS: dict[str, ToyFunction] = {
+    "quadratic": ToyFunction(
+        "quadratic",
+        "0.1 x1^2 + 2 x2^2",
+        _quadratic,
+        (-5.0, -2.0),
+        (0.0, 0.0),
+        0.0,
+        (-5.5, 1.5),
+        (-3.0, 3.0),
+        100,
+        1e-6,
+        {
+            "sgd": 0.3,
+            "momentum": 0.03,
+            "nesterov": 0.3,
+            "adagrad": 30.0,
+            "rmsprop": 0.1,
+            "adadelta": 30.0,
+            "adam": 3.0,
+            "nadam": 1.0,
+            "adamw": 30.0,
+        },
+    ),
+    "rosenbrock": ToyFunction(
+        "rosenbrock",
+        "(1 - x1)^2 + 100 (x2 - x1^2)^2",
+        _rosenbrock,
+        (-1.2, 1.0),
+        (1.0, 1.0),
+        0.0,
+        (-1.6, 1.6),
+        (-0.6, 1.8),
+        1000,
+        1e-4,
+        {
+            "sgd": 0.003,
+            "momentum": 0.003,
+            "nesterov": 0.001,
+            "adagrad": 1.0,
+            "rmsprop": 0.01,
+            "adadelta": 0.3,
+            "adam": 0.3,
+            "nadam": 0.03,
+            "adamw": 0.1,
+        },
+    ),
+}
+
+
+def toy_run(function: ToyFunction, optimizer: str, lr: float | None = None, steps: int | None = None) -> np.ndarray:
+    """The iterates ``x_0 .. x_T`` (shape ``(T + 1, 2)``) of ``optimizer`` minimizing ``function`` from its
+    start, with its learning rate from ``function.lrs`` unless ``lr`` is given. Stops early at a NaN/Inf."""
+    lr = function.lrs[optimizer] if lr is None else lr
+    steps = function.steps if steps is None else steps
+    x = torch.tensor(function.start, dtype=torch.float64, requires_grad=True)
+    opt = optim.create(optimizer, [x], lr=lr)
+    path = [x.detach().clone()]
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = function.f(x[0], x[1])
+        loss.backward()
+        opt.step()
+        if not torch.isfinite(x).all():
+            break
+        path.append(x.detach().clone())
+    return torch.stack(path).numpy()
+
+
+def steps_to_tol(values: np.ndarray, tol: float) -> int | None:
+    """The first step ``t`` from which ``values[s] < tol`` for every ``s >= t`` (None if the last is not)."""
+    above = np.flatnonzero(~(np.asarray(values) < tol))
+    if above.size == 0:
+        return 0
+    t = int(above[-1]) + 1
+    return t if t < len(values) else None
+
+
+def toy_table(
+    functions: Sequence[str] = tuple(TOY_FUNCTIONS), optimizers: Sequence[str] = OPTIMIZERS
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+    """Run every optimizer on every toy function: ``(rows, paths)``. A row: function, optimizer, lr, the first
+    step from which ``f - f_min`` stays below ``tol`` (None if it does not end there), the final value and
+    whether it diverged."""
+    rows, paths = [], {}
+    for fname in functions:
+        function = TOY_FUNCTIONS[fname]
+        paths[fname] = {}
+        for name in optimizers:
+            path = toy_run(function, name)
+            values = function.f(path[:, 0], path[:, 1]) - function.f_min
+            paths[fname][name] = path
+            rows.append(
+                {
+                    "function": fname,
+                    "optimizer": name,
+                    "lr": function.lrs[name],
+                    "steps_to_tol": steps_to_tol(values, function.tol),
+                    "final_value": float(values[-1] + function.f_min),
+                    "diverged": len(path) < function.steps + 1,
+                }
+            )
+    return rows, paths
+
+
+@register(
+    "optimizers-2d",
+    title="Optimizers on 2-D test functions",
+    figure="7.4",
+    help="trajectories of SGD ... AdamW on 0.1 x1^2 + 2 x2^2 and on Rosenbrock's function (contours)",
+)
+def run_2d(ctx: Context) -> Result:
+    rows, paths = toy_table()
+    figures = {}
+    for fname, by_optimizer in paths.items():
+        function = TOY_FUNCTIONS[fname]
+        figures[f"trajectories-{fname}"] = contour_figure(
+            function.f,
+            by_optimizer,
+            xlim=function.xlim,
+            ylim=function.ylim,
+            title=f"{fname}: f = {function.formula}, start {function.start}, {function.steps} steps",
+            log_levels=fname == "rosenbrock",
+            separate=True,
+            minimum=function.argmin,
+        )
+    notes = (
+        "steps_to_tol: the first iteration from which f - f_min stays below the tolerance (1e-6 for the "
+        "quadratic, 1e-4 for Rosenbrock). Learning rates per function: "
+        "optreg.experiments.optimizers.TOY_FUNCTIONS (best of a {1, 3} x 10^k grid)."
+    )
+    return Result(table=rows, figures=figures, notes=notes)

@@ -212,10 +212,17 @@ def contour_figure(
     levels: int | Sequence[float] = 20,
     log_levels: bool = False,
     resolution: int = 200,
+    separate: bool = False,
+    ncols: int = 3,
+    minimum: tuple[float, float] | None = None,
 ) -> Figure:
     """Contours of ``f(x1, x2)`` (vectorized over numpy grids) with each optimizer's path (an ``(T, 2)``
-    array of iterates), start marked by a circle, end by a cross. ``log_levels`` spaces the contour levels
-    geometrically (for functions like Rosenbrock's that span many orders of magnitude)."""
+    array of iterates), the start marked by a circle, the end by a cross, ``minimum`` by a star.
+
+    ``log_levels`` spaces the contour levels geometrically (for functions like Rosenbrock's that span many
+    orders of magnitude). ``separate`` draws one small panel per path (``ncols`` per row) instead of all
+    paths on one axes.
+    """
     check_int("plots", "resolution", resolution, 10)
     xs = np.linspace(*xlim, resolution)
     ys = np.linspace(*ylim, resolution)
@@ -224,24 +231,42 @@ def contour_figure(
     if log_levels and isinstance(levels, int):
         lo = max(float(gz.min()), 1e-6)
         levels = np.geomspace(lo, float(gz.max()), levels)
-    fig, (ax,) = new_figure(title=title, panel_size=(6.4, 5.0))
-    cs = ax.contour(gx, gy, gz, levels=levels, colors="0.6", linewidths=0.7)
-    ax.clabel(cs, fontsize=6, fmt="%.3g")
-    palette = colors(list(paths))
+    checked = {}
     for label, path in paths.items():
         p = np.asarray(path, dtype=float)
         if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] == 0:
             raise OptregValueError(f"plots: path {label!r} must have shape (T, 2), got {p.shape}")
-        p = p[np.isfinite(p).all(axis=1)]
-        c = palette[label]
-        ax.plot(p[:, 0], p[:, 1], "-", color=c, linewidth=1.3, label=label, alpha=0.9)
-        ax.plot(p[0, 0], p[0, 1], "o", color=c, markersize=5)
-        ax.plot(p[-1, 0], p[-1, 1], "x", color=c, markersize=7, mew=2)
-    ax.set_xlim(*xlim)
-    ax.set_ylim(*ylim)
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
-    ax.legend(fontsize=8, frameon=True, loc="best")
+        checked[label] = p[np.isfinite(p).all(axis=1)]
+    palette = colors(list(checked))
+    if separate:
+        check_int("plots", "ncols", ncols, 1)
+        n = max(1, len(checked))
+        cols = min(ncols, n)
+        fig, axes = new_figure(cols, -(-n // cols), title=title, panel_size=(4.2, 3.4))
+        groups = [(ax, {label: p}) for ax, (label, p) in zip(axes, checked.items())]
+        for ax in axes[len(groups) :]:
+            ax.set_visible(False)
+    else:
+        fig, axes = new_figure(title=title, panel_size=(6.4, 5.0))
+        groups = [(axes[0], checked)]
+    for ax, group in groups:
+        cs = ax.contour(gx, gy, gz, levels=levels, colors="0.6", linewidths=0.7)
+        ax.clabel(cs, fontsize=6, fmt="%.3g")
+        for label, p in group.items():
+            c = palette[label]
+            ax.plot(p[:, 0], p[:, 1], "-", color=c, linewidth=1.3, label=label, alpha=0.9)
+            ax.plot(p[0, 0], p[0, 1], "o", color=c, markersize=5)
+            ax.plot(p[-1, 0], p[-1, 1], "x", color=c, markersize=7, mew=2)
+        if minimum is not None:
+            ax.plot(*minimum, "*", color="k", markersize=10)
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+        if separate and len(group) == 1:
+            ax.set_title(next(iter(group)), fontsize=11)
+        else:
+            ax.legend(fontsize=8, frameon=True, loc="best")
     return fig
 
 
