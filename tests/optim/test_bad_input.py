@@ -96,3 +96,11 @@ def test_available_lists_every_alias():
     assert {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "nadam", "adamw"} <= set(
         oo.available()
     )
+
+
+def test_closure_less_step_for_a_method_that_needs_one_raises():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    opt = oo.create("sgd_linesearch", [w])
+    (w**2).sum().backward()
+    with pytest.raises(ValueError, match=r"sgd_linesearch: step\(\) needs a closure .* got closure=None"):
+        opt.step()

@@ -8,8 +8,12 @@ import torch
 import optreg.optim as oo
 
 
-def test_parameter_without_gradient_is_skipped_like_torch():
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_parameter_without_gradient_is_skipped_like_torch(per_tensor, monkeypatch):
     """torch.optim skips params whose .grad is None; so does the adapter, and the others still match torch."""
+    import optreg.optim.optimizer as adapter
+
+    monkeypatch.setattr(adapter, "_PER_TENSOR_MIN_NUMEL", 0 if per_tensor else 1 << 40)
     torch.manual_seed(0)
     a1, b1 = torch.randn(3, requires_grad=True), torch.randn(2, requires_grad=True)
     a2, b2 = a1.detach().clone().requires_grad_(True), b1.detach().clone().requires_grad_(True)
@@ -32,7 +36,7 @@ def test_masked_state_is_stored_only_for_masked_parameters():
     opt = oo.Optimizer([w, b], tx)
     (w.sum() + b.sum()).backward()
     opt.step()
-    assert set(opt.state[w]) == {"0.masked.count", "0.masked.mu", "0.masked.nu"}
+    assert set(opt.state[w]) == {f"0.masked.{k}" for k in ("count", "mu", "nu", "beta1_power", "beta2_power")}
     assert b not in opt.state or not opt.state[b]
     # the bias took a plain SGD step: -0.1 * grad, with grad = 1
     assert torch.allclose(b.detach(), b0 - 0.1)

@@ -77,6 +77,18 @@ def test_alias_follows_torch_optim(case, compile, batches, problem):
     assert problem.max_rel_err(m_ours, problem.make_model()) > 1e-3
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_alias_follows_torch_optim_one_tensor_at_a_time(case, batches, problem, monkeypatch):
+    """The eager path's per-tensor mode (used for large tensors) gives torch's trajectory too."""
+    import optreg.optim.optimizer as adapter
+
+    monkeypatch.setattr(adapter, "_PER_TENSOR_MIN_NUMEL", 0)
+    m_ours, ours, m_torch, ref = _pair(problem, case, compile=False)
+    problem.run(m_ours, ours, batches)
+    problem.run(m_torch, ref, batches)
+    assert problem.max_rel_err(m_ours, m_torch) < 1e-6
+
+
 @pytest.mark.parametrize("compile", COMPILE)
 def test_torch_lr_scheduler_drives_optimizer_like_torch(batches, compile, problem):
     """torch.optim.lr_scheduler.StepLR writes group['lr']; ours reads it every step, as torch.optim.Adam does."""
@@ -122,6 +134,6 @@ def test_state_lives_in_torch_state_per_parameter(problem):
     model(torch.randn(2, 6, dtype=torch.float64)).sum().backward()
     opt.step()
     w = model[0].weight
-    assert set(opt.state[w]) == {"1.count", "1.mu", "1.nu"}
+    assert set(opt.state[w]) == {"1.count", "1.mu", "1.nu", "1.beta1_power", "1.beta2_power"}
     assert opt.state[w]["1.mu"].shape == w.shape
     assert int(opt.state[w]["1.count"]) == 1

@@ -22,6 +22,7 @@ from optreg.optim.clipping import clip, clip_by_adaptive_norm, clip_by_global_no
 from optreg.optim.combine import chain, masked, weights_only
 from optreg.optim.optimizer import Optimizer
 from optreg.optim.registry import available, create, get, register
+from optreg.optim.second_order import scale_by_backtracking_linesearch, sgd_linesearch
 from optreg.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -39,9 +40,42 @@ from optreg.optim.transforms import (
 )
 
 __all__ = [
-    "Optimizer", "Transform", "adadelta", "adagrad", "adam", "adamw", "add_decayed_weights", "add_l2",
-    "available", "chain", "clip", "clip_by_adaptive_norm", "clip_by_global_norm", "clip_by_norm", "create",
-    "decay_weights", "delta_bar_delta", "get", "global_norm", "identity", "masked", "momentum", "nadam",
-    "nesterov", "register", "rmsprop", "scale", "scale_by_adadelta", "scale_by_adagrad", "scale_by_adam",
-    "scale_by_delta_bar_delta", "scale_by_learning_rate", "scale_by_rms", "sgd", "trace", "weights_only",
+    "Optimizer",
+    "Transform",
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamw",
+    "add_decayed_weights",
+    "add_l2",
+    "available",
+    "chain",
+    "clip",
+    "clip_by_adaptive_norm",
+    "clip_by_global_norm",
+    "clip_by_norm",
+    "create",
+    "decay_weights",
+    "delta_bar_delta",
+    "get",
+    "global_norm",
+    "identity",
+    "masked",
+    "momentum",
+    "nadam",
+    "nesterov",
+    "register",
+    "rmsprop",
+    "scale",
+    "scale_by_adadelta",
+    "scale_by_adagrad",
+    "scale_by_adam",
+    "scale_by_backtracking_linesearch",
+    "scale_by_delta_bar_delta",
+    "scale_by_learning_rate",
+    "scale_by_rms",
+    "sgd",
+    "sgd_linesearch",
+    "trace",
+    "weights_only",
 ]

@@ -22,6 +22,14 @@ def is_number(x: object) -> bool:
     return not isinstance(x, Tensor)
 
 
+def scalar(x: Tensor) -> Scalar:
+    """A 0-d tensor computed from the state, as a Python number in eager mode (cheaper, and it lets torch use
+    its fused ``alpha=`` / lerp paths) and as a tensor while torch.compile traces (no graph break)."""
+    if torch.compiler.is_compiling():
+        return x
+    return x.item()
+
+
 def mul(xs: Sequence[Tensor], s: Scalar) -> Tensors:
     return list(torch._foreach_mul(xs, s))
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from optreg import _checks
 from optreg.errors import OptregValueError
 from optreg.optim import _foreach as F
-from optreg.optim.transforms import EmptyState, Params, Transform, Updates, _check, counter
+from optreg.optim.transforms import EmptyState, Params, Transform, Updates, _check, counter, running_product
 
 # torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing; we do the same, so the two agree.
 _NORM_EPS = 1e-6
@@ -36,7 +36,7 @@ def clip(high: float, low: float | None = None, *, name: str = "clip") -> Transf
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         return [u.clamp(low, high) for u in updates], state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 def _clip_coefficient(norm: Tensor, max_norm: float | Tensor) -> Tensor:
@@ -61,7 +61,7 @@ def clip_by_norm(max_norm: float, *, name: str = "clip_by_norm") -> Transform:
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         return [u * _clip_coefficient(torch.linalg.vector_norm(u), max_norm) for u in updates], state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 class ClipByGlobalNormState(NamedTuple):
@@ -83,11 +83,12 @@ def clip_by_global_norm(max_norm: float, *, name: str = "clip_by_global_norm") -
         state.norm.copy_(norm)
         return F.mul(updates, _clip_coefficient(norm, max_norm)), state
 
-    return Transform(init, update)
+    return Transform(init, update)  # looks across tensors
 
 
 class AdaptiveClipState(NamedTuple):
     count: Tensor
+    beta_power: Tensor  # beta^t, shape (1,), for the bias correction
     average: Tensor  # running average of recent (clipped) global norms
     norm: Tensor  # the last global norm seen, before clipping
 
@@ -108,17 +109,18 @@ def clip_by_adaptive_norm(
     def init(params: Params) -> AdaptiveClipState:
         count = counter(params)
         zero = torch.zeros((), device=count.device)
-        return AdaptiveClipState(count=count, average=zero, norm=zero.clone())
+        return AdaptiveClipState(count=count, beta_power=running_product(params), average=zero, norm=zero.clone())
 
     def update(updates: Updates, state: AdaptiveClipState, params: Params | None = None):
         norm = global_norm(updates)
         state.norm.copy_(norm)
-        debiased = state.average / (1 - beta ** state.count.to(torch.float64)).clamp(min=1e-12)
+        debiased = state.average / (1 - state.beta_power[0]).clamp(min=1e-12)
         threshold = torch.where(state.count > 0, factor * debiased, torch.full_like(debiased, torch.inf))
         coef = _clip_coefficient(norm, threshold.to(norm.dtype))
         clipped_norm = torch.minimum(norm, threshold.to(norm.dtype))
         state.average.mul_(beta).add_((1 - beta) * clipped_norm)
         state.count.add_(1)
+        state.beta_power.mul_(beta)
         return F.mul(updates, coef), state
 
-    return Transform(init, update)
+    return Transform(init, update)  # looks across tensors

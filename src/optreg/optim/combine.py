@@ -27,16 +27,18 @@ def chain(*transforms: Transform) -> Transform:
     def init(params: Params) -> ChainState:
         return ChainState(tuple(t.init(params) for t in transforms))
 
-    def update(updates: Updates, state: ChainState, params: Params | None = None):
+    def update(updates: Updates, state: ChainState, params: Params | None = None, **extra: Any):
         new_states = []
         for t, s in zip(transforms, state.states):
-            updates, s = t.update(updates, s, params)
+            updates, s = t.update(updates, s, params, **extra) if t.needs_closure else t.update(updates, s, params)
             new_states.append(s)
         if all(n is o for n, o in zip(new_states, state.states)):
             return updates, state
         return updates, ChainState(tuple(new_states))
 
-    return Transform(init, update)
+    return Transform(
+        init, update, all(t.elementwise for t in transforms), any(t.needs_closure for t in transforms)
+    )
 
 
 Mask = Sequence[bool] | Callable[[Params], Sequence[bool]]
@@ -68,13 +70,15 @@ def masked(inner: Transform, mask: Mask) -> Transform:
         index = tuple(i for i, f in enumerate(flags) if f)
         return MaskedState(inner=inner.init([params[i] for i in index]), index=index)
 
-    def update(updates: Updates, state: MaskedState, params: Params | None = None):
+    def update(updates: Updates, state: MaskedState, params: Params | None = None, **extra: Any):
         index = state.index
         sub_params = None if params is None else [params[i] for i in index]
-        sub, new_inner = inner.update([updates[i] for i in index], state.inner, sub_params)
+        if "grads" in extra:
+            extra = {**extra, "grads": [extra["grads"][i] for i in index]}
+        sub, new_inner = inner.update([updates[i] for i in index], state.inner, sub_params, **extra)
         out: list[Tensor] = list(updates)
         for j, i in enumerate(index):
             out[i] = sub[j]
         return out, state if new_inner is state.inner else MaskedState(new_inner, index)
 
-    return Transform(init, update)
+    return Transform(init, update, inner.elementwise, inner.needs_closure)

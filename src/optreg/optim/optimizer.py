@@ -8,7 +8,9 @@ numbers), and torch's lr schedulers (they write ``group["lr"]``, read back at ev
 
 State lives where torch keeps it, ``optimizer.state[param]``, one entry per leaf of the transform's state
 (keys like ``"1.mu"``: chain position, field). Counters shared by a group are stored with each of its
-parameters (the same tensor).
+parameters (the same tensor). One difference from torch.optim follows: a step counter (Adam's bias
+correction) counts the steps of the *group*; torch counts per parameter, which differs only for a parameter
+that has no gradient on some steps.
 
 ``compile=True`` runs the whole update of every group, from gradients to the in-place parameter write,
 through :func:`torch.compile`: the chain fuses into one kernel per tensor. Real-valued hyperparameters enter
@@ -41,18 +43,18 @@ def _is_namedtuple(x: object) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
-def _leaves(tree: Any, index: list[int], prefix: str = "") -> Iterator[tuple[str, list[int], Tensor]]:
-    """Yields ``(key, positions, tensor)`` for every tensor leaf of a state tree.
+def _leaves(tree: Any, index: list[int], prefix: str = "") -> Iterator[tuple[str, list[int], Tensor, bool]]:
+    """Yields ``(key, positions, tensor, shared)`` for every tensor leaf of a state tree.
 
     ``index`` maps positions in the tree's parameter lists to positions in the group. A per-parameter
-    leaf (an element of a list) belongs to one position; a shared leaf (a 0-d counter) to all of them.
+    leaf (an element of a list) belongs to one position; a shared leaf (a counter) to all of them.
     """
     if isinstance(tree, Tensor):
-        yield prefix.rstrip("."), list(index), tree
+        yield prefix.rstrip("."), list(index), tree, True
     elif isinstance(tree, list):
         for j, t in enumerate(tree):
             if isinstance(t, Tensor):
-                yield prefix.rstrip("."), [index[j]], t
+                yield prefix.rstrip("."), [index[j]], t, False
     elif isinstance(tree, MaskedState):
         yield from _leaves(tree.inner, [index[i] for i in tree.index], prefix + "masked.")
     elif isinstance(tree, ChainState):
@@ -106,8 +108,16 @@ def _signature_defaults(factory: Factory) -> dict[str, Any]:
     return out
 
 
-def _tensorizable(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and v != 0
+# Hyperparameters that schedules commonly change: in the compiled path they are 0-d tensors, so a new value is
+# not a new graph. The others (eps, momentum_decay, ...) are compiled in as constants: changing one recompiles,
+# and none of them puts a per-element pow or division into the kernel.
+_DYNAMIC = frozenset({"lr", "momentum", "beta", "beta1", "beta2", "weight_decay"})
+# Mean elements per tensor from which the eager path runs an elementwise chain one tensor at a time.
+_PER_TENSOR_MIN_NUMEL = 1 << 15
+
+
+def _tensorizable(name: str, v: Any) -> bool:
+    return name in _DYNAMIC and isinstance(v, Real) and not isinstance(v, bool) and v != 0
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -150,6 +160,7 @@ class Optimizer(torch.optim.Optimizer):
         self._hp_names = tuple(full)
         self._compile = bool(compile)
         self._trees: dict[int, Any] = {}
+        self._split: dict[int, tuple[list[Any], list[Tensor]]] = {}
         self._tx_cache: dict[tuple[Any, ...], Transform] = {}
         self._hp_tensors: dict[int, dict[str, Any]] = {}
         self._hp_seen: dict[int, tuple[Any, ...]] = {}
@@ -202,7 +213,7 @@ class Optimizer(torch.optim.Optimizer):
         params = group["params"]
         tree = self._transform(self._hparams(group)).init(list(params))
         restore = bool(params) and any(self.state.get(p) for p in params)
-        for key, positions, leaf in _leaves(tree, list(range(len(params)))):
+        for key, positions, leaf, _ in _leaves(tree, list(range(len(params)))):
             if restore and positions:
                 saved = self.state[params[positions[0]]].get(key)
                 if saved is None:
@@ -214,6 +225,7 @@ class Optimizer(torch.optim.Optimizer):
             for q in positions:
                 self.state[params[q]][key] = leaf
         self._trees[gi] = tree
+        self._split.pop(gi, None)
         return tree
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -239,7 +251,8 @@ class Optimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------------------------------ step
 
-    def _group_args(self, gi: int, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], Any] | None:
+    def _group_args(self, gi: int, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], Any, list[int]] | None:
+        """The parameters with a gradient, their gradients, their state tree and their positions in the group."""
         params = group["params"]
         keep = [i for i, p in enumerate(params) if p.grad is not None]
         if not keep:
@@ -249,8 +262,8 @@ class Optimizer(torch.optim.Optimizer):
             if params[i].grad.is_sparse:
                 raise OptregValueError(f"{self._name}: sparse gradients are not supported")
         if len(keep) == len(params):
-            return list(params), [p.grad for p in params], tree
-        return [params[i] for i in keep], [params[i].grad for i in keep], _select(tree, keep)
+            return list(params), [p.grad for p in params], tree, keep
+        return [params[i] for i in keep], [params[i].grad for i in keep], _select(tree, keep), keep
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -266,17 +279,70 @@ class Optimizer(torch.optim.Optimizer):
                 work.append((gi, group, *args))
         if not work:
             return loss
-        if self._compile:
+        if self._compile and not self._needs_closure(work):
             self._compiled_step(work)
-        else:
-            for _, group, params, grads, tree in work:
-                _apply(self._transform(self._hparams(group)), params, grads, tree)
+            return loss
+        for gi, group, params, grads, tree, keep in work:
+            tx = self._transform(self._hparams(group))
+            if tx.needs_closure:
+                self._apply_with_closure(tx, closure, loss, params, grads, tree)
+            elif tx.elementwise and sum(p.numel() for p in params) >= _PER_TENSOR_MIN_NUMEL * len(params):
+                self._apply_per_tensor(gi, tx, params, grads, keep)
+            else:
+                _apply(tx, params, grads, tree)
         return loss
+
+    def _needs_closure(self, work: list[tuple[Any, ...]]) -> bool:
+        return any(self._transform(self._hparams(w[1])).needs_closure for w in work)
+
+    def _apply_with_closure(
+        self, tx: Transform, closure: Callable[[], Any] | None, loss: Any, params: list[Tensor],
+        grads: list[Tensor], tree: Any,
+    ) -> None:
+        """A method that re-evaluates the loss (a line search): it gets the closure, the loss and the gradients."""
+        if closure is None:
+            raise OptregValueError(
+                f"{self._name}: step() needs a closure that re-evaluates the loss (this method does a line "
+                "search), got closure=None; call optimizer.step(closure)"
+            )
+
+        def evaluate() -> Any:
+            with torch.enable_grad():
+                return closure()
+
+        grads = [g.clone() for g in grads]
+        updates, new_tree = tx.update(grads, tree, params, closure=evaluate, value=float(loss), grads=grads)
+        _copy_into(tree, new_tree)
+        torch._foreach_add_(params, updates)
+
+    def _apply_per_tensor(
+        self, gi: int, tx: Transform, params: list[Tensor], grads: list[Tensor], keep: list[int]
+    ) -> None:
+        """Runs an elementwise chain one tensor at a time.
+
+        In eager mode a chain over lists allocates its temporaries for all tensors at once; for large tensors
+        that is tens of MB of fresh pages every step, which the allocator returns to the system and faults in
+        again. One tensor at a time, each temporary is freed before the next is made and its memory reused,
+        as in torch.optim's for-loop path. Shared counters are rewound before each tensor so they advance once.
+        """
+        split = self._split.get(gi)
+        if split is None:
+            tree = self._trees[gi]
+            n = len(self.param_groups[gi]["params"])
+            shared = [leaf for _, _, leaf, is_shared in _leaves(tree, list(range(n))) if is_shared]
+            split = self._split[gi] = ([_select(tree, [i]) for i in range(n)], shared)
+        subtrees, shared = split
+        snapshot = [s.clone() for s in shared]
+        for j, i in enumerate(keep):
+            if j:
+                for s, v in zip(shared, snapshot):
+                    s.copy_(v)
+            _apply(tx, [params[j]], [grads[j]], subtrees[i])
 
     # --------------------------------------------------------------------------------- compiled path
 
     def _tensor_hparams(self, gi: int, group: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        """0-d tensors for the non-zero real hyperparameters, refreshed in place when the group changes."""
+        """0-d tensors for the non-zero dynamic hyperparameters, refreshed in place when the group changes."""
         hparams = self._hparams(group)
         seen = tuple(hparams.values())
         cached = self._hp_tensors.get(gi)
@@ -285,7 +351,7 @@ class Optimizer(torch.optim.Optimizer):
         self._transform(hparams)  # validates the new values
         out: dict[str, Any] = {}
         for k, v in hparams.items():
-            if _tensorizable(v):
+            if _tensorizable(k, v):
                 old = cached.get(k) if cached else None
                 if isinstance(old, Tensor):
                     old.fill_(float(v))
@@ -301,7 +367,7 @@ class Optimizer(torch.optim.Optimizer):
         if self._compiled is None:
             self._compiled = _compile_step(self._factory, self._fixed, self._name)
         batch = []
-        for gi, group, params, grads, tree in work:
+        for gi, group, params, grads, tree, _ in work:
             hp = self._tensor_hparams(gi, group, params[0].device) if self._factory is not None else {}
             batch.append((params, grads, tree, hp))
         self._compiled(batch)

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from optreg.errors import OptregValueError
-from optreg.optim import aliases
+from optreg.optim import aliases, second_order
 from optreg.optim.optimizer import Factory, Optimizer
 
 _REGISTRY: dict[str, Factory] = {
@@ -24,6 +24,7 @@ _REGISTRY: dict[str, Factory] = {
         aliases.nadam,
         aliases.adamw,
         aliases.delta_bar_delta,
+        second_order.sgd_linesearch,
     )
 }
 

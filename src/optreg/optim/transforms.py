@@ -35,10 +35,22 @@ State = Any
 
 
 class Transform(NamedTuple):
-    """A gradient transformation: ``init(params) -> state``, ``update(updates, state, params) -> (updates, state)``."""
+    """A gradient transformation: ``init(params) -> state``, ``update(updates, state, params) -> (updates, state)``.
+
+    ``elementwise=True`` promises that the update of each tensor depends only on that tensor (its gradient,
+    parameter and per-parameter state) and on shared counters that advance once per call. The adapter may
+    then run the transform one tensor at a time (faster in eager mode for large tensors). Transforms that
+    look across tensors (global-norm clipping) must leave it False, the default for a user's transform.
+
+    ``needs_closure=True`` marks a transform that re-evaluates the loss (a line search): its ``update`` also
+    takes keyword arguments ``closure`` (re-evaluates the loss at the current parameters), ``value`` (the loss
+    at the start of the step) and ``grads`` (the raw gradients), and the optimizer refuses a step without one.
+    """
 
     init: Callable[[Params], State]
     update: Callable[..., tuple[Updates, State]]
+    elementwise: bool = False
+    needs_closure: bool = False
 
 
 class EmptyState(NamedTuple):
@@ -58,8 +70,15 @@ def counter(params: Params) -> Tensor:
     return torch.zeros((), dtype=torch.int64, device=device)
 
 
-def _as_float64(count: Tensor) -> Tensor:
-    return count.to(torch.float64)
+def running_product(params: Params) -> Tensor:
+    """A float64 running product, e.g. ``beta^t`` kept as ``beta^t = beta * beta^(t-1)``.
+
+    Shape (1,), not 0-d: torch.compile 2.13 on CPU silently drops every mutation of a graph that mutates a 0-d
+    float64 input (float32 0-d and float64 (1,) are fine). A running product rather than ``beta ** t`` keeps
+    ``pow`` out of the compiled per-element loop (inductor inlines scalar expressions there).
+    """
+    device = params[0].device if len(params) else None
+    return torch.ones(1, dtype=torch.float64, device=device)
 
 
 # --------------------------------------------------------------------------------------------- basic
@@ -74,7 +93,7 @@ def identity() -> Transform:
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         return updates, state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 def scale(step_size: float, *, name: str = "scale") -> Transform:
@@ -87,7 +106,7 @@ def scale(step_size: float, *, name: str = "scale") -> Transform:
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         return F.mul(updates, step_size), state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -114,7 +133,7 @@ def scale_by_learning_rate(
             state.count.add_(1)
             return F.mul(updates, sign * step_lr), state
 
-        return Transform(init_s, update_s)
+        return Transform(init_s, update_s, True)
 
     lr = _check(_checks.check_nonneg, name, "lr", lr)
     factor = -lr if flip_sign else lr
@@ -125,7 +144,7 @@ def scale_by_learning_rate(
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         return F.mul(updates, factor), state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 # --------------------------------------------------------------------------------- direction (7.2.3)
@@ -155,7 +174,7 @@ def trace(decay: float = 0.9, *, nesterov: bool = False, name: str = "trace") ->
         out = F.add_scaled(updates, m, decay) if nesterov else list(m)
         return out, state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 # ------------------------------------------------------------------------ learning-rate adaptation
@@ -189,7 +208,7 @@ def scale_by_adagrad(
         denom = F.rsqrt_denominator(state.sum_of_squares, eps_root, eps)
         return list(torch._foreach_div(updates, denom)), state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 class ScaleByRmsState(NamedTuple):
@@ -231,7 +250,7 @@ def scale_by_rms(
         denom = F.rsqrt_denominator(acc, eps_root, eps)
         return list(torch._foreach_div(updates, denom)), state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -266,14 +285,17 @@ def scale_by_adadelta(
         F.ema_sq_(state.delta_nu, delta, beta)
         return delta, state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 class ScaleByAdamState(NamedTuple):
     count: Tensor
     mu: list[Tensor]
     nu: list[Tensor]
-    mu_product: Tensor | None  # Nadam only: prod of mu_i, shape (1,)
+    beta1_power: Tensor  # beta1^t, shape (1,)
+    beta2_power: Tensor  # beta2^t, shape (1,)
+    mu_product: Tensor | None  # Nadam: prod_{i<=t} mu_i, shape (1,)
+    decay_power: Tensor | None  # Nadam: 0.96^(t * momentum_decay), shape (1,)
 
 
 def scale_by_adam(
@@ -295,6 +317,8 @@ def scale_by_adam(
     Nadam follows Dozat's momentum schedule, as torch.optim.NAdam does:
     ``mu_t = b1 (1 - 0.5 * 0.96^(t * momentum_decay))`` and
     ``u = (1 - mu_t) / (1 - prod_{i<=t} mu_i) * g / d + mu_{t+1} / (1 - prod_{i<=t+1} mu_i) * M_t / d``.
+
+    ``beta^t`` is kept as a running product (the product of the betas actually used, should they change).
     """
     beta1 = _check(_checks.check_unit, name, "beta1", beta1)
     beta2 = _check(_checks.check_unit, name, "beta2", beta2)
@@ -303,31 +327,33 @@ def scale_by_adam(
     momentum_decay = _check(_checks.check_nonneg, name, "momentum_decay", momentum_decay)
 
     def init(params: Params) -> ScaleByAdamState:
-        count = counter(params)
-        # shape (1,), not 0-d: torch.compile 2.13 on CPU silently drops every mutation of a graph that
-        # mutates a 0-d float64 input (float32 0-d and float64 (1,) are fine)
-        mu_product = torch.ones(1, dtype=torch.float64, device=count.device) if nesterov else None
-        return ScaleByAdamState(count, F.zeros_like(params), F.zeros_like(params), mu_product)
+        one = running_product(params)
+        extra = (one.clone(), one.clone()) if nesterov else (None, None)
+        return ScaleByAdamState(counter(params), F.zeros_like(params), F.zeros_like(params), one, one.clone(), *extra)
 
     def update(updates: Updates, state: ScaleByAdamState, params: Params | None = None):
         state.count.add_(1)
-        t = _as_float64(state.count)
+        state.beta1_power.mul_(beta1)
+        state.beta2_power.mul_(beta2)
         F.ema_(state.mu, updates, beta1)
         F.ema_sq_(state.nu, updates, beta2)
-        denom = F.rsqrt_denominator(F.div(state.nu, 1 - beta2**t), eps_root, eps)
+        inv_bc2 = F.scalar(1.0 / (1.0 - state.beta2_power[0]))
+        denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, eps)
         if not nesterov:
             out = list(torch._foreach_div(state.mu, denom))
-            torch._foreach_div_(out, 1 - beta1**t)
+            torch._foreach_mul_(out, F.scalar(1.0 / (1.0 - state.beta1_power[0])))
             return out, state
-        mu_t = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
-        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+        decay = 0.96**momentum_decay
+        state.decay_power.mul_(decay)
+        mu_t = beta1 * (1.0 - 0.5 * state.decay_power[0])
+        mu_next = beta1 * (1.0 - 0.5 * state.decay_power[0] * decay)
         state.mu_product.mul_(mu_t)
         mu_product = state.mu_product[0]
-        out = F.mul(torch._foreach_div(updates, denom), (1.0 - mu_t) / (1.0 - mu_product))
-        F.add_scaled_(out, torch._foreach_div(state.mu, denom), mu_next / (1.0 - mu_product * mu_next))
+        out = F.mul(torch._foreach_div(updates, denom), F.scalar((1.0 - mu_t) / (1.0 - mu_product)))
+        F.add_scaled_(out, torch._foreach_div(state.mu, denom), F.scalar(mu_next / (1.0 - mu_product * mu_next)))
         return out, state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 class ScaleByDeltaBarDeltaState(NamedTuple):
@@ -367,7 +393,7 @@ def scale_by_delta_bar_delta(
         F.ema_(state.bar, updates, beta)
         return list(torch._foreach_mul(updates, state.lrs)), state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 # --------------------------------------------------------------------------------------- weight decay
@@ -388,7 +414,7 @@ def _add_scaled_params(weight_decay: float, name: str, sign: float = 1.0) -> Tra
             return updates, state
         return F.add_scaled(updates, params, factor), state
 
-    return Transform(init, update)
+    return Transform(init, update, True)
 
 
 def add_l2(weight_decay: float = 0.0, *, name: str = "add_l2") -> Transform:
