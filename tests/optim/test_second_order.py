@@ -15,16 +15,21 @@ def f(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x @ A @ x + (x**4).sum()
 
 
-@pytest.mark.parametrize("lr", [1.0, 0.05])
-def test_backtracking_steps_satisfy_armijo_and_are_maximal(lr):
-    x = torch.tensor([1.5, -2.0], dtype=torch.float64, requires_grad=True)
-    opt = oo.create("sgd_linesearch", [x], lr=lr, decrease=0.5, slope=1e-4)
-
+def _closure(opt, x):
     def closure():
         opt.zero_grad()
         loss = f(x)
         loss.backward()
         return loss
+
+    return closure
+
+
+@pytest.mark.parametrize("lr", [1.0, 0.05])
+def test_backtracking_steps_satisfy_armijo_and_are_maximal(lr):
+    x = torch.tensor([1.5, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = oo.create("sgd_linesearch", [x], lr=lr, decrease=0.5, slope=1e-4)
+    closure = _closure(opt, x)
 
     start = f(x.detach()).item()
     for _ in range(15):
@@ -46,12 +51,7 @@ def test_line_search_works_inside_a_chain_with_other_transforms():
     x = torch.tensor([3.0, -1.0], dtype=torch.float64, requires_grad=True)
     tx = oo.chain(oo.scale(-1.0), oo.scale_by_backtracking_linesearch(max_step=1.0))
     opt = oo.Optimizer([x], tx)
-
-    def closure():
-        opt.zero_grad()
-        loss = f(x)
-        loss.backward()
-        return loss
+    closure = _closure(opt, x)
 
     start = f(x.detach()).item()
     for _ in range(5):
