@@ -69,10 +69,16 @@ COMPILE = [pytest.param(False, id="eager"), pytest.param(True, id="compiled", ma
 @pytest.mark.parametrize("compile", COMPILE)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_alias_follows_torch_optim(case, compile, batches, problem):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     m_ours, ours, m_torch, ref = _pair(problem, case, compile=compile)
     problem.run(m_ours, ours, batches)
     problem.run(m_torch, ref, batches)
     assert problem.max_rel_err(m_ours, m_torch) < 1e-6
+    if compile:  # the whole step compiled: no graph break, no fallback to eager
+        assert not counters["graph_break"], dict(counters["graph_break"])
+        assert counters["stats"]["unique_graphs"] >= 1
     # the run really moved the parameters (a no-op optimizer would fail the comparison above only by luck)
     assert problem.max_rel_err(m_ours, problem.make_model()) > 1e-3
 

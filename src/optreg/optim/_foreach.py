@@ -38,6 +38,16 @@ def div(xs: Sequence[Tensor], s: Scalar) -> Tensors:
     return list(torch._foreach_div(xs, s))
 
 
+def add_(xs: Sequence[Tensor], s: Scalar) -> None:
+    """``xs += s`` in place. ``_foreach_add_`` with a 0-d tensor computed in the graph makes dynamo read it
+    with ``.item()`` (a graph break that drops the whole step to eager), so a tensor goes tensor by tensor."""
+    if is_number(s):
+        torch._foreach_add_(xs, s)
+    else:
+        for x in xs:
+            x.add_(s)
+
+
 def add_scaled(xs: Sequence[Tensor], ys: Sequence[Tensor], a: Scalar) -> Tensors:
     """``xs + a * ys`` (new tensors)."""
     if is_number(a):
@@ -73,10 +83,12 @@ def ema_sq_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:
 
 def rsqrt_denominator(acc: Sequence[Tensor], eps_root: Scalar, eps: Scalar) -> Tensors:
     """``sqrt(acc + eps_root) + eps``: the chapter puts epsilon inside the root (7.9, 7.11), Adam outside (7.22)."""
-    denom = list(torch._foreach_add(acc, eps_root)) if _nonzero(eps_root) else list(acc)
+    if _nonzero(eps_root):
+        acc = [a + eps_root for a in acc] if not is_number(eps_root) else torch._foreach_add(acc, eps_root)
+    denom = list(acc)
     denom = list(torch._foreach_sqrt(denom))
     if _nonzero(eps):
-        torch._foreach_add_(denom, eps)
+        add_(denom, eps)
     return denom
 
 

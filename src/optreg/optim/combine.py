@@ -36,8 +36,24 @@ def chain(*transforms: Transform) -> Transform:
             return updates, state
         return updates, ChainState(tuple(new_states))
 
+    head = None
+    if transforms and transforms[-1].scale is not None and len(transforms) > 1:
+        body = transforms[:-1]
+
+        def head_update(updates: Updates, state: ChainState, params: Params | None = None):
+            new_states = []
+            for t, s in zip(body, state.states):
+                updates, s = t.update(updates, s, params)
+                new_states.append(s)
+            new_states.append(state.states[-1])
+            if all(n is o for n, o in zip(new_states, state.states)):
+                return updates, state
+            return updates, ChainState(tuple(new_states))
+
+        head = (head_update, transforms[-1].scale)
+    needs_closure = any(t.needs_closure for t in transforms)
     return Transform(
-        init, update, all(t.elementwise for t in transforms), any(t.needs_closure for t in transforms)
+        init, update, all(t.elementwise for t in transforms), needs_closure, head=None if needs_closure else head
     )
 
 

@@ -385,6 +385,14 @@ _TORCH_GROUP_KEYS = ("initial_lr", "name", "differentiable", "foreach", "fused",
 
 
 def _apply(tx: Transform, params: list[Tensor], grads: list[Tensor], tree: Any) -> None:
+    """``theta += update``; a chain ending in a constant scale (the learning rate) is applied as
+    ``theta += c * head_update`` in one pass, as torch.optim's for-loop applies ``-lr * step``."""
+    if tx.head is not None and not isinstance(tx.head[1], Tensor) and not torch.compiler.is_compiling():
+        head_update, factor = tx.head
+        updates, new_tree = head_update(grads, tree, params)
+        _copy_into(tree, new_tree)
+        torch._foreach_add_(params, updates, alpha=factor)
+        return
     updates, new_tree = tx.update(grads, tree, params)
     _copy_into(tree, new_tree)
     torch._foreach_add_(params, updates)

@@ -45,12 +45,17 @@ class Transform(NamedTuple):
     ``needs_closure=True`` marks a transform that re-evaluates the loss (a line search): its ``update`` also
     takes keyword arguments ``closure`` (re-evaluates the loss at the current parameters), ``value`` (the loss
     at the start of the step) and ``grads`` (the raw gradients), and the optimizer refuses a step without one.
+
+    ``scale=c`` declares a stateless ``u -> c u`` (the learning rate). A chain ending in one sets ``head`` to
+    ``(update of the rest, c)``, so the eager optimizer can apply ``theta += c u`` in one pass, as torch does.
     """
 
     init: Callable[[Params], State]
     update: Callable[..., tuple[Updates, State]]
     elementwise: bool = False
     needs_closure: bool = False
+    scale: float | Tensor | None = None
+    head: tuple[Callable[..., tuple[Updates, State]], float | Tensor] | None = None
 
 
 class EmptyState(NamedTuple):
@@ -106,7 +111,7 @@ def scale(step_size: float, *, name: str = "scale") -> Transform:
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         return F.mul(updates, step_size), state
 
-    return Transform(init, update, True)
+    return Transform(init, update, True, scale=step_size)
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -144,7 +149,7 @@ def scale_by_learning_rate(
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         return F.mul(updates, factor), state
 
-    return Transform(init, update, True)
+    return Transform(init, update, True, scale=factor)
 
 
 # --------------------------------------------------------------------------------- direction (7.2.3)
@@ -338,11 +343,18 @@ def scale_by_adam(
         F.ema_(state.mu, updates, beta1)
         F.ema_sq_(state.nu, updates, beta2)
         inv_bc2 = F.scalar(1.0 / (1.0 - state.beta2_power[0]))
-        denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, eps)
         if not nesterov:
-            out = list(torch._foreach_div(state.mu, denom))
-            torch._foreach_mul_(out, F.scalar(1.0 / (1.0 - state.beta1_power[0])))
-            return out, state
+            # M_hat / (sqrt(G_hat + eps_root) + eps) with 1/(1 - b1^t) folded into the denominator (one pass less)
+            bc1 = F.scalar(1.0 - state.beta1_power[0])
+            if F.is_zero(eps_root):
+                denom = list(torch._foreach_sqrt(state.nu))
+                torch._foreach_mul_(denom, bc1 * inv_bc2**0.5)
+            else:
+                denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, 0.0)
+                torch._foreach_mul_(denom, bc1)
+            F.add_(denom, eps * bc1)
+            return list(torch._foreach_div(state.mu, denom)), state
+        denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, eps)
         decay = 0.96**momentum_decay
         state.decay_power.mul_(decay)
         mu_t = beta1 * (1.0 - 0.5 * state.decay_power[0])
