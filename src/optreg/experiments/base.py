@@ -69,6 +69,8 @@ __all__ = [
 
 #: The dataset experiments use unless told otherwise (scikit-learn's embedded digits, 8x8, 10 classes).
 DEFAULT_DATASET = "digits"
+#: Activations with a gain in :func:`optreg.init.gain` (passed on to the init schemes).
+_GAIN_ACTIVATIONS = ("linear", "identity", "tanh", "logistic", "sigmoid", "relu", "leaky_relu")
 #: In quick mode :meth:`Context.load_data` keeps at most this many examples of each split.
 QUICK_LIMITS = {"train": 384, "val": 192, "test": 192}
 
@@ -288,6 +290,14 @@ class Context:
         if self.progress is not None and not callable(self.progress):
             raise OptregTypeError(f"experiments: progress must be callable, got {self.progress!r}")
         self.out = Path(self.out)
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise OptregValueError(
+                f"experiments: device must be a torch device such as 'cpu', got {self.device!r}"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise OptregValueError(f"experiments: device {self.device!r} asked for, but CUDA is not available")
 
     # -------------------------------------------------------------- settings
     def seed_list(self, default: int, quick: int = 1) -> list[int]:
@@ -342,7 +352,9 @@ class Context:
     ) -> torch.nn.Module:
         """``optreg.nn.build(complete_spec(model_spec, data))`` with torch's RNG seeded by ``seed``, then
         ``optreg.init.apply`` when ``init`` is given: a scheme name, or ``{"scheme": ..., **options}``
-        (``bias``, ``activation``, the scheme's own options). The same seed gives the same weights."""
+        (``bias``, ``activation``, the scheme's own options). Unless ``init`` names an ``activation``, the
+        model's own (``relu`` by default for MLPs / CNNs) is passed on, so Xavier / He / orthogonal get
+        its gain. The init generator is seeded with ``seed``: the same seed gives the same weights."""
         from optreg import init as initmod
         from optreg import nn as nnmod
 
@@ -355,8 +367,9 @@ class Context:
             if "scheme" not in options:
                 raise OptregValueError(f"experiments: init must be a scheme name or have a 'scheme', got {init!r}")
             scheme = options.pop("scheme")
-            if "activation" not in options and spec.get("activation") and scheme != "orthogonal":
-                options["activation"] = spec["activation"]
+            activation = spec.get("activation", "relu" if spec["kind"] in ("mlp", "cnn1d", "cnn2d") else "tanh")
+            if "activation" not in options and activation in _GAIN_ACTIVATIONS:
+                options["activation"] = activation
             generator = torch.Generator().manual_seed(seed)
             initmod.apply(model, scheme, generator=generator, **options)
         return model
