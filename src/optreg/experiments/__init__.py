@@ -60,14 +60,18 @@ def _load_builtins() -> None:
     global _loaded
     if _loaded:
         return
-    for module in BUILTIN_MODULES:
-        qualified = f"{__name__}.{module}"
-        try:
-            importlib.import_module(qualified)
-        except ModuleNotFoundError as e:  # a module of this list not (yet) in this installation
-            if e.name != qualified:
-                raise
-    _loaded = True
+    _loaded = True  # set first: the modules call register(), which calls back here
+    try:
+        for module in BUILTIN_MODULES:
+            qualified = f"{__name__}.{module}"
+            try:
+                importlib.import_module(qualified)
+            except ModuleNotFoundError as e:  # a module of this list not (yet) in this installation
+                if e.name != qualified:
+                    raise
+    except BaseException:
+        _loaded = False
+        raise
 
 
 def available() -> list[str]:

@@ -119,6 +119,10 @@ def register(
         if not callable(fn):
             raise OptregTypeError(f"experiments: {name!r} must decorate a function, got {fn!r}")
         module = getattr(fn, "__module__", "")
+        # the built-in experiments register first, so a user's experiment cannot take their names
+        from optreg.experiments import _load_builtins
+
+        _load_builtins()
         old = _REGISTRY.get(name)
         if old is not None and (old.module, old.fn.__qualname__) != (module, fn.__qualname__):
             raise OptregValueError(f"experiments: {name!r} is already registered by {old.module}")
@@ -451,9 +455,10 @@ class Context:
         run_id = store.start_run(self.experiment, label, seed=seed, config=to_jsonable(record_config))
         self.run_ids.append(run_id)
         recorder = RecordRun(store, run_id)
-        extra: list[Callback] = [recorder]
+        # the recorder first: an epoch is stored before any other callback sees it (or stops the run)
+        hooks: list[Callback] = [recorder, *callbacks]
         if self.progress is not None:
-            extra.append(_Notify(self.progress, label, seed))
+            hooks.append(_Notify(self.progress, label, seed))
         history = RunHistory(run_id=run_id, label=label, seed=seed)
         has_val = len(data.val.y) > 0
         start = time.perf_counter()
@@ -465,7 +470,7 @@ class Context:
                 epochs=epochs,
                 schedule=schedule,
                 clip_grad_norm=clip_grad_norm,
-                callbacks=[*callbacks, *extra],
+                callbacks=hooks,
                 seed=seed,
                 device=self.device,
                 log_every=log_every,

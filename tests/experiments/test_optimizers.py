@@ -1,0 +1,115 @@
+"""Tests of the ``optimizers`` experiment (figure 7.6) and of the 2-D toy problems.
+
+Oracles: the run store and the written CSV files against the returned table; a second identical run
+(determinism); the closed form of gradient descent on a quadratic, ``x_t = (1 - 2 a lr)^t x_0`` per
+coordinate (file 003's ``f = 0.1 x1^2 + 2 x2^2``); SciPy's ``rosen`` for Rosenbrock's function.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import rosen
+
+from optreg import experiments
+from optreg.experiments import Context
+from optreg.experiments.optimizers import (
+    LEARNING_RATES,
+    OPTIMIZERS,
+    TOY_FUNCTIONS,
+    steps_to_tol,
+    toy_run,
+    toy_table,
+)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("optimizers")
+    ctx = Context(out=out, quick=True)
+    return experiments.run("optimizers", ctx), ctx, out
+
+
+def test_quick_run_writes_figure_tables_metrics_and_store_rows(quick_run):
+    result, ctx, out = quick_run
+    folder = out / "optimizers"
+    assert (folder / "figure-7.6.png").stat().st_size > 10_000
+    with open(folder / "table.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["optimizer"] for r in table] == list(OPTIMIZERS)
+    assert [float(r["lr"]) for r in table] == [LEARNING_RATES[o] for o in OPTIMIZERS]
+    runs = ctx.open_store().runs("optimizers")
+    assert [r["label"] for r in runs] == list(OPTIMIZERS) and all(r["status"] == "finished" for r in runs)
+    with open(folder / "metrics.csv", newline="") as fh:
+        metrics = list(csv.DictReader(fh))
+    steps = 2 * math.ceil(384 / 32)  # quick: 2 epochs over 384 examples, batch 32
+    assert len(metrics) == len(OPTIMIZERS) * (steps + 2)
+    for row, run in zip(result.table, runs):
+        assert row["test_accuracy"] == run["summary"]["test_accuracy"]
+        assert row["train_loss"] == run["summary"]["final_train_loss"]
+
+
+def test_every_optimizer_lowers_the_loss(quick_run):
+    """From the first mini-batch (about ln 10 for 10 classes) to the last epoch's mean, for all nine."""
+    _, ctx, _ = quick_run
+    store = ctx.open_store()
+    for run in store.runs("optimizers"):
+        first = store.steps(run["id"])[0]["loss"]
+        assert first == pytest.approx(math.log(10), rel=0.15)
+        last = store.epochs(run["id"])[-1]["train_loss"]
+        assert last < 0.9 * first, run["label"]
+        assert run["summary"]["test_accuracy"] > 0.3, run["label"]  # chance is 0.1
+
+
+def test_same_seed_same_numbers(quick_run, tmp_path):
+    """Run the experiment again in another folder: every recorded step and epoch (but the time) agrees."""
+    _, ctx, out = quick_run
+    experiments.run("optimizers", Context(out=tmp_path, quick=True))
+
+    def rows(path):
+        with open(path, newline="") as fh:
+            return [{k: v for k, v in r.items() if k not in ("time", "run_id")} for r in csv.DictReader(fh)]
+
+    assert rows(tmp_path / "optimizers" / "metrics.csv") == rows(out / "optimizers" / "metrics.csv")
+
+
+def test_gradient_descent_on_the_quadratic_matches_the_closed_form():
+    """f = 0.1 x1^2 + 2 x2^2: gradient descent scales x1 by (1 - 0.2 lr), x2 by (1 - 4 lr) per step."""
+    f = TOY_FUNCTIONS["quadratic"]
+    lr = f.lrs["sgd"]
+    path = toy_run(f, "sgd", steps=30)
+    t = np.arange(31)
+    x0 = np.array(f.start)
+    expected = np.stack([x0[0] * (1 - 0.2 * lr) ** t, x0[1] * (1 - 4 * lr) ** t], axis=1)
+    np.testing.assert_allclose(path, expected, rtol=1e-12, atol=1e-300)
+
+
+def test_rosenbrock_is_scipys():
+    f = TOY_FUNCTIONS["rosenbrock"]
+    xs = np.random.default_rng(0).uniform(-2, 2, size=(20, 2))
+    np.testing.assert_allclose(f.f(xs[:, 0], xs[:, 1]), [rosen(x) for x in xs], rtol=1e-12)
+    assert rosen(np.array(f.argmin)) == f.f_min
+
+
+def test_toy_table_reports_convergence_consistently():
+    rows, paths = toy_table(["quadratic"])
+    assert [r["optimizer"] for r in rows] == list(OPTIMIZERS)
+    f = TOY_FUNCTIONS["quadratic"]
+    for row in rows:
+        path = paths["quadratic"][row["optimizer"]]
+        values = f.f(path[:, 0], path[:, 1])
+        assert row["final_value"] == pytest.approx(values[-1])
+        assert not row["diverged"] and row["final_value"] < f.f(*f.start)
+        if row["steps_to_tol"] is not None:
+            assert (values[row["steps_to_tol"] :] < f.tol).all()
+            assert row["steps_to_tol"] == 0 or values[row["steps_to_tol"] - 1] >= f.tol
+
+
+def test_steps_to_tol():
+    assert steps_to_tol(np.array([5.0, 0.5, 2.0, 0.1, 0.01]), 1.0) == 3
+    assert steps_to_tol(np.array([0.5, 0.1]), 1.0) == 0
+    assert steps_to_tol(np.array([0.5, 2.0]), 1.0) is None
+    assert steps_to_tol(np.array([0.5, np.nan]), 1.0) is None
