@@ -92,6 +92,7 @@ def test_defaults_and_name_from_the_file(tmp_path):
         (('scheme = "he_normal"', 'scheme = "he"'), "config: init.scheme = 'he': allowed:"),
         (('kind = "mlp"', 'kind = "mlpp"'), "config: model.kind = 'mlpp': allowed: mlp"),
         (('name = "tiny"', 'nmae = "tiny"'), "config: nmae = 'tiny': unknown key; allowed keys: name, data"),
+        (('name = "tiny"', 'name = "../up"'), "config: name = '../up': must be letters, digits"),
         (
             ("clip_grad_norm = 5.0", "clip_grad_norm = -1.0"),
             "train.clip_grad_norm = -1.0: must be a number > 0",

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA", "Config", "load", "parse", "run"]
 
 _NUMBER = (int, float)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 #: Allowed keys of the fixed-shape tables and their types (``[model]``, ``[init]``, ``[optimizer]`` and
 #: ``[schedule]`` are checked against the component their values go to).
@@ -289,6 +291,8 @@ def parse(config: Mapping[str, Any], source: str = "<config>") -> Config:
     optimizer, hparams = _optimizer_section(config["optimizer"])
     train = _train_section(config.get("train", {}))
     name = config.get("name") or (Path(source).stem if source != "<config>" else "run")
+    if not _SAFE_NAME.match(name):
+        raise _fail("", "name", name, "must be letters, digits, '_', '.', '-' (it names the output folder)")
     return Config(
         name=name,
         model=model,

@@ -17,6 +17,7 @@ import importlib
 import io
 import math
 import re
+import sys
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -136,11 +137,6 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def save_result(result: Result, folder: Path) -> dict[str, Path]:
     """Write a result's figures (PNG), ``table.csv`` and ``table.md`` (the table, then the notes) under
     ``folder``; returns ``{what: path}``. Figure names must be file-name safe."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
-
     for name in result.figures:
         if not isinstance(name, str) or not _SAFE.match(name):
             raise OptregValueError(f"experiments: figure names must be file-name safe, got {name!r}")
@@ -149,8 +145,10 @@ def save_result(result: Result, folder: Path) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for name, fig in result.figures.items():
         path = folder / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        fig.savefig(path, dpi=110, bbox_inches="tight")  # a Figure renders with Agg, whatever the backend
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:  # a figure made with pyplot is released (no-op for plain Figures)
+            pyplot.close(fig)
         paths[name] = path
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
