@@ -150,3 +150,16 @@ def test_reduce_on_plateau_becomes_a_callback(tmp_path):
     bad = GOOD.replace('name = "cosine"\nlr = 0.01\ntotal_steps = 24', 'name = "reduce_on_plateau"\npatiense = 0')
     with pytest.raises(ConfigError, match="schedule.patiense = 0: unknown option of reduce_on_plateau"):
         config.load(_write(tmp_path, bad))
+
+
+def test_shipped_examples_are_valid_configs():
+    """Every TOML under examples/ loads and passes the schema (the README points newcomers at them)."""
+    from pathlib import Path
+
+    from optreg import config as cfg
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        loaded = cfg.load(path)
+        assert loaded.optimizer and loaded.model
