@@ -81,15 +81,34 @@ def ema_sq_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:
         torch._foreach_add_(avg, torch._foreach_mul(torch._foreach_mul(xs, xs), 1.0 - decay))
 
 
-def rsqrt_denominator(acc: Sequence[Tensor], eps_root: Scalar, eps: Scalar) -> Tensors:
-    """``sqrt(acc + eps_root) + eps``: the chapter puts epsilon inside the root (7.9, 7.11), Adam outside (7.22)."""
+def rsqrt_denominator(acc: Sequence[Tensor], eps_root: Scalar, eps: Scalar, *, owned: bool = False) -> Tensors:
+    """``sqrt(acc + eps_root) + eps``: the chapter puts epsilon inside the root (7.9, 7.11), Adam outside (7.22).
+
+    ``owned=True`` says ``acc`` is a temporary of the caller's, so the root is taken in place: in eager mode
+    every temporary alive at once is memory the allocator may return to the system and fault in again.
+    """
     if _nonzero(eps_root):
-        acc = [a + eps_root for a in acc] if not is_number(eps_root) else torch._foreach_add(acc, eps_root)
-    denom = list(acc)
-    denom = list(torch._foreach_sqrt(denom))
+        if owned:
+            add_(acc, eps_root)
+        else:
+            acc = [a + eps_root for a in acc] if not is_number(eps_root) else torch._foreach_add(acc, eps_root)
+            owned = True
+    if owned:
+        denom = list(acc)
+        torch._foreach_sqrt_(denom)
+    else:
+        denom = list(torch._foreach_sqrt(acc))
     if _nonzero(eps):
         add_(denom, eps)
     return denom
+
+
+def addcdiv_(xs: Sequence[Tensor], num: Sequence[Tensor], den: Sequence[Tensor], value: Scalar) -> None:
+    """``xs += value * num / den`` in place, one fused pass in eager mode."""
+    if is_number(value):
+        torch._foreach_addcdiv_(xs, num, den, value=value)
+    else:
+        torch._foreach_add_(xs, torch._foreach_mul(torch._foreach_div(num, den), value))
 
 
 def zeros_like(xs: Sequence[Tensor]) -> Tensors:

@@ -252,7 +252,7 @@ def scale_by_rms(
         if centered:
             F.ema_(state.mu, updates, beta)
             acc = list(torch._foreach_addcmul(state.nu, state.mu, state.mu, value=-1))
-        denom = F.rsqrt_denominator(acc, eps_root, eps)
+        denom = F.rsqrt_denominator(acc, eps_root, eps, owned=centered)
         return list(torch._foreach_div(updates, denom)), state
 
     return Transform(init, update, True)
@@ -350,19 +350,20 @@ def scale_by_adam(
                 denom = list(torch._foreach_sqrt(state.nu))
                 torch._foreach_mul_(denom, bc1 * inv_bc2**0.5)
             else:
-                denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, 0.0)
+                denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, 0.0, owned=True)
                 torch._foreach_mul_(denom, bc1)
             F.add_(denom, eps * bc1)
             return list(torch._foreach_div(state.mu, denom)), state
-        denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, eps)
+        denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, eps, owned=True)
         decay = 0.96**momentum_decay
         state.decay_power.mul_(decay)
         mu_t = beta1 * (1.0 - 0.5 * state.decay_power[0])
         mu_next = beta1 * (1.0 - 0.5 * state.decay_power[0] * decay)
         state.mu_product.mul_(mu_t)
         mu_product = state.mu_product[0]
-        out = F.mul(torch._foreach_div(updates, denom), F.scalar((1.0 - mu_t) / (1.0 - mu_product)))
-        F.add_scaled_(out, torch._foreach_div(state.mu, denom), F.scalar(mu_next / (1.0 - mu_product * mu_next)))
+        out = list(torch._foreach_div(updates, denom))
+        torch._foreach_mul_(out, F.scalar((1.0 - mu_t) / (1.0 - mu_product)))
+        F.addcdiv_(out, state.mu, denom, F.scalar(mu_next / (1.0 - mu_product * mu_next)))
         return out, state
 
     return Transform(init, update, True)
