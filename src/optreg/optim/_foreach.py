@@ -22,11 +22,11 @@ def is_number(x: object) -> bool:
     return not isinstance(x, Tensor)
 
 
-def scalar(x: Tensor) -> Scalar:
-    """A 0-d tensor computed from the state, as a Python number in eager mode (cheaper, and it lets torch use
-    its fused ``alpha=`` / lerp paths) and as a tensor while torch.compile traces (no graph break)."""
+def element(x: Tensor) -> Scalar:
+    """The value of a one-element state tensor: a Python float in eager mode (so the arithmetic on it is plain
+    Python, not a chain of tiny tensor ops), a 0-d tensor while torch.compile traces."""
     if torch.compiler.is_compiling():
-        return x
+        return x.reshape(())
     return x.item()
 
 

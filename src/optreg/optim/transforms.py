@@ -342,10 +342,10 @@ def scale_by_adam(
         state.beta2_power.mul_(beta2)
         F.ema_(state.mu, updates, beta1)
         F.ema_sq_(state.nu, updates, beta2)
-        inv_bc2 = F.scalar(1.0 / (1.0 - state.beta2_power[0]))
+        inv_bc2 = 1.0 / (1.0 - F.element(state.beta2_power))
         if not nesterov:
             # M_hat / (sqrt(G_hat + eps_root) + eps) with 1/(1 - b1^t) folded into the denominator (one pass less)
-            bc1 = F.scalar(1.0 - state.beta1_power[0])
+            bc1 = 1.0 - F.element(state.beta1_power)
             if F.is_zero(eps_root):
                 denom = list(torch._foreach_sqrt(state.nu))
                 torch._foreach_mul_(denom, bc1 * inv_bc2**0.5)
@@ -357,13 +357,14 @@ def scale_by_adam(
         denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, eps, owned=True)
         decay = 0.96**momentum_decay
         state.decay_power.mul_(decay)
-        mu_t = beta1 * (1.0 - 0.5 * state.decay_power[0])
-        mu_next = beta1 * (1.0 - 0.5 * state.decay_power[0] * decay)
+        decay_power = F.element(state.decay_power)
+        mu_t = beta1 * (1.0 - 0.5 * decay_power)
+        mu_next = beta1 * (1.0 - 0.5 * decay_power * decay)
         state.mu_product.mul_(mu_t)
-        mu_product = state.mu_product[0]
+        mu_product = F.element(state.mu_product)
         out = list(torch._foreach_div(updates, denom))
-        torch._foreach_mul_(out, F.scalar((1.0 - mu_t) / (1.0 - mu_product)))
-        F.addcdiv_(out, state.mu, denom, F.scalar(mu_next / (1.0 - mu_product * mu_next)))
+        torch._foreach_mul_(out, (1.0 - mu_t) / (1.0 - mu_product))
+        F.addcdiv_(out, state.mu, denom, mu_next / (1.0 - mu_product * mu_next))
         return out, state
 
     return Transform(init, update, True)
