@@ -34,9 +34,6 @@ def mul(xs: Sequence[Tensor], s: Scalar) -> Tensors:
     return list(torch._foreach_mul(xs, s))
 
 
-def div(xs: Sequence[Tensor], s: Scalar) -> Tensors:
-    return list(torch._foreach_div(xs, s))
-
 
 def add_(xs: Sequence[Tensor], s: Scalar) -> None:
     """``xs += s`` in place. ``_foreach_add_`` with a 0-d tensor computed in the graph makes dynamo read it
@@ -54,13 +51,6 @@ def add_scaled(xs: Sequence[Tensor], ys: Sequence[Tensor], a: Scalar) -> Tensors
         return list(torch._foreach_add(xs, ys, alpha=a))
     return list(torch._foreach_add(xs, torch._foreach_mul(ys, a)))
 
-
-def add_scaled_(xs: Sequence[Tensor], ys: Sequence[Tensor], a: Scalar) -> None:
-    """``xs += a * ys`` in place."""
-    if is_number(a):
-        torch._foreach_add_(xs, ys, alpha=a)
-    else:
-        torch._foreach_add_(xs, torch._foreach_mul(ys, a))
 
 
 def ema_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:

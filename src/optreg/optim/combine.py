@@ -27,28 +27,26 @@ def chain(*transforms: Transform) -> Transform:
     def init(params: Params) -> ChainState:
         return ChainState(tuple(t.init(params) for t in transforms))
 
-    def update(updates: Updates, state: ChainState, params: Params | None = None, **extra: Any):
-        new_states = []
-        for t, s in zip(transforms, state.states):
-            updates, s = t.update(updates, s, params, **extra) if t.needs_closure else t.update(updates, s, params)
-            new_states.append(s)
+    def run(parts: tuple[Transform, ...], updates: Updates, state: ChainState, params: Params | None, extra):
+        """Applies ``parts`` (all transforms, or all but a stateless final scale) in order."""
+        new_states = list(state.states)
+        for i, t in enumerate(parts):
+            updates, new_states[i] = (
+                t.update(updates, new_states[i], params, **extra) if t.needs_closure
+                else t.update(updates, new_states[i], params)
+            )
         if all(n is o for n, o in zip(new_states, state.states)):
             return updates, state
         return updates, ChainState(tuple(new_states))
 
+    def update(updates: Updates, state: ChainState, params: Params | None = None, **extra: Any):
+        return run(transforms, updates, state, params, extra)
+
     head = None
-    if transforms and transforms[-1].scale is not None and len(transforms) > 1:
-        body = transforms[:-1]
+    if len(transforms) > 1 and transforms[-1].scale is not None:
 
         def head_update(updates: Updates, state: ChainState, params: Params | None = None):
-            new_states = []
-            for t, s in zip(body, state.states):
-                updates, s = t.update(updates, s, params)
-                new_states.append(s)
-            new_states.append(state.states[-1])
-            if all(n is o for n, o in zip(new_states, state.states)):
-                return updates, state
-            return updates, ChainState(tuple(new_states))
+            return run(transforms[:-1], updates, state, params, {})
 
         head = (head_update, transforms[-1].scale)
     needs_closure = any(t.needs_closure for t in transforms)

@@ -141,15 +141,7 @@ def scale_by_learning_rate(
         return Transform(init_s, update_s, True)
 
     lr = _check(_checks.check_nonneg, name, "lr", lr)
-    factor = -lr if flip_sign else lr
-
-    def init(params: Params) -> EmptyState:
-        return EmptyState()
-
-    def update(updates: Updates, state: EmptyState, params: Params | None = None):
-        return F.mul(updates, factor), state
-
-    return Transform(init, update, True, scale=factor)
+    return scale(-lr if flip_sign else lr, name=name)
 
 
 # --------------------------------------------------------------------------------- direction (7.2.3)
