@@ -276,14 +276,13 @@ class Optimizer(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             args = self._group_args(gi, group)
             if args is not None:
-                work.append((gi, group, *args))
+                work.append((gi, group, self._transform(self._hparams(group)), *args))
         if not work:
             return loss
-        if self._compile and not self._needs_closure(work):
+        if self._compile and not any(w[2].needs_closure for w in work):
             self._compiled_step(work)
             return loss
-        for gi, group, params, grads, tree, keep in work:
-            tx = self._transform(self._hparams(group))
+        for gi, _, tx, params, grads, tree, keep in work:
             if tx.needs_closure:
                 self._apply_with_closure(tx, closure, loss, params, grads, tree)
             elif tx.elementwise and sum(p.numel() for p in params) >= _PER_TENSOR_MIN_NUMEL * len(params):
@@ -291,9 +290,6 @@ class Optimizer(torch.optim.Optimizer):
             else:
                 _apply(tx, params, grads, tree)
         return loss
-
-    def _needs_closure(self, work: list[tuple[Any, ...]]) -> bool:
-        return any(self._transform(self._hparams(w[1])).needs_closure for w in work)
 
     def _apply_with_closure(
         self, tx: Transform, closure: Callable[[], Any] | None, loss: Any, params: list[Tensor],
@@ -343,12 +339,11 @@ class Optimizer(torch.optim.Optimizer):
 
     def _tensor_hparams(self, gi: int, group: dict[str, Any], device: torch.device) -> dict[str, Any]:
         """0-d tensors for the non-zero dynamic hyperparameters, refreshed in place when the group changes."""
-        hparams = self._hparams(group)
+        hparams = self._hparams(group)  # already validated: step() built their transform
         seen = tuple(hparams.values())
         cached = self._hp_tensors.get(gi)
         if cached is not None and self._hp_seen.get(gi) == seen:
             return cached
-        self._transform(hparams)  # validates the new values
         out: dict[str, Any] = {}
         for k, v in hparams.items():
             if _tensorizable(k, v):
@@ -367,7 +362,7 @@ class Optimizer(torch.optim.Optimizer):
         if self._compiled is None:
             self._compiled = _compile_step(self._factory, self._fixed, self._name)
         batch = []
-        for gi, group, params, grads, tree, _ in work:
+        for gi, group, _, params, grads, tree, _ in work:
             hp = self._tensor_hparams(gi, group, params[0].device) if self._factory is not None else {}
             batch.append((params, grads, tree, hp))
         self._compiled(batch)
