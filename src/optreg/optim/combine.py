@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 
+from optreg.optim import _foreach as F
 from optreg.optim.transforms import Params, Transform, Updates
 
 
@@ -27,32 +29,59 @@ def chain(*transforms: Transform) -> Transform:
     def init(params: Params) -> ChainState:
         return ChainState(tuple(t.init(params) for t in transforms))
 
-    def run(parts: tuple[Transform, ...], updates: Updates, state: ChainState, params: Params | None, extra):
-        """Applies ``parts`` (all transforms, or all but a stateless final scale) in order."""
-        new_states = list(state.states)
-        for i, t in enumerate(parts):
-            updates, new_states[i] = (
-                t.update(updates, new_states[i], params, **extra) if t.needs_closure
-                else t.update(updates, new_states[i], params)
+    def run(steps: Sequence[int], updates: Updates, states: list[Any], params: Params | None, extra: dict[str, Any]):
+        """Applies ``transforms[i]`` for ``i`` in ``steps``, in order, replacing their entries of ``states``."""
+        for i in steps:
+            t = transforms[i]
+            updates, states[i] = (
+                t.update(updates, states[i], params, **extra) if t.needs_closure
+                else t.update(updates, states[i], params)
             )
-        if all(n is o for n, o in zip(new_states, state.states)):
-            return updates, state
-        return updates, ChainState(tuple(new_states))
+        return updates
+
+    def result(state: ChainState, states: list[Any]) -> ChainState:
+        if torch.compiler.is_compiling():  # (dynamo cannot trace ``is`` between tuples)
+            return ChainState(tuple(states))
+        for n, o in zip(states, state.states):
+            if n is not o:
+                return ChainState(tuple(states))
+        return state
 
     def update(updates: Updates, state: ChainState, params: Params | None = None, **extra: Any):
-        return run(transforms, updates, state, params, extra)
+        states = list(state.states)
+        updates = run(range(len(transforms)), updates, states, params, extra)
+        return updates, result(state, states)
 
-    head = None
-    if len(transforms) > 1 and transforms[-1].scale is not None:
+    # The trailing affine transforms (learning rate, decoupled decay) fold into the parameter write: with
+    # u_final = a u + b theta, theta <- keep theta + alpha u_final = (keep + alpha b) theta + (alpha a) u.
+    last = len(transforms)
+    a, b = 1.0, 0.0
+    while last and transforms[last - 1].affine is not None:
+        a_i, b_i = transforms[last - 1].affine
+        a, b = a * a_i, b + a * b_i
+        last -= 1
+    writer = transforms[last - 1].write if last else None
+    # what runs before the write: the transforms up to the writer, less those that change nothing (l2 of 0)
+    before = [i for i in range(last - 1 if writer else last) if not _is_identity(transforms[i])]
 
-        def head_update(updates: Updates, state: ChainState, params: Params | None = None):
-            return run(transforms[:-1], updates, state, params, {})
+    def write(updates: Updates, state: ChainState, params: Params, alpha: Any, keep: Any) -> ChainState:
+        states = list(state.states)
+        updates = run(before, updates, states, params, {})
+        if writer is not None:
+            states[last - 1] = writer(updates, states[last - 1], params, alpha * a, keep + alpha * b)
+        else:
+            F.axpby_(params, updates, alpha * a, keep + alpha * b)
+        return result(state, states)
 
-        head = (head_update, transforms[-1].scale)
     needs_closure = any(t.needs_closure for t in transforms)
     return Transform(
-        init, update, all(t.elementwise for t in transforms), needs_closure, head=None if needs_closure else head
+        init, update, all(t.elementwise for t in transforms), needs_closure, write=None if needs_closure else write
     )
+
+
+def _is_identity(t: Transform) -> bool:
+    """A transform declared ``u -> 1 u + 0 theta`` with Python numbers (an l2 penalty of 0, say)."""
+    return t.affine is not None and F.is_one(t.affine[0]) and F.is_zero(t.affine[1])
 
 
 Mask = Sequence[bool] | Callable[[Params], Sequence[bool]]

@@ -83,15 +83,30 @@ def _select(tree: Any, keep: list[int]) -> Any:
     return tree
 
 
-def _copy_into(old: Any, new: Any) -> None:
-    """Writes a functional transform's new state tensors into the stored ones (no-op for in-place ones)."""
-    if old is new:
-        return
+def _copy_into(old: Any, new: Any, which: str = "all", _in_list: bool = False) -> None:
+    """Writes a transform's new state values into the stored tensors (a no-op for those updated in place).
+
+    ``which`` is ``"all"``, ``"lists"`` (per-parameter leaves only) or ``"shared"`` (counters only).
+    """
     if isinstance(old, Tensor):
-        old.copy_(new)
-    elif isinstance(old, list | tuple):
+        if old is not new and (which == "all" or (which == "lists") == _in_list):
+            old.copy_(new) if isinstance(new, Tensor) else old.fill_(new)
+    elif isinstance(old, list):
+        if which != "shared" and old is not new:
+            for o, n in zip(old, new):
+                _copy_into(o, n, which, True)
+    elif isinstance(old, tuple) and (torch.compiler.is_compiling() or old is not new):  # no tuple ``is`` in dynamo
         for o, n in zip(old, new):
-            _copy_into(o, n)
+            _copy_into(o, n, which)
+
+
+def _replaces_lists(old: Any, new: Any) -> bool:
+    """Whether a new state tree holds new per-parameter lists (a functional transform's) rather than the old."""
+    if isinstance(old, list):
+        return old is not new
+    if isinstance(old, tuple) and old is not new:
+        return any(_replaces_lists(o, n) for o, n in zip(old, new))
+    return False
 
 
 # -------------------------------------------------------------------------------------- the adapter
@@ -160,7 +175,7 @@ class Optimizer(torch.optim.Optimizer):
         self._hp_names = tuple(full)
         self._compile = bool(compile)
         self._trees: dict[int, Any] = {}
-        self._split: dict[int, tuple[list[Any], list[Tensor]]] = {}
+        self._split: dict[int, list[Any]] = {}
         self._tx_cache: dict[tuple[Any, ...], Transform] = {}
         self._hp_tensors: dict[int, dict[str, Any]] = {}
         self._hp_seen: dict[int, tuple[Any, ...]] = {}
@@ -319,21 +334,24 @@ class Optimizer(torch.optim.Optimizer):
         In eager mode a chain over lists allocates its temporaries for all tensors at once; for large tensors
         that is tens of MB of fresh pages every step, which the allocator returns to the system and faults in
         again. One tensor at a time, each temporary is freed before the next is made and its memory reused,
-        as in torch.optim's for-loop path. Shared counters are rewound before each tensor so they advance once.
+        as in torch.optim's for-loop path. Every tensor's update starts from the same shared counters (an
+        elementwise transform returns new counters instead of mutating them); they are written back once.
         """
-        split = self._split.get(gi)
-        if split is None:
-            tree = self._trees[gi]
+        subtrees = self._split.get(gi)
+        if subtrees is None:
             n = len(self.param_groups[gi]["params"])
-            shared = [leaf for _, _, leaf, is_shared in _leaves(tree, list(range(n))) if is_shared]
-            split = self._split[gi] = ([_select(tree, [i]) for i in range(n)], shared)
-        subtrees, shared = split
-        snapshot = [s.clone() for s in shared]
+            subtrees = self._split[gi] = [_select(self._trees[gi], [i]) for i in range(n)]
+        # An in-place transform returns its per-parameter lists themselves: then there is nothing to copy back
+        # (the first tensor's call tells), and the walk over the state is skipped for the others.
+        copy_lists = True
+        new_tree = None
         for j, i in enumerate(keep):
-            if j:
-                for s, v in zip(shared, snapshot):
-                    s.copy_(v)
-            _apply(tx, [params[j]], [grads[j]], subtrees[i])
+            new_tree = _apply(tx, [params[j]], [grads[j]], subtrees[i], None)
+            if j == 0:
+                copy_lists = _replaces_lists(subtrees[i], new_tree)
+            if copy_lists:
+                _copy_into(subtrees[i], new_tree, "lists")
+        _copy_into(subtrees[keep[-1]], new_tree, "shared")
 
     # --------------------------------------------------------------------------------- compiled path
 
@@ -379,18 +397,22 @@ class Optimizer(torch.optim.Optimizer):
 _TORCH_GROUP_KEYS = ("initial_lr", "name", "differentiable", "foreach", "fused", "capturable", "maximize")
 
 
-def _apply(tx: Transform, params: list[Tensor], grads: list[Tensor], tree: Any) -> None:
-    """``theta += update``; a chain ending in a constant scale (the learning rate) is applied as
-    ``theta += c * head_update`` in one pass, as torch.optim's for-loop applies ``-lr * step``."""
-    if tx.head is not None and not isinstance(tx.head[1], Tensor) and not torch.compiler.is_compiling():
-        head_update, factor = tx.head
-        updates, new_tree = head_update(grads, tree, params)
-        _copy_into(tree, new_tree)
-        torch._foreach_add_(params, updates, alpha=factor)
-        return
-    updates, new_tree = tx.update(grads, tree, params)
-    _copy_into(tree, new_tree)
-    torch._foreach_add_(params, updates)
+def _apply(tx: Transform, params: list[Tensor], grads: list[Tensor], tree: Any, which: str | None = "all") -> Any:
+    """``theta += update`` and the new state written back; returns the new state tree.
+
+    In eager mode a transform with ``write`` (a chain) adds its update to the parameters itself, in as few
+    passes as torch.optim's for-loop (the learning rate folded into one ``addcdiv_``); under torch.compile
+    the plain update is traced and inductor fuses it. ``which`` says what of the new state to write back
+    (see :func:`_copy_into`; None: nothing, the caller does it).
+    """
+    if tx.write is not None and not torch.compiler.is_compiling():
+        new_tree = tx.write(grads, tree, params, 1.0, 1.0)
+    else:
+        updates, new_tree = tx.update(grads, tree, params)
+        torch._foreach_add_(params, updates)
+    if which is not None:
+        _copy_into(tree, new_tree, which)
+    return new_tree
 
 
 def _compile_step(factory: Factory | None, fixed: Transform | None, name: str) -> Callable[..., None]:

@@ -38,7 +38,7 @@ class Transform(NamedTuple):
     """A gradient transformation: ``init(params) -> state``, ``update(updates, state, params) -> (updates, state)``.
 
     ``elementwise=True`` promises that the update of each tensor depends only on that tensor (its gradient,
-    parameter and per-parameter state) and on shared counters that advance once per call. The adapter may
+    parameter and per-parameter state) and on shared counters that advance once per call (see below). The adapter may
     then run the transform one tensor at a time (faster in eager mode for large tensors). Transforms that
     look across tensors (global-norm clipping) must leave it False, the default for a user's transform.
 
@@ -46,16 +46,25 @@ class Transform(NamedTuple):
     takes keyword arguments ``closure`` (re-evaluates the loss at the current parameters), ``value`` (the loss
     at the start of the step) and ``grads`` (the raw gradients), and the optimizer refuses a step without one.
 
-    ``scale=c`` declares a stateless ``u -> c u`` (the learning rate). A chain ending in one sets ``head`` to
-    ``(update of the rest, c)``, so the eager optimizer can apply ``theta += c u`` in one pass, as torch does.
+    ``affine=(a, b)`` declares a stateless ``u -> a u + b theta`` (a learning rate, a weight decay). ``write``,
+    when given, is ``write(updates, state, params, alpha, keep) -> state``: it performs
+    ``theta <- keep theta + alpha update(updates, state, theta)`` in place, in fewer passes over memory than
+    materializing the update (e.g. one ``addcdiv_`` for a ratio ``m / d``), reading ``theta`` before writing it.
+    A chain folds its trailing affine transforms into ``alpha`` and ``keep`` and hands them to the last real
+    transform's ``write``, which is how the eager optimizer applies Adam in as few passes as torch's for-loop.
+    Both are optimizations: the result is the same as ``theta += update(...)``.
+
+    A transform with ``elementwise=True`` must return its shared counters as new values (Python numbers or
+    tensors) rather than mutate them in place: the adapter runs it tensor by tensor from the same counters and
+    writes them back once.
     """
 
     init: Callable[[Params], State]
     update: Callable[..., tuple[Updates, State]]
     elementwise: bool = False
     needs_closure: bool = False
-    scale: float | Tensor | None = None
-    head: tuple[Callable[..., tuple[Updates, State]], float | Tensor] | None = None
+    affine: tuple[float | Tensor, float | Tensor] | None = None
+    write: Callable[..., State] | None = None
 
 
 class EmptyState(NamedTuple):
@@ -98,7 +107,7 @@ def identity() -> Transform:
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         return updates, state
 
-    return Transform(init, update, True)
+    return Transform(init, update, True, affine=(1.0, 0.0))
 
 
 def scale(step_size: float, *, name: str = "scale") -> Transform:
@@ -111,7 +120,7 @@ def scale(step_size: float, *, name: str = "scale") -> Transform:
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         return F.mul(updates, step_size), state
 
-    return Transform(init, update, True, scale=step_size)
+    return Transform(init, update, True, affine=(step_size, 0.0))
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -134,9 +143,9 @@ def scale_by_learning_rate(
             return ScaleByScheduleState(count=counter(params))
 
         def update_s(updates: Updates, state: ScaleByScheduleState, params: Params | None = None):
-            step_lr = _checks.check_nonneg(name, "lr", schedule(int(state.count)))
-            state.count.add_(1)
-            return F.mul(updates, sign * step_lr), state
+            count = F.element(state.count)
+            step_lr = _checks.check_nonneg(name, "lr", schedule(int(count)))
+            return F.mul(updates, sign * step_lr), ScaleByScheduleState(count=count + 1)
 
         return Transform(init_s, update_s, True)
 
@@ -166,8 +175,7 @@ def trace(decay: float = 0.9, *, nesterov: bool = False, name: str = "trace") ->
 
     def update(updates: Updates, state: TraceState, params: Params | None = None):
         m = state.momentum
-        torch._foreach_mul_(m, decay)
-        torch._foreach_add_(m, updates)
+        F.decay_add_(m, updates, decay)
         out = F.add_scaled(updates, m, decay) if nesterov else list(m)
         return out, state
 
@@ -175,6 +183,40 @@ def trace(decay: float = 0.9, *, nesterov: bool = False, name: str = "trace") ->
 
 
 # ------------------------------------------------------------------------ learning-rate adaptation
+
+# What a ratio method computes for one step: ``(terms, denominator, new state)``, the update being
+# ``sum_i c_i n_i / d`` over the terms ``(n_i, c_i)``.
+Ratio = tuple[list[tuple[Sequence[Tensor], Any]], F.Denominator, State]
+
+
+def _ratio_transform(init: Callable[[Params], State], prepare: Callable[[Updates, State], Ratio]) -> Transform:
+    """An elementwise transform whose update is ``sum_i c_i n_i / d`` (AdaGrad, RMSprop, Adam, Nadam).
+
+    ``update`` materializes the ratio; ``write`` adds it to the parameters with one ``addcdiv_`` per term
+    (``addcmul_`` when the denominator comes as its reciprocal, see :func:`F.rsqrt_denominator`),
+    as torch.optim's for-loop does, instead of a division into a temporary and a separate addition.
+    """
+
+    def update(updates: Updates, state: State, params: Params | None = None):
+        terms, denom, new_state = prepare(updates, state)
+        (num, c), rest = terms[0], terms[1:]
+        out = F.divide(num, denom)
+        if not F.is_one(c):
+            torch._foreach_mul_(out, c)
+        for num, c in rest:
+            F.add_ratio_(out, num, denom, c)
+        return out, new_state
+
+    def write(updates: Updates, state: State, params: Params, alpha: Any, keep: Any) -> State:
+        terms, denom, new_state = prepare(updates, state)
+        if not F.is_one(keep):
+            torch._foreach_mul_(params, keep)
+        for num, c in terms:
+            F.add_ratio_(params, num, denom, alpha * c)
+        return new_state
+
+    return Transform(init, update, True, write=write)
+
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -200,12 +242,11 @@ def scale_by_adagrad(
     def init(params: Params) -> ScaleByAdagradState:
         return ScaleByAdagradState(sum_of_squares=F.full_like(params, init_value))
 
-    def update(updates: Updates, state: ScaleByAdagradState, params: Params | None = None):
+    def prepare(updates: Updates, state: ScaleByAdagradState) -> Ratio:
         torch._foreach_addcmul_(state.sum_of_squares, updates, updates)
-        denom = F.rsqrt_denominator(state.sum_of_squares, eps_root, eps)
-        return list(torch._foreach_div(updates, denom)), state
+        return [(updates, 1.0)], F.rsqrt_denominator(state.sum_of_squares, eps_root, eps), state
 
-    return Transform(init, update, True)
+    return _ratio_transform(init, prepare)
 
 
 class ScaleByRmsState(NamedTuple):
@@ -238,16 +279,15 @@ def scale_by_rms(
             nu=F.full_like(params, initial_scale), mu=F.zeros_like(params) if centered else None
         )
 
-    def update(updates: Updates, state: ScaleByRmsState, params: Params | None = None):
+    def prepare(updates: Updates, state: ScaleByRmsState) -> Ratio:
         F.ema_sq_(state.nu, updates, beta)
         acc = state.nu
         if centered:
             F.ema_(state.mu, updates, beta)
             acc = list(torch._foreach_addcmul(state.nu, state.mu, state.mu, value=-1))
-        denom = F.rsqrt_denominator(acc, eps_root, eps, owned=centered)
-        return list(torch._foreach_div(updates, denom)), state
+        return [(updates, 1.0)], F.rsqrt_denominator(acc, eps_root, eps, owned=centered), state
 
-    return Transform(init, update, True)
+    return _ratio_transform(init, prepare)
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -275,9 +315,16 @@ def scale_by_adadelta(
 
     def update(updates: Updates, state: ScaleByAdadeltaState, params: Params | None = None):
         F.ema_sq_(state.nu, updates, beta)
-        std = F.rsqrt_denominator(state.nu, eps_root, eps)
-        delta = F.rsqrt_denominator(state.delta_nu, eps_root, 0.0)
-        torch._foreach_div_(delta, std)
+        if F.is_zero(eps):
+            # sqrt(dX + eps_root) / sqrt(G + eps_root) = rsqrt((G + eps_root) / (dX + eps_root)): one root, and
+            # rsqrt at that, instead of two square roots (each costs several memory passes' time on CPU)
+            delta = F.add(state.nu, eps_root)
+            torch._foreach_div_(delta, F.add(state.delta_nu, eps_root))
+            torch._foreach_rsqrt_(delta)
+        else:
+            delta = F.add(state.delta_nu, eps_root)
+            torch._foreach_sqrt_(delta)
+            delta = F.divide(delta, F.rsqrt_denominator(state.nu, eps_root, eps))
         torch._foreach_mul_(delta, updates)
         F.ema_sq_(state.delta_nu, delta, beta)
         return delta, state
@@ -322,44 +369,40 @@ def scale_by_adam(
     eps = _check(_checks.check_nonneg, name, "eps", eps)
     eps_root = _check(_checks.check_nonneg, name, "eps_root", eps_root)
     momentum_decay = _check(_checks.check_nonneg, name, "momentum_decay", momentum_decay)
+    use_eps, use_eps_root = not F.is_zero(eps), not F.is_zero(eps_root)
 
     def init(params: Params) -> ScaleByAdamState:
         one = running_product(params)
         extra = (one.clone(), one.clone()) if nesterov else (None, None)
         return ScaleByAdamState(counter(params), F.zeros_like(params), F.zeros_like(params), one, one.clone(), *extra)
 
-    def update(updates: Updates, state: ScaleByAdamState, params: Params | None = None):
-        state.count.add_(1)
-        state.beta1_power.mul_(beta1)
-        state.beta2_power.mul_(beta2)
+    def prepare(updates: Updates, state: ScaleByAdamState) -> Ratio:
+        beta1_power = F.element(state.beta1_power) * beta1
+        beta2_power = F.element(state.beta2_power) * beta2
         F.ema_(state.mu, updates, beta1)
         F.ema_sq_(state.nu, updates, beta2)
-        inv_bc2 = 1.0 / (1.0 - F.element(state.beta2_power))
+        # sqrt(G / bc2 + eps_root) + eps = (sqrt(G + eps_root bc2) + eps sqrt(bc2)) / sqrt(bc2): the bias
+        # correction moves into the terms' coefficients, so the denominator takes one root and one addition.
+        bc2 = 1.0 - beta2_power
+        root_bc2 = bc2**0.5
+        count = F.element(state.count) + 1
         if not nesterov:
-            # M_hat / (sqrt(G_hat + eps_root) + eps) with 1/(1 - b1^t) folded into the denominator (one pass less)
-            bc1 = 1.0 - F.element(state.beta1_power)
-            if F.is_zero(eps_root):
-                denom = list(torch._foreach_sqrt(state.nu))
-                torch._foreach_mul_(denom, bc1 * inv_bc2**0.5)
-            else:
-                denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, 0.0, owned=True)
-                torch._foreach_mul_(denom, bc1)
-            F.add_(denom, eps * bc1)
-            return list(torch._foreach_div(state.mu, denom)), state
-        denom = F.rsqrt_denominator(F.mul(state.nu, inv_bc2), eps_root, eps, owned=True)
-        decay = 0.96**momentum_decay
-        state.decay_power.mul_(decay)
-        decay_power = F.element(state.decay_power)
-        mu_t = beta1 * (1.0 - 0.5 * decay_power)
-        mu_next = beta1 * (1.0 - 0.5 * decay_power * decay)
-        state.mu_product.mul_(mu_t)
-        mu_product = F.element(state.mu_product)
-        out = list(torch._foreach_div(updates, denom))
-        torch._foreach_mul_(out, (1.0 - mu_t) / (1.0 - mu_product))
-        F.addcdiv_(out, state.mu, denom, mu_next / (1.0 - mu_product * mu_next))
-        return out, state
+            nums, coefs, extra = [state.mu], [root_bc2 / (1.0 - beta1_power)], (None, None)
+        else:
+            decay = 0.96**momentum_decay
+            decay_power = F.element(state.decay_power) * decay
+            mu_t = beta1 * (1.0 - 0.5 * decay_power)
+            mu_next = beta1 * (1.0 - 0.5 * decay_power * decay)
+            mu_product = F.element(state.mu_product) * mu_t
+            nums = [updates, state.mu]
+            coefs = [root_bc2 * (1.0 - mu_t) / (1.0 - mu_product), root_bc2 * mu_next / (1.0 - mu_product * mu_next)]
+            extra = (mu_product, decay_power)
+        inner = eps_root * bc2 if use_eps_root else 0.0
+        inner, outer, *coefs = F.hoist(inner, eps * root_bc2 if use_eps else 0.0, *coefs)
+        new = ScaleByAdamState(count, state.mu, state.nu, beta1_power, beta2_power, *extra)
+        return list(zip(nums, coefs)), F.rsqrt_denominator(state.nu, inner, outer), new
 
-    return Transform(init, update, True)
+    return _ratio_transform(init, prepare)
 
 
 class ScaleByDeltaBarDeltaState(NamedTuple):
@@ -420,7 +463,7 @@ def _add_scaled_params(weight_decay: float, name: str, sign: float = 1.0) -> Tra
             return updates, state
         return F.add_scaled(updates, params, factor), state
 
-    return Transform(init, update, True)
+    return Transform(init, update, True, affine=(1.0, factor))
 
 
 def add_l2(weight_decay: float = 0.0, *, name: str = "add_l2") -> Transform:
