@@ -11,9 +11,11 @@ Contract (every transform here keeps it, and so must a user's own):
 - ``updates`` and ``params`` are lists of tensors; ``update`` must not modify the incoming ``updates`` in
   place (they may be the gradients themselves) but may return new tensors or its own state tensors.
 - ``state`` is a NamedTuple whose fields are per-parameter lists of tensors, 0-d tensors shared by the
-  group (counters), nested states, or static Python values. Transforms update their state tensors *in
-  place* and return the same tensors (so the compiled path writes no copies); a functional transform that
-  returns new tensors also works, the :class:`~optreg.optim.optimizer.Optimizer` copies them back.
+  group (counters), nested states, or static Python values. Transforms update their per-parameter state
+  tensors *in place* and return the same tensors (so the compiled path writes no copies); a functional
+  transform that returns new tensors also works, the :class:`~optreg.optim.optimizer.Optimizer` copies them
+  back. Shared counters are returned as new values (a Python number in eager mode, read with
+  ``F.element``), never mutated: an elementwise transform then runs tensor by tensor from the same counters.
 - Hyperparameters are Python numbers, or 0-d tensors in the compiled path; numbers are validated here.
 - Updates are *added* to the parameters: the learning-rate scale flips the sign (``-alpha g``, eq. 7.3).
 """
