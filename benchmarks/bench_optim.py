@@ -65,19 +65,33 @@ def _step_ms(opt: torch.optim.Optimizer) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def _race(ours: torch.optim.Optimizer, peer: torch.optim.Optimizer, reps: int) -> tuple[float, float]:
+ROUNDS = 3
+
+
+def _race(ours: torch.optim.Optimizer, peer: torch.optim.Optimizer, reps: int) -> tuple[float, float, float, str]:
+    """Times single steps back to back (ours, peer / peer, ours alternately) in ``ROUNDS`` rounds of ``reps``.
+
+    Returns the median times, the median of the per-pair ratios (each pair shares the machine's load of the
+    moment, so it is steadier than a ratio of medians) and the range of the rounds' median ratios.
+    """
     for _ in range(3):  # warm-up: allocations, caches, lazy state
         ours.step()
         peer.step()
-    a, b = [], []
-    for i in range(reps):
-        if i % 2:
-            a.append(_step_ms(ours))
-            b.append(_step_ms(peer))
-        else:
-            b.append(_step_ms(peer))
-            a.append(_step_ms(ours))
-    return statistics.median(a), statistics.median(b)
+    a, b, rounds = [], [], []
+    for _ in range(ROUNDS):
+        ratios = []
+        for i in range(reps):
+            if i % 2:
+                ta, tb = _step_ms(ours), _step_ms(peer)
+            else:
+                tb, ta = _step_ms(peer), _step_ms(ours)
+            a.append(ta)
+            b.append(tb)
+            ratios.append(ta / tb)
+        rounds.append(ratios)
+    medians = [statistics.median(r) for r in rounds]
+    ratio = statistics.median([x for r in rounds for x in r])
+    return statistics.median(a), statistics.median(b), ratio, f"{min(medians):.2f}-{max(medians):.2f}"
 
 
 def _fastest_unfused(torch_cls, torch_hp, reps: int) -> tuple[str, torch.optim.Optimizer]:
@@ -149,25 +163,27 @@ def _run(quick: bool) -> dict:
             peer_label, peer = "fused", torch_cls(_params(), fused=True, **torch_hp)
         else:
             peer_label, peer = _fastest_unfused(torch_cls, torch_hp, reps)
-        t_ours, t_peer = _race(ours, peer, reps)
+        t_ours, t_peer, ratio, spread = _race(ours, peer, reps)
         target = "<= 1.1" if fused else "<= 0.4 (2.5x faster)"
         rows.append([
-            method, "compile=True", f"torch {peer_label}", f"{t_ours:.1f}", f"{t_peer:.1f}", f"{t_ours / t_peer:.2f}",
+            method, "compile=True", f"torch {peer_label}", f"{t_ours:.1f}", f"{t_peer:.1f}", f"{ratio:.2f}", spread,
             target, _gbps(method, t_ours), _gbps(method, t_peer), f"{compile_s:.1f}",
         ])
         del ours, peer
         # eager vs torch's default (for-loop on CPU)
         ours = oo.create(name, _params(), **hp)
         peer = torch_cls(_params(), foreach=False, **torch_hp)
-        t_ours, t_peer = _race(ours, peer, reps)
-        rows.append([method, "eager", "torch for-loop (default)", f"{t_ours:.1f}", f"{t_peer:.1f}",
-                     f"{t_ours / t_peer:.2f}", "<= 1.0", _gbps(method, t_ours), _gbps(method, t_peer), ""])
+        t_ours, t_peer, ratio, spread = _race(ours, peer, reps)
+        rows.append([method, "eager", "torch for-loop (default)", f"{t_ours:.1f}", f"{t_peer:.1f}", f"{ratio:.2f}",
+                     spread, "<= 1.0", _gbps(method, t_ours), _gbps(method, t_peer), ""])
         del ours, peer
     cached = {m: _first_step_in_new_process(m) for m in (["adam"] if quick else ["adam", "nadam"])}
     notes = (
         f"{N_TENSORS} tensors of {SHAPE[0]}x{SHAPE[1]} float32 ({TOTAL / 1e6:.0f}M parameters), torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads. Times are medians of {reps} interleaved single "
-        "steps in ms; ratio = optreg / torch (lower is better). GB/s: the bytes a step must move (parameters, "
+        f"{torch.__version__}, {torch.get_num_threads()} threads. Times are medians over {ROUNDS} rounds of {reps} "
+        "interleaved single steps, in ms; ratio = optreg / torch (lower is better), the median of the "
+        "per-pair ratios (each optreg step timed back to back with a torch step); 'rounds': the range of the "
+        "rounds' median ratios, the run-to-run noise of this machine. GB/s: the bytes a step must move (parameters, "
         "gradients and state, each read or written once) over its time, the effective memory bandwidth; the best "
         "of these across the table is about what the memory system allows, which bounds any speed-up over an "
         "unfused path. 'first step s (cold)': the first compiled step in this process with an empty inductor "
@@ -178,7 +194,7 @@ def _run(quick: bool) -> dict:
     )
     return {
         "title": "Optimizer step: optreg vs torch.optim (CPU)",
-        "columns": ["method", "optreg path", "torch path", "optreg ms", "torch ms", "ratio", "target",
+        "columns": ["method", "optreg path", "torch path", "optreg ms", "torch ms", "ratio", "rounds", "target",
                     "optreg GB/s", "torch GB/s", "first step s (cold)"],
         "rows": rows,
         "notes": notes,

@@ -135,12 +135,13 @@ def rsqrt_denominator(acc: Sequence[Tensor], eps_root: Scalar, eps: Scalar, *, o
     ``owned=True`` says ``acc`` is a temporary of the caller's, so the root is taken in place: in eager mode
     every temporary alive at once is memory the allocator may return to the system and fault in again.
     """
-    if _nonzero(eps_root):
+    inside, outside = _nonzero(eps_root), _nonzero(eps)
+    if inside:
         if not owned:
             acc = add(acc, eps_root)
         else:
             add_(acc, eps_root)
-        if not _nonzero(eps):
+        if not outside:
             denom = list(acc)
             torch._foreach_rsqrt_(denom)
             return Denominator(denom, True)
@@ -150,7 +151,7 @@ def rsqrt_denominator(acc: Sequence[Tensor], eps_root: Scalar, eps: Scalar, *, o
         torch._foreach_sqrt_(denom)
     else:
         denom = list(torch._foreach_sqrt(acc))
-    if _nonzero(eps):
+    if outside:
         add_(denom, eps)
     return Denominator(denom)
 

@@ -71,7 +71,7 @@ def chain(*transforms: Transform) -> Transform:
             states[last - 1] = writer(updates, states[last - 1], params, alpha * a, keep + alpha * b)
         else:
             F.axpby_(params, updates, alpha * a, keep + alpha * b)
-        return result(state, states)
+        return ChainState(tuple(states))
 
     needs_closure = any(t.needs_closure for t in transforms)
     return Transform(
