@@ -5,6 +5,10 @@ A hyperparameter reaches a transform either as a Python number (the eager path) 
 ``_foreach_lerp_`` / ``_foreach_addcmul_`` / ``alpha=`` arguments take Python numbers only, so each helper
 uses them when it can and falls back to ``_foreach_mul`` / ``_foreach_add`` with a tensor scalar otherwise.
 Under ``torch.compile`` both forms fuse into the same kernel.
+
+A list of one tensor (the eager optimizer's per-tensor path) takes the tensor's own method instead: a
+``_foreach_*`` call on one tensor costs a few microseconds more than the method (measured 4% of an eager
+AdaGrad step over 50 tensors of 200k), and the traced graph is the same.
 """
 
 from __future__ import annotations
@@ -64,14 +68,60 @@ def hoist(*xs: Scalar) -> tuple[Scalar, ...]:
 
 
 def mul(xs: Sequence[Tensor], s: Scalar) -> Tensors:
-    return list(torch._foreach_mul(xs, s))
+    """``xs * s`` (new tensors)."""
+    return [xs[0] * s] if len(xs) == 1 else list(torch._foreach_mul(xs, s))
 
+
+def scale_(xs: Sequence[Tensor], s: Scalar) -> None:
+    """``xs *= s`` in place."""
+    if len(xs) == 1:
+        xs[0].mul_(s)
+    else:
+        torch._foreach_mul_(xs, s)
+
+
+def mul_each_(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> None:
+    """``xs *= ys`` in place, elementwise, tensor by tensor."""
+    if len(xs) == 1:
+        xs[0].mul_(ys[0])
+    else:
+        torch._foreach_mul_(xs, ys)
+
+
+def div_each_(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> None:
+    """``xs /= ys`` in place, elementwise, tensor by tensor."""
+    if len(xs) == 1:
+        xs[0].div_(ys[0])
+    else:
+        torch._foreach_div_(xs, ys)
+
+
+def addcmul_(xs: Sequence[Tensor], a: Sequence[Tensor], b: Sequence[Tensor], value: float = 1.0) -> None:
+    """``xs += value * a * b`` in place (``value`` a number)."""
+    if len(xs) == 1:
+        xs[0].addcmul_(a[0], b[0], value=value)
+    else:
+        torch._foreach_addcmul_(xs, a, b, value=value)
+
+
+def sqrt_(xs: Sequence[Tensor]) -> None:
+    if len(xs) == 1:
+        xs[0].sqrt_()
+    else:
+        torch._foreach_sqrt_(xs)
+
+
+def rsqrt_(xs: Sequence[Tensor]) -> None:
+    if len(xs) == 1:
+        xs[0].rsqrt_()
+    else:
+        torch._foreach_rsqrt_(xs)
 
 
 def add_(xs: Sequence[Tensor], s: Scalar) -> None:
     """``xs += s`` in place. ``_foreach_add_`` with a 0-d tensor computed in the graph makes dynamo read it
     with ``.item()`` (a graph break that drops the whole step to eager), so a tensor goes tensor by tensor."""
-    if is_number(s):
+    if is_number(s) and len(xs) != 1:
         torch._foreach_add_(xs, s)
     else:
         for x in xs:
@@ -80,6 +130,8 @@ def add_(xs: Sequence[Tensor], s: Scalar) -> None:
 
 def add_scaled(xs: Sequence[Tensor], ys: Sequence[Tensor], a: Scalar) -> Tensors:
     """``xs + a * ys`` (new tensors)."""
+    if len(xs) == 1:
+        return [torch.add(xs[0], ys[0], alpha=a) if is_number(a) else xs[0] + ys[0] * a]
     if is_number(a):
         return list(torch._foreach_add(xs, ys, alpha=a))
     return list(torch._foreach_add(xs, torch._foreach_mul(ys, a)))
@@ -89,7 +141,10 @@ def add_scaled(xs: Sequence[Tensor], ys: Sequence[Tensor], a: Scalar) -> Tensors
 def ema_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:
     """``avg = decay * avg + (1 - decay) * xs`` in place (an exponential moving average)."""
     if is_number(decay):
-        torch._foreach_lerp_(avg, xs, 1.0 - decay)
+        if len(avg) == 1:
+            avg[0].lerp_(xs[0], 1.0 - decay)
+        else:
+            torch._foreach_lerp_(avg, xs, 1.0 - decay)
     else:
         torch._foreach_mul_(avg, decay)
         torch._foreach_add_(avg, torch._foreach_mul(xs, 1.0 - decay))
@@ -155,16 +210,16 @@ def rsqrt_denominator(
         owned = True
         if not outside:
             denom = list(acc)
-            torch._foreach_rsqrt_(denom)
+            rsqrt_(denom)
             return Denominator(denom, True)
     if owned:
         denom = list(acc)
-        torch._foreach_sqrt_(denom)
+        sqrt_(denom)
     elif scratch is not None:
         torch.sqrt(acc[0], out=scratch[0])
         denom = list(scratch)
     else:
-        denom = list(torch._foreach_sqrt(acc))
+        denom = [acc[0].sqrt()] if len(acc) == 1 else list(torch._foreach_sqrt(acc))
     if outside:
         add_(denom, eps)
     return Denominator(denom)
@@ -172,28 +227,36 @@ def rsqrt_denominator(
 
 def divide(num: Sequence[Tensor], den: Denominator) -> Tensors:
     """``num / d`` (new tensors)."""
+    if len(num) == 1:
+        return [num[0] * den.tensors[0] if den.inverted else num[0] / den.tensors[0]]
     return list(torch._foreach_mul(num, den.tensors) if den.inverted else torch._foreach_div(num, den.tensors))
 
 
 def add_ratio_(xs: Sequence[Tensor], num: Sequence[Tensor], den: Denominator, value: Scalar) -> None:
     """``xs += value * num / d`` in place: one fused ``addcdiv_`` (``addcmul_`` for a reciprocal) in eager mode."""
     if is_number(value):
-        op = torch._foreach_addcmul_ if den.inverted else torch._foreach_addcdiv_
-        op(xs, num, den.tensors, value=value)
+        if len(xs) == 1:
+            x = xs[0]
+            (x.addcmul_ if den.inverted else x.addcdiv_)(num[0], den.tensors[0], value=value)
+        else:
+            op = torch._foreach_addcmul_ if den.inverted else torch._foreach_addcdiv_
+            op(xs, num, den.tensors, value=value)
     else:
         torch._foreach_add_(xs, torch._foreach_mul(divide(num, den), value))
 
 
 def add(xs: Sequence[Tensor], s: Scalar) -> Tensors:
     """``xs + s`` (new tensors)."""
-    return [x + s for x in xs] if not is_number(s) else list(torch._foreach_add(xs, s))
+    return [x + s for x in xs] if not is_number(s) or len(xs) == 1 else list(torch._foreach_add(xs, s))
 
 
 def axpby_(xs: Sequence[Tensor], ys: Sequence[Tensor], alpha: Scalar, keep: Scalar = 1.0) -> None:
     """``xs <- keep * xs + alpha * ys`` in place (``ys`` is read before ``xs`` is written only if distinct)."""
     if not is_one(keep):
-        torch._foreach_mul_(xs, keep)
-    if is_number(alpha):
+        scale_(xs, keep)
+    if len(xs) == 1:
+        xs[0].add_(ys[0], alpha=alpha) if is_number(alpha) else xs[0].add_(ys[0] * alpha)
+    elif is_number(alpha):
         torch._foreach_add_(xs, ys, alpha=alpha)
     else:
         torch._foreach_add_(xs, torch._foreach_mul(ys, alpha))

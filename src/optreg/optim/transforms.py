@@ -204,7 +204,7 @@ def _ratio_transform(init: Callable[[Params], State], prepare: Callable[[Updates
         (num, c), rest = terms[0], terms[1:]
         out = F.divide(num, denom)
         if not F.is_one(c):
-            torch._foreach_mul_(out, c)
+            F.scale_(out, c)
         for num, c in rest:
             F.add_ratio_(out, num, denom, c)
         return out, new_state
@@ -212,7 +212,7 @@ def _ratio_transform(init: Callable[[Params], State], prepare: Callable[[Updates
     def write(updates: Updates, state: State, params: Params, alpha: Any, keep: Any) -> State:
         terms, denom, new_state = prepare(updates, state)
         if not F.is_one(keep):
-            torch._foreach_mul_(params, keep)
+            F.scale_(params, keep)
         for num, c in terms:
             F.add_ratio_(params, num, denom, alpha * c)
         return new_state
@@ -245,7 +245,7 @@ def scale_by_adagrad(
         return ScaleByAdagradState(sum_of_squares=F.full_like(params, init_value))
 
     def prepare(updates: Updates, state: ScaleByAdagradState) -> Ratio:
-        torch._foreach_addcmul_(state.sum_of_squares, updates, updates)
+        F.addcmul_(state.sum_of_squares, updates, updates)
         return [(updates, 1.0)], F.rsqrt_denominator(state.sum_of_squares, eps_root, eps), state
 
     return _ratio_transform(init, prepare)
@@ -321,13 +321,13 @@ def scale_by_adadelta(
             # sqrt(dX + eps_root) / sqrt(G + eps_root) = rsqrt((G + eps_root) / (dX + eps_root)): one root, and
             # rsqrt at that, instead of two square roots (each costs several memory passes' time on CPU)
             delta = F.add(state.nu, eps_root)
-            torch._foreach_div_(delta, F.add(state.delta_nu, eps_root))
-            torch._foreach_rsqrt_(delta)
+            F.div_each_(delta, F.add(state.delta_nu, eps_root))
+            F.rsqrt_(delta)
         else:
             delta = F.add(state.delta_nu, eps_root)
-            torch._foreach_sqrt_(delta)
+            F.sqrt_(delta)
             delta = F.divide(delta, F.rsqrt_denominator(state.nu, eps_root, eps))
-        torch._foreach_mul_(delta, updates)
+        F.mul_each_(delta, updates)
         F.ema_sq_(state.delta_nu, delta, beta)
         return delta, state
 
