@@ -74,9 +74,14 @@ def _race(ours: torch.optim.Optimizer, peer: torch.optim.Optimizer, reps: int) -
     Returns the median times, the median of the per-pair ratios (each pair shares the machine's load of the
     moment, so it is steadier than a ratio of medians) and the range of the rounds' median ratios.
     """
-    for _ in range(3):  # warm-up: allocations, caches, lazy state
+    # warm-up: allocations, caches, lazy state; and at least a second, so that background work a compilation
+    # leaves behind (inductor's worker processes starting up) is over before the timing starts
+    t0 = time.perf_counter()
+    for i in range(1000):
         ours.step()
         peer.step()
+        if i >= 2 and time.perf_counter() - t0 > 1.0:
+            break
     a, b, rounds = [], [], []
     for _ in range(ROUNDS):
         ratios = []
