@@ -120,7 +120,7 @@ def scale(step_size: float, *, name: str = "scale") -> Transform:
         return EmptyState()
 
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
-        return F.mul(updates, step_size), state
+        return F.mul(updates, *F.hoist(step_size, like=updates)), state
 
     return Transform(init, update, True, affine=(step_size, 0.0))
 
@@ -400,7 +400,7 @@ def scale_by_adam(
             coefs = [root_bc2 * (1.0 - mu_t) / (1.0 - mu_product), root_bc2 * mu_next / (1.0 - mu_product * mu_next)]
             extra = (mu_product, decay_power)
         inner = eps_root * bc2 if use_eps_root else 0.0
-        inner, outer, *coefs = F.hoist(inner, eps * root_bc2 if use_eps else 0.0, *coefs)
+        inner, outer, *coefs = F.hoist(inner, eps * root_bc2 if use_eps else 0.0, *coefs, like=state.nu)
         new = ScaleByAdamState(count, state.mu, state.nu, beta1_power, beta2_power, *extra)
         return list(zip(nums, coefs)), F.rsqrt_denominator(state.nu, inner, outer, scratch=scratch), new
 
@@ -463,7 +463,7 @@ def _add_scaled_params(weight_decay: float, name: str, sign: float = 1.0) -> Tra
             raise ValueError(f"{name}: needs the parameters, got params=None")
         if F.is_number(weight_decay) and weight_decay == 0:
             return updates, state
-        return F.add_scaled(updates, params, factor), state
+        return F.add_scaled(updates, params, *F.hoist(factor, like=params)), state
 
     return Transform(init, update, True, affine=(1.0, factor))
 
