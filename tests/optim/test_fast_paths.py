@@ -107,3 +107,21 @@ def test_decoupled_decay_folds_into_the_parameter_write_closed_form():
     opt.step()
     expected = (1 - 0.1 * 0.5) * torch.tensor([2.0, -1.0], dtype=torch.float64) - 0.1
     torch.testing.assert_close(p.detach(), expected)
+
+
+@pytest.mark.parametrize("name", ["momentum", "adadelta", "adamw"])
+def test_one_tensor_compiled_step_matches_eager_without_graph_break(name):
+    """A group of one tensor takes the tensor-method paths; compiled, they trace in one graph (oracle: eager)."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    p = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    q = p.detach().clone().requires_grad_(True)
+    compiled, eager = oo.create(name, [p], compile=True), oo.create(name, [q])
+    for step in range(3):
+        g = torch.randn(7, dtype=torch.float64, generator=torch.Generator().manual_seed(step))
+        p.grad, q.grad = g.clone(), g.clone()
+        compiled.step()
+        eager.step()
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=1e-12)
