@@ -142,7 +142,6 @@ def add_scaled(xs: Sequence[Tensor], ys: Sequence[Tensor], a: Scalar) -> Tensors
     return list(torch._foreach_add(xs, torch._foreach_mul(ys, a)))
 
 
-
 def ema_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:
     """``avg = decay * avg + (1 - decay) * xs`` in place (an exponential moving average)."""
     if is_number(decay):
@@ -172,9 +171,7 @@ def ema_sq_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> Tenso
         torch._foreach_mul_(avg, decay)
         torch._foreach_addcmul_(avg, xs, xs, value=1.0 - decay)
     else:
-        decay, weight = hoist(decay, 1.0 - decay, like=avg)
-        torch._foreach_mul_(avg, decay)
-        torch._foreach_add_(avg, torch._foreach_mul(torch._foreach_mul(xs, xs), weight))
+        ema_(avg, list(torch._foreach_mul(xs, xs)), decay)
     return None
 
 
@@ -260,7 +257,7 @@ def add(xs: Sequence[Tensor], s: Scalar) -> Tensors:
 
 
 def axpby_(xs: Sequence[Tensor], ys: Sequence[Tensor], alpha: Scalar, keep: Scalar = 1.0) -> None:
-    """``xs <- keep * xs + alpha * ys`` in place (``ys`` is read before ``xs`` is written only if distinct)."""
+    """``xs <- keep * xs + alpha * ys`` in place; ``ys`` must not be ``xs`` itself (``xs`` is scaled first)."""
     if not is_one(keep):
         scale_(xs, keep)
     if len(xs) == 1:

@@ -346,10 +346,7 @@ class Optimizer(torch.optim.Optimizer):
         copy_lists = True
         new_tree = None
         for j, i in enumerate(keep):
-            if tx.write is not None:  # (eager: no compile check per tensor)
-                new_tree = tx.write([grads[j]], subtrees[i], [params[j]], 1.0, 1.0)
-            else:
-                new_tree = _apply(tx, [params[j]], [grads[j]], subtrees[i], None)
+            new_tree = _apply(tx, [params[j]], [grads[j]], subtrees[i], None)
             if j == 0:
                 copy_lists = _replaces_lists(subtrees[i], new_tree)
             if copy_lists:

@@ -15,7 +15,8 @@ Contract (every transform here keeps it, and so must a user's own):
   tensors *in place* and return the same tensors (so the compiled path writes no copies); a functional
   transform that returns new tensors also works, the :class:`~optreg.optim.optimizer.Optimizer` copies them
   back. Shared counters are returned as new values (a Python number in eager mode, read with
-  ``F.element``), never mutated: an elementwise transform then runs tensor by tensor from the same counters.
+  ``optreg.optim._foreach.element``), never mutated: an elementwise transform then runs tensor by tensor
+  from the same counters.
 - Hyperparameters are Python numbers, or 0-d tensors in the compiled path; numbers are validated here.
 - Updates are *added* to the parameters: the learning-rate scale flips the sign (``-alpha g``, eq. 7.3).
 """
@@ -218,7 +219,6 @@ def _ratio_transform(init: Callable[[Params], State], prepare: Callable[[Updates
         return new_state
 
     return Transform(init, update, True, write=write)
-
 
 
 class ScaleByAdagradState(NamedTuple):
@@ -461,7 +461,7 @@ def _add_scaled_params(weight_decay: float, name: str, sign: float = 1.0) -> Tra
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         if params is None:
             raise ValueError(f"{name}: needs the parameters, got params=None")
-        if F.is_number(weight_decay) and weight_decay == 0:
+        if F.is_zero(weight_decay):
             return updates, state
         return F.add_scaled(updates, params, *F.hoist(factor, like=params)), state
 
