@@ -65,6 +65,7 @@ from optreg.errors import OptregValueError
 
 __all__ = [
     "BIAS_RULES",
+    "GAIN_ACTIVATIONS",
     "apply",
     "available",
     "constant_",
@@ -88,7 +89,8 @@ __all__ = [
 ]
 
 _OWNER = "init"
-_ACTIVATIONS = ("linear", "identity", "tanh", "logistic", "sigmoid", "relu", "leaky_relu")
+#: The activations :func:`gain` knows (the ones a scheme can be told about).
+GAIN_ACTIVATIONS = ("linear", "identity", "tanh", "logistic", "sigmoid", "relu", "leaky_relu")
 _MODES = ("fan_in", "fan_out")
 
 
@@ -131,7 +133,7 @@ def gain(activation: str = "linear", negative_slope: float = 0.01) -> float:
     ``leaky_relu``: :math:`\sqrt{2/(1+a^2)}` with ``a = negative_slope``. See the module docstring for
     why tanh is 1 and the logistic 4 (the chapter's eqs. 7.25/7.26 swap them; erratum).
     """
-    check_choice(_OWNER, "activation", activation, _ACTIVATIONS)
+    check_choice(_OWNER, "activation", activation, GAIN_ACTIVATIONS)
     if activation in ("linear", "identity", "tanh"):
         return 1.0
     if activation in ("logistic", "sigmoid"):
@@ -624,7 +626,7 @@ def apply(
     if activation is not None and "activation" in accepted:
         options = {**options, "activation": activation}
     elif activation is not None:
-        check_choice(_OWNER, "activation", activation, _ACTIVATIONS + ("elu", "gelu"))
+        check_choice(_OWNER, "activation", activation, GAIN_ACTIVATIONS + ("elu", "gelu"))
     _check_options(scheme, options)
     rules = _bias_rules(bias) if bias is not None else []
     relu_bias = check_number(_OWNER, "relu_bias", relu_bias)

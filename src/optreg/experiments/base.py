@@ -69,8 +69,6 @@ __all__ = [
 
 #: The dataset experiments use unless told otherwise (scikit-learn's embedded digits, 8x8, 10 classes).
 DEFAULT_DATASET = "digits"
-#: Activations with a gain in :func:`optreg.init.gain` (passed on to the init schemes).
-_GAIN_ACTIVATIONS = ("linear", "identity", "tanh", "logistic", "sigmoid", "relu", "leaky_relu")
 #: In quick mode :meth:`Context.load_data` keeps at most this many examples of each split.
 QUICK_LIMITS = {"train": 384, "val": 192, "test": 192}
 
@@ -372,7 +370,7 @@ class Context:
                 raise OptregValueError(f"experiments: init must be a scheme name or have a 'scheme', got {init!r}")
             scheme = options.pop("scheme")
             activation = spec.get("activation", "relu" if spec["kind"] in ("mlp", "cnn1d", "cnn2d") else "tanh")
-            if "activation" not in options and activation in _GAIN_ACTIVATIONS:
+            if "activation" not in options and activation in initmod.GAIN_ACTIVATIONS:
                 options["activation"] = activation
             generator = torch.Generator().manual_seed(seed)
             initmod.apply(model, scheme, generator=generator, **options)
