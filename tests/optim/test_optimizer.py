@@ -60,6 +60,23 @@ def test_changing_lr_does_not_recompile():
 
 
 @pytest.mark.compile
+def test_compiled_step_follows_a_gradient_whose_strides_change():
+    """The compiled step skips inductor's own size/stride asserts (dynamo's guards check the same): a gradient
+    that turns non-contiguous midway must recompile, not be read with the old strides. Oracle: torch.optim.SGD."""
+    torch.manual_seed(0)
+    w1 = torch.randn(4, 3, requires_grad=True)
+    w2 = w1.detach().clone().requires_grad_(True)
+    ours = oo.create("momentum", [w1], compile=True, lr=0.1, momentum=0.9)
+    ref = torch.optim.SGD([w2], lr=0.1, momentum=0.9)
+    for step in range(5):
+        for w, opt in ((w1, ours), (w2, ref)):
+            g = torch.arange(12.0).reshape(4, 3) * (step + 1) + w.detach()
+            w.grad = g.t().contiguous().t() if step >= 2 else g  # same values, column-major from step 2
+            opt.step()
+        assert torch.allclose(w1, w2, rtol=1e-6), step
+
+
+@pytest.mark.compile
 def test_compiled_and_eager_agree_with_zero_hyperparameter_turned_on_later():
     """A weight decay of 0 is compiled out; setting it later recompiles once and still matches eager."""
     torch.manual_seed(0)

@@ -434,6 +434,8 @@ def _compile_step(factory: Factory | None, fixed: Transform | None, name: str) -
 
 # The tensors of a step share only their 0-d hyperparameters, which is enough for inductor to fuse all of them
 # into one loop that streams every tensor at once (hundreds of arrays); one loop per tensor, as torch's fused
-# kernels do, measured 1.2x faster for 50 tensors on 2 cores (BENCHMARKS.md). Passed per compile, so the
-# process-wide inductor configuration is left alone.
-_INDUCTOR_OPTIONS = {"score_fusion_memory_threshold": 4096}
+# kernels do, measured 1.2x faster for 50 tensors on 2 cores (BENCHMARKS.md). ``size_asserts``: inductor's
+# wrapper re-checks every input's sizes and strides on each call (~1 us a tensor: 174 us of a step over 150
+# tensors, measured), which dynamo's guards have just checked (``dynamic=False``: every size is guarded).
+# Passed per compile, so the process-wide inductor configuration is left alone.
+_INDUCTOR_OPTIONS = {"score_fusion_memory_threshold": 4096, "size_asserts": False}
