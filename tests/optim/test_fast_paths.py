@@ -125,3 +125,31 @@ def test_one_tensor_compiled_step_matches_eager_without_graph_break(name):
         eager.step()
     assert not counters["graph_break"], dict(counters["graph_break"])
     torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_cached_operand_rounds_like_a_python_number(dtype):
+    """Oracle: torch's own Python-number path. A cached 0-d operand gives bit-identical results and dtype."""
+    from optreg.optim._foreach import operand
+
+    x = (torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 3).to(dtype)
+    for s in (1e-8, 0.9, 1 / 3, 0.999, 7.123456789, -2.5e-6, 1e-30):
+        c = operand(s, x)
+        assert isinstance(c, torch.Tensor) and c.ndim == 0
+        for got, want in ((x + c, x + s), (x * c, x * s), (x.clone().add_(c), x.clone().add_(s)),
+                          (x.clone().mul_(c), x.clone().mul_(s))):
+            assert got.dtype == want.dtype == dtype
+            assert torch.equal(got, want), (s, dtype)
+        assert operand(s, x) is c  # cached
+
+
+def test_operand_passes_tensors_and_other_devices_through():
+    from optreg.optim import _foreach
+
+    t = torch.tensor(0.5)
+    assert _foreach.operand(t, torch.ones(2)) is t
+    assert _foreach.operand(0.5, torch.ones(2, device="meta")) == 0.5
+    assert _foreach.operand(0.5, torch.ones(2, dtype=torch.int64)) == 0.5
+    for i in range(600):  # a new value every step (Adam's corrected epsilon) keeps the cache bounded
+        _foreach.operand(1.0 + i * 1e-3, torch.ones(2))
+    assert len(_foreach._OPERANDS) <= 256

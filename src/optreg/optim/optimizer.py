@@ -269,16 +269,17 @@ class Optimizer(torch.optim.Optimizer):
     def _group_args(self, gi: int, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], Any, list[int]] | None:
         """The parameters with a gradient, their gradients, their state tree and their positions in the group."""
         params = group["params"]
-        keep = [i for i, p in enumerate(params) if p.grad is not None]
+        grads = [p.grad for p in params]  # (read once: ``.grad`` is a property lookup, ~0.2 us a tensor)
+        keep = [i for i, g in enumerate(grads) if g is not None]
         if not keep:
             return None
         tree = self._group_tree(gi, group)
         for i in keep:
-            if params[i].grad.is_sparse:
+            if grads[i].is_sparse:
                 raise OptregValueError(f"{self._name}: sparse gradients are not supported")
         if len(keep) == len(params):
-            return list(params), [p.grad for p in params], tree, keep
-        return [params[i] for i in keep], [params[i].grad for i in keep], _select(tree, keep), keep
+            return list(params), grads, tree, keep
+        return [params[i] for i in keep], [grads[i] for i in keep], _select(tree, keep), keep
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
