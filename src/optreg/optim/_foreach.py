@@ -183,24 +183,19 @@ def ema_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:
         torch._foreach_add_(avg, torch._foreach_mul(xs, weight))
 
 
-def ema_sq_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> Tensors | None:
-    """``avg = decay * avg + (1 - decay) * xs * xs`` in place.
+def ema_sq_(avg: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:
+    """``avg = decay * avg + (1 - decay) * xs * xs`` in place: ``mul_`` then ``addcmul_``, torch.optim's ops.
 
-    One tensor (the eager per-tensor path) takes ``lerp_`` towards ``x * x``: the same passes over memory as
-    ``mul_`` + ``addcmul_`` but no scalar-times-tensor op, which costs several microseconds of dispatch each.
-    The square is then returned as scratch memory, still in cache, for the caller's next temporary
-    (``rsqrt_denominator(..., scratch=)``); None otherwise.
+    (One tensor with a cached operand measured 3% faster for a whole eager RMSprop step than ``lerp_``
+    towards a temporary ``x * x``, which writes one more array.)
     """
     if _single(avg) and is_number(decay):
-        square = xs[0] * xs[0]
-        avg[0].lerp_(square, 1.0 - decay)
-        return [square]
-    if is_number(decay):
+        avg[0].mul_(operand(decay, avg[0])).addcmul_(xs[0], xs[0], value=1.0 - decay)
+    elif is_number(decay):
         torch._foreach_mul_(avg, decay)
         torch._foreach_addcmul_(avg, xs, xs, value=1.0 - decay)
     else:
         ema_(avg, list(torch._foreach_mul(xs, xs)), decay)
-    return None
 
 
 def decay_add_(acc: Sequence[Tensor], xs: Sequence[Tensor], decay: Scalar) -> None:
@@ -220,25 +215,18 @@ class Denominator(NamedTuple):
     inverted: bool = False
 
 
-def rsqrt_denominator(
-    acc: Sequence[Tensor], eps_root: Scalar, eps: Scalar, *, owned: bool = False, scratch: Tensors | None = None
-) -> Denominator:
+def rsqrt_denominator(acc: Sequence[Tensor], eps_root: Scalar, eps: Scalar, *, owned: bool = False) -> Denominator:
     """``sqrt(acc + eps_root) + eps``: the chapter puts epsilon inside the root (7.9, 7.11), Adam outside (7.22).
 
     With epsilon only inside the root (the chapter's form) the reciprocal ``rsqrt(acc + eps_root)`` is returned
     instead (``inverted=True``): on CPU ``rsqrt`` costs about half of ``sqrt``, and ratios then multiply.
     ``owned=True`` says ``acc`` is a temporary of the caller's, so the root is taken in place: in eager mode
     every temporary alive at once is memory the allocator may return to the system and fault in again.
-    ``scratch`` (from :func:`ema_sq_`, one tensor in eager mode) is free memory of the right shape that the
-    result is written into instead of a new allocation.
     """
     inside, outside = _nonzero(eps_root), _nonzero(eps)
     if inside:
         if owned:
             add_(acc, eps_root)
-        elif scratch is not None:
-            torch.add(acc[0], operand(eps_root, acc[0]), out=scratch[0])
-            acc = scratch
         else:
             acc = add(acc, eps_root)
         owned = True
@@ -249,9 +237,6 @@ def rsqrt_denominator(
     if owned:
         denom = list(acc)
         sqrt_(denom)
-    elif scratch is not None:
-        torch.sqrt(acc[0], out=scratch[0])
-        denom = list(scratch)
     else:
         denom = [acc[0].sqrt()] if len(acc) == 1 else list(torch._foreach_sqrt(acc))
     if outside:

@@ -282,12 +282,12 @@ def scale_by_rms(
         )
 
     def prepare(updates: Updates, state: ScaleByRmsState) -> Ratio:
-        scratch = F.ema_sq_(state.nu, updates, beta)
+        F.ema_sq_(state.nu, updates, beta)
         acc = state.nu
         if centered:
             F.ema_(state.mu, updates, beta)
             acc = list(torch._foreach_addcmul(state.nu, state.mu, state.mu, value=-1))
-        return [(updates, 1.0)], F.rsqrt_denominator(acc, eps_root, eps, owned=centered, scratch=scratch), state
+        return [(updates, 1.0)], F.rsqrt_denominator(acc, eps_root, eps, owned=centered), state
 
     return _ratio_transform(init, prepare)
 
@@ -382,7 +382,7 @@ def scale_by_adam(
         beta1_power = F.element(state.beta1_power) * beta1
         beta2_power = F.element(state.beta2_power) * beta2
         F.ema_(state.mu, updates, beta1)
-        scratch = F.ema_sq_(state.nu, updates, beta2)
+        F.ema_sq_(state.nu, updates, beta2)
         # sqrt(G / bc2 + eps_root) + eps = (sqrt(G + eps_root bc2) + eps sqrt(bc2)) / sqrt(bc2): the bias
         # correction moves into the terms' coefficients, so the denominator takes one root and one addition.
         bc2 = 1.0 - beta2_power
@@ -402,7 +402,7 @@ def scale_by_adam(
         inner = eps_root * bc2 if use_eps_root else 0.0
         inner, outer, *coefs = F.hoist(inner, eps * root_bc2 if use_eps else 0.0, *coefs, like=state.nu)
         new = ScaleByAdamState(count, state.mu, state.nu, beta1_power, beta2_power, *extra)
-        return list(zip(nums, coefs)), F.rsqrt_denominator(state.nu, inner, outer, scratch=scratch), new
+        return list(zip(nums, coefs)), F.rsqrt_denominator(state.nu, inner, outer), new
 
     return _ratio_transform(init, prepare)
 
