@@ -153,3 +153,16 @@ def test_operand_passes_tensors_and_other_devices_through():
     for i in range(600):  # a new value every step (Adam's corrected epsilon) keeps the cache bounded
         _foreach.operand(1.0 + i * 1e-3, torch.ones(2))
     assert len(_foreach._OPERANDS) <= 256
+
+
+def test_operand_cached_under_inference_mode_still_serves_autograd():
+    """A cached operand first made inside ``torch.inference_mode`` must not be an inference tensor later."""
+    from optreg.optim import _foreach
+
+    value = 0.123456789
+    _foreach._OPERANDS.pop((value, torch.float32), None)
+    with torch.inference_mode():
+        _foreach.operand(value, torch.ones(2))
+    x = torch.ones(3, requires_grad=True)
+    (x * _foreach.operand(value, x)).sum().backward()
+    assert torch.allclose(x.grad, torch.full((3,), value))

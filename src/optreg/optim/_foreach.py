@@ -52,7 +52,8 @@ def operand(s: Scalar, x: Tensor) -> Scalar:
     if t is None:
         if len(_OPERANDS) >= 256:  # a new value each step (Adam's corrected epsilon) must not grow it forever
             _OPERANDS.clear()
-        t = _OPERANDS[key] = torch.tensor(s, dtype=dtype)
+        with torch.inference_mode(False):  # made under inference_mode it could never enter an autograd graph
+            t = _OPERANDS[key] = torch.tensor(s, dtype=dtype)
     return t
 
 
