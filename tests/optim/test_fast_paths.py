@@ -166,3 +166,14 @@ def test_operand_cached_under_inference_mode_still_serves_autograd():
     x = torch.ones(3, requires_grad=True)
     (x * _foreach.operand(value, x)).sum().backward()
     assert torch.allclose(x.grad, torch.full((3,), value))
+
+
+def test_operand_is_on_the_cpu_whatever_the_default_device():
+    from optreg.optim import _foreach
+
+    torch.set_default_device("meta")
+    try:
+        c = _foreach.operand(0.987654321, torch.ones(2, device="cpu"))
+    finally:
+        torch.set_default_device(None)
+    assert c.device.type == "cpu" and c.item() == pytest.approx(0.987654321)

@@ -53,7 +53,7 @@ def operand(s: Scalar, x: Tensor) -> Scalar:
         if len(_OPERANDS) >= 256:  # a new value each step (Adam's corrected epsilon) must not grow it forever
             _OPERANDS.clear()
         with torch.inference_mode(False):  # made under inference_mode it could never enter an autograd graph
-            t = _OPERANDS[key] = torch.tensor(s, dtype=dtype)
+            t = _OPERANDS[key] = torch.tensor(s, dtype=dtype, device="cpu")  # (whatever the default device)
     return t
 
 
