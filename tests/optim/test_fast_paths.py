@@ -133,13 +133,14 @@ def test_cached_operand_rounds_like_a_python_number(dtype):
     from optreg.optim._foreach import operand
 
     x = (torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 3).to(dtype)
-    for s in (1e-8, 0.9, 1 / 3, 0.999, 7.123456789, -2.5e-6, 1e-30):
+    x[:2] = torch.tensor([0.0, -0.0])
+    for s in (1e-8, 0.9, 1 / 3, 0.999, 7.123456789, -2.5e-6, 1e-30, 0.0, -0.0):
         c = operand(s, x)
         assert isinstance(c, torch.Tensor) and c.ndim == 0
         for got, want in ((x + c, x + s), (x * c, x * s), (x.clone().add_(c), x.clone().add_(s)),
                           (x.clone().mul_(c), x.clone().mul_(s))):
             assert got.dtype == want.dtype == dtype
-            assert torch.equal(got, want), (s, dtype)
+            assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit()), (s, dtype)
         assert operand(s, x) is c  # cached
 
 
