@@ -43,18 +43,18 @@ def _is_namedtuple(x: object) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
-def _leaves(tree: Any, index: list[int], prefix: str = "") -> Iterator[tuple[str, list[int], Tensor, bool]]:
-    """Yields ``(key, positions, tensor, shared)`` for every tensor leaf of a state tree.
+def _leaves(tree: Any, index: list[int], prefix: str = "") -> Iterator[tuple[str, list[int], Tensor]]:
+    """Yields ``(key, positions, tensor)`` for every tensor leaf of a state tree.
 
     ``index`` maps positions in the tree's parameter lists to positions in the group. A per-parameter
     leaf (an element of a list) belongs to one position; a shared leaf (a counter) to all of them.
     """
     if isinstance(tree, Tensor):
-        yield prefix.rstrip("."), list(index), tree, True
+        yield prefix.rstrip("."), list(index), tree
     elif isinstance(tree, list):
         for j, t in enumerate(tree):
             if isinstance(t, Tensor):
-                yield prefix.rstrip("."), [index[j]], t, False
+                yield prefix.rstrip("."), [index[j]], t
     elif isinstance(tree, MaskedState):
         yield from _leaves(tree.inner, [index[i] for i in tree.index], prefix + "masked.")
     elif isinstance(tree, ChainState):
@@ -228,7 +228,7 @@ class Optimizer(torch.optim.Optimizer):
         params = group["params"]
         tree = self._transform(self._hparams(group)).init(list(params))
         restore = bool(params) and any(self.state.get(p) for p in params)
-        for key, positions, leaf, _ in _leaves(tree, list(range(len(params)))):
+        for key, positions, leaf in _leaves(tree, list(range(len(params)))):
             if restore and positions:
                 saved = self.state[params[positions[0]]].get(key)
                 if saved is None:
