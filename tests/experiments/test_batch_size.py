@@ -6,30 +6,25 @@ store; the chapter's two claims for figure 7.3 on the recorded losses; the store
 
 from __future__ import annotations
 
-import csv
 import math
 
 import numpy as np
 import pytest
 
-from optreg import experiments
-from optreg.experiments import Context
 from optreg.experiments.batch_size import BATCH_SIZES, LEARNING_RATE
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("batch")
-    ctx = Context(out=out, quick=True)
-    return experiments.run("batch-size", ctx), ctx, out
+def quick_run(run_quick):
+    ctx, result = run_quick("batch-size")
+    return result, ctx, ctx.out
 
 
-def test_quick_run_writes_its_files_and_one_run_per_batch_size(quick_run):
+def test_quick_run_writes_its_files_and_one_run_per_batch_size(quick_run, read_csv):
     result, ctx, out = quick_run
     folder = out / "batch-size"
     assert (folder / "figure-7.3.png").stat().st_size > 10_000
-    with open(folder / "table.csv", newline="") as fh:
-        table = list(csv.DictReader(fh))
+    table = read_csv(folder / "table.csv")
     n = 384  # quick mode's training examples
     assert [int(r["batch_size"]) for r in table] == [k or n for k in BATCH_SIZES]
     runs = ctx.open_store().runs("batch-size")

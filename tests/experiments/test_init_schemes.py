@@ -31,9 +31,8 @@ from optreg.experiments.init_schemes import (
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, experiments.Result]:
-    ctx = Context(quick=True, out=tmp_path_factory.mktemp("init"))
-    return ctx, experiments.run("init", ctx)
+def quick(run_quick) -> tuple[Context, experiments.Result]:
+    return run_quick("init")
 
 
 def rows(result: experiments.Result) -> dict[tuple[str, str], dict]:

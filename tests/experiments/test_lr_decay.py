@@ -65,9 +65,8 @@ def test_make_schedules_rejects_bad_input() -> None:
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, experiments.Result]:
-    ctx = Context(quick=True, out=tmp_path_factory.mktemp("lr"))
-    return ctx, experiments.run("lr-decay", ctx)
+def quick(run_quick) -> tuple[Context, experiments.Result]:
+    return run_quick("lr-decay")
 
 
 def test_quick_run_writes_figures_and_a_sane_table(quick: tuple[Context, experiments.Result]) -> None:

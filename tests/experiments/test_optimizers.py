@@ -7,7 +7,6 @@ coordinate (file 003's ``f = 0.1 x1^2 + 2 x2^2``); SciPy's ``rosen`` for Rosenbr
 
 from __future__ import annotations
 
-import csv
 import math
 
 import numpy as np
@@ -27,24 +26,21 @@ from optreg.experiments.optimizers import (
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("optimizers")
-    ctx = Context(out=out, quick=True)
-    return experiments.run("optimizers", ctx), ctx, out
+def quick_run(run_quick):
+    ctx, result = run_quick("optimizers")
+    return result, ctx, ctx.out
 
 
-def test_quick_run_writes_figure_tables_metrics_and_store_rows(quick_run):
+def test_quick_run_writes_figure_tables_metrics_and_store_rows(quick_run, read_csv):
     result, ctx, out = quick_run
     folder = out / "optimizers"
     assert (folder / "figure-7.6.png").stat().st_size > 10_000
-    with open(folder / "table.csv", newline="") as fh:
-        table = list(csv.DictReader(fh))
+    table = read_csv(folder / "table.csv")
     assert [r["optimizer"] for r in table] == list(OPTIMIZERS)
     assert [float(r["lr"]) for r in table] == [LEARNING_RATES[o] for o in OPTIMIZERS]
     runs = ctx.open_store().runs("optimizers")
     assert [r["label"] for r in runs] == list(OPTIMIZERS) and all(r["status"] == "finished" for r in runs)
-    with open(folder / "metrics.csv", newline="") as fh:
-        metrics = list(csv.DictReader(fh))
+    metrics = read_csv(folder / "metrics.csv")
     steps = 2 * math.ceil(384 / 32)  # quick: 2 epochs over 384 examples, batch 32
     assert len(metrics) == len(OPTIMIZERS) * (steps + 2)
     for row, run in zip(result.table, runs):
@@ -64,14 +60,13 @@ def test_every_optimizer_lowers_the_loss(quick_run):
         assert run["summary"]["test_accuracy"] > 0.3, run["label"]  # chance is 0.1
 
 
-def test_same_seed_same_numbers(quick_run, tmp_path):
+def test_same_seed_same_numbers(quick_run, tmp_path, read_csv):
     """Run the experiment again in another folder: every recorded step and epoch (but the time) agrees."""
     _, ctx, out = quick_run
     experiments.run("optimizers", Context(out=tmp_path, quick=True))
 
     def rows(path):
-        with open(path, newline="") as fh:
-            return [{k: v for k, v in r.items() if k not in ("time", "run_id")} for r in csv.DictReader(fh)]
+        return [{k: v for k, v in r.items() if k not in ("time", "run_id")} for r in read_csv(path)]
 
     assert rows(tmp_path / "optimizers" / "metrics.csv") == rows(out / "optimizers" / "metrics.csv")
 

@@ -139,9 +139,8 @@ def test_transform_splits_fits_on_the_training_split_only() -> None:
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, experiments.Result]:
-    ctx = Context(quick=True, out=tmp_path_factory.mktemp("pre"))
-    return ctx, experiments.run("preprocessing", ctx)
+def quick(run_quick) -> tuple[Context, experiments.Result]:
+    return run_quick("preprocessing")
 
 
 def test_quick_run_has_figures_a_sane_table_and_store_rows(quick: tuple[Context, experiments.Result]) -> None:
