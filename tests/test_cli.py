@@ -128,3 +128,10 @@ def test_python_dash_m_entry_point():
     )
     proc = subprocess.run([sys.executable, "-m", "optreg.cli", "list", "models"], capture_output=True, text=True)
     assert proc.returncode == 0 and "mlp" in proc.stdout
+
+
+def test_unknown_command_points_at_the_top_level_help(capsys):
+    assert _status(["frobnicate"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("optreg: error: argument COMMAND: invalid choice: 'frobnicate'")
+    assert line.endswith("(see optreg --help)")

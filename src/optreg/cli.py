@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (``optreg: error: ...``) and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"optreg: error: {message} (see optreg {self.prog.split()[-1]} --help)\n")
+        self.exit(EXIT_USAGE, f"optreg: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive(text: str) -> int:
