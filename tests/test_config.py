@@ -163,3 +163,18 @@ def test_shipped_examples_are_valid_configs():
     for path in examples:
         loaded = cfg.load(path)
         assert loaded.optimizer and loaded.model
+
+
+def test_run_trains_on_the_configs_dataset_not_the_contexts(tmp_path):
+    """The config names the data; a Context made for another dataset (digits by default) must not win."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 5)).astype(np.float32), np.arange(120) % 3
+    np.savez(tmp_path / "own.npz", x=x, y=y)
+    text = GOOD.replace('name = "digits"', f'path = "{(tmp_path / "own.npz").as_posix()}"')
+    c = config.load(_write(tmp_path, text))
+    ctx = Context(out=tmp_path / "out", quick=True)  # dataset: the default, digits
+    config.run(c, ctx)
+    (run,) = ctx.open_store().runs("train")
+    assert run["config"]["dataset"] == "own"  # the file stem, as optreg.data names a user file

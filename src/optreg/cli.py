@@ -217,7 +217,7 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     conf = cfg.load(args.config)
     start = time.perf_counter()
     with _Reporter(console) as reporter:
-        ctx = experiments.Context(dataset=conf.dataset, out=args.out, progress=reporter, device=args.device)
+        ctx = experiments.Context(out=args.out, progress=reporter, device=args.device)
         try:
             result = cfg.run(conf, ctx)
             folder = Path(args.out) / conf.name

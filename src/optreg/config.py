@@ -336,7 +336,7 @@ def run(config: Config, ctx: Context) -> Result:
     from optreg.report.plots import Panel, curves_figure
 
     ctx.experiment, ctx.run_ids = "train", []
-    data = ctx.load_data(config.data_seed, **config.data_options)
+    data = ctx.load_data(config.data_seed, dataset=config.dataset, **config.data_options)
     try:
         callbacks = config.callbacks()
         h = ctx.train(

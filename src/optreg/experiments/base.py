@@ -323,17 +323,18 @@ class Context:
         return self.store
 
     # -------------------------------------------------------------- data
-    def load_data(self, seed: int = 0, **options: Any) -> Splits:
-        """``optreg.data.load(ctx.dataset, seed, **options)``, cached per (seed, options).
+    def load_data(self, seed: int = 0, *, dataset: str | os.PathLike[str] | None = None, **options: Any) -> Splits:
+        """``optreg.data.load(dataset or ctx.dataset, seed, **options)``, cached per (dataset, seed, options).
 
         In quick mode each split keeps at most :data:`QUICK_LIMITS` examples (the first ones of the
         seeded, shuffled split).
         """
         from optreg.data import load
 
-        key = (os.fspath(self.dataset), seed, tuple(sorted(options.items())))
+        dataset = self.dataset if dataset is None else dataset
+        key = (os.fspath(dataset), seed, tuple(sorted(options.items())))
         if key not in self._data:
-            data = load(self.dataset, seed, **options)
+            data = load(dataset, seed, **options)
             if self.quick:
                 data = data._replace(
                     train=_subset(data.train, QUICK_LIMITS["train"]),
