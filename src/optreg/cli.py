@@ -220,9 +220,7 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
         ctx = experiments.Context(out=args.out, progress=reporter, device=args.device)
         try:
             result = cfg.run(conf, ctx)
-            folder = Path(args.out) / conf.name
-            result.paths = experiments.save_result(result, folder)
-            result.paths["metrics.csv"] = ctx.open_store().export_csv(folder / "metrics.csv", ctx.run_ids)
+            result.paths = experiments.save_result(result, Path(args.out) / conf.name, ctx)
         finally:
             if ctx.store is not None:
                 ctx.store.close()

@@ -2,7 +2,7 @@
 
 >>> from optreg import experiments
 >>> experiments.available()                                   # doctest: +SKIP
-['batch-size', 'init-schemes', 'lr-decay', 'optimizers', 'preprocessing']
+['batch-size', 'init', 'lr-decay', 'optimizers', 'optimizers-2d', 'preprocessing']
 >>> ctx = experiments.Context(dataset="digits", out=Path("runs/demo"))
 >>> result = experiments.run("optimizers", ctx)              # doctest: +SKIP
 
@@ -134,9 +134,10 @@ def format_table(table: list[dict[str, Any]]) -> str:
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def save_result(result: Result, folder: Path) -> dict[str, Path]:
+def save_result(result: Result, folder: Path, ctx: Context | None = None) -> dict[str, Path]:
     """Write a result's figures (PNG), ``table.csv`` and ``table.md`` (the table, then the notes) under
-    ``folder``; returns ``{what: path}``. Figure names must be file-name safe."""
+    ``folder``, and with ``ctx`` the runs it trained (``ctx.run_ids``) to ``metrics.csv`` from its store;
+    returns ``{what: path}``. Figure names must be file-name safe."""
     for name in result.figures:
         if not isinstance(name, str) or not _SAFE.match(name):
             raise OptregValueError(f"experiments: figure names must be file-name safe, got {name!r}")
@@ -161,6 +162,8 @@ def save_result(result: Result, folder: Path) -> dict[str, Path]:
         md += f"\n{result.notes.strip()}\n"
     paths["table.md"] = folder / "table.md"
     paths["table.md"].write_text(md, encoding="utf-8")
+    if ctx is not None and ctx.run_ids:
+        paths["metrics.csv"] = ctx.open_store().export_csv(folder / "metrics.csv", ctx.run_ids)
     return paths
 
 
@@ -180,9 +183,5 @@ def run(name: str, ctx: Context) -> Result:
         raise OptregTypeError(f"experiments: {name} must return a Result, got {type(result).__name__}")
     result.name = result.name or name
     result.title = result.title or experiment.title
-    folder = Path(ctx.out) / name
-    paths = save_result(result, folder)
-    if ctx.run_ids:
-        paths["metrics.csv"] = ctx.open_store().export_csv(folder / "metrics.csv", ctx.run_ids)
-    result.paths = paths
+    result.paths = save_result(result, Path(ctx.out) / name, ctx)
     return result
