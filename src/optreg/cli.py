@@ -150,6 +150,8 @@ class _Reporter:
             return
         key = (info["label"], info["seed"])
         if event == "start":
+            if not self.live:  # no bars: no tasks, so the per-step events below cost nothing
+                return
             total = info["epochs"] * info["steps_per_epoch"]
             name = f"{info['label']} (seed {info['seed']})"
             self.tasks[key] = self.progress.add_task(name, total=total, status="")
