@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from optreg import _checks
+from optreg.optim import _foreach as F
 from optreg.optim.combine import chain
 from optreg.optim.transforms import Params, Transform, Updates, scale
 
@@ -72,18 +73,17 @@ def scale_by_backtracking_linesearch(
         for _ in range(max_backtracks):
             with torch.no_grad():
                 for p, p0, d in zip(params, start, direction):
-                    p.copy_(p0 + step * d)
+                    torch.add(p0, d, alpha=step, out=p)
             trial = float(closure())
             evaluations += 1
             if trial <= value + slope * step * slope_0:
                 break
             step *= decrease
         with torch.no_grad():
-            for p, p0 in zip(params, start):
-                p.copy_(p0)
+            torch._foreach_copy_(params, start)
         state.step_size.fill_(step)
         state.evaluations.fill_(evaluations)
-        return [step * d for d in direction], state
+        return F.mul(direction, step), state
 
     return Transform(init, update, elementwise=False, needs_closure=True)
 
