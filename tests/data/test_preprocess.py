@@ -1,5 +1,6 @@
-"""optreg.data.preprocess against scikit-learn (MinMaxScaler, StandardScaler, PCA(whiten=True)),
-SciPy (the inverse matrix square root of the covariance, for ZCA) and numpy's covariance."""
+"""optreg.data.preprocess against scikit-learn (MinMaxScaler, StandardScaler, PCA(whiten=True), its
+estimator_checks suite, clone / Pipeline / GridSearchCV), SciPy (the inverse matrix square root of the
+covariance, for ZCA) and numpy's covariance."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.sparse
 import scipy.stats
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn import preprocessing as skp
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.validation import check_is_fitted
 
 from optreg.data import (
     ConstantFeatureWarning,
@@ -214,7 +223,9 @@ def test_numpy_dtypes_in_and_out():
 @pytest.mark.parametrize("cls", ALL)
 def test_fit_returns_self_and_settings_are_untouched(cls):
     est = cls()
+    before = est.get_params()
     assert est.fit(correlated(n=20, d=3)) is est
+    assert est.get_params() == before
     assert repr(est).startswith(cls.__name__ + "(")
 
 
@@ -268,47 +279,172 @@ def test_pickle_round_trip_after_use():
 
 @pytest.mark.parametrize("cls", ALL)
 def test_transform_before_fit_raises_not_fitted(cls):
+    """Both optreg's NotFittedError and scikit-learn's (a ValueError and an AttributeError)."""
     for method in (cls().transform, cls().inverse_transform):
         with pytest.raises(NotFittedError, match="not fitted yet; call fit"):
             method(np.zeros((2, 2)))
+        with pytest.raises(SklearnNotFittedError):
+            method(np.zeros((2, 2)))
     assert issubclass(NotFittedError, OptregError)
+    assert issubclass(NotFittedError, AttributeError)
+    with pytest.raises(SklearnNotFittedError):
+        check_is_fitted(cls())
+    check_is_fitted(cls().fit(correlated(n=20, d=3)))
 
 
 @pytest.mark.parametrize("cls", ALL)
 def test_bad_input_raises_clear_errors(cls):
+    """scikit-learn's wording (the oracle is its own validation), after optreg's owner prefix."""
     est = cls().fit(correlated(n=20, d=3))
-    with pytest.raises(OptregValueError, match="got X with 4 features, expected 3"):
-        est.transform(np.zeros((2, 4)))
-    with pytest.raises(OptregValueError, match="NaN or Inf"):
+    owner = est._owner
+    name = cls.__name__
+    for x in (np.zeros((2, 4)), torch.zeros(2, 4)):
+        with pytest.raises(OptregValueError, match=f"^{owner}: X has 4 features, but {name} is expecting 3 features"):
+            est.transform(x)
+    with pytest.raises(OptregValueError, match=f"{name}.inverse_transform is expecting {est._n_out()} features"):
+        est.inverse_transform(torch.zeros(2, est._n_out() + 1))
+    with pytest.raises(OptregValueError, match="contains NaN"):
         est.transform(np.array([[0.0, np.nan, 1.0]]))
-    with pytest.raises(OptregValueError, match="NaN or Inf"):
+    with pytest.raises(OptregValueError, match="contains NaN or infinity"):
         cls().fit(torch.tensor([[0.0, 1.0], [np.inf, 2.0], [1.0, 1.0]]))
-    with pytest.raises(OptregValueError, match=r"2-D array .* got shape \(3,\)"):
-        cls().fit(np.zeros(3))
-    with pytest.raises(OptregTypeError, match="numeric"):
+    with pytest.raises(OptregValueError, match="contains infinity"):
+        cls().fit(np.array([[0.0, 1.0], [np.inf, 2.0], [1.0, 1.0]]))
+    for x in (np.zeros(3), torch.zeros(3)):
+        with pytest.raises(OptregValueError, match="Expected (a )?2D array"):
+            cls().fit(x)
+    with pytest.raises(OptregValueError, match="could not convert string to float"):
         cls().fit(np.array([["a", "b"], ["c", "d"]]))
-    with pytest.raises(OptregValueError, match="at least"):
-        cls().fit(np.zeros((0, 3)))
+    with pytest.raises(OptregValueError, match="Complex data not supported"):
+        cls().fit(torch.ones(3, 2, dtype=torch.complex64))
+    for x in (np.zeros((0, 3)), torch.zeros(0, 3)):
+        with pytest.raises(OptregValueError, match=r"Found array with 0 sample\(s\)"):
+            cls().fit(x)
+    with pytest.raises(OptregTypeError, match="dense data is required"):
+        cls().fit(scipy.sparse.csr_matrix(np.eye(3)))
 
 
 @pytest.mark.parametrize("bad", [(1, 0), (2, 2), (0,), (0, 1, 2), ("a", 1), (0, float("nan")), 5])
 def test_bad_feature_range(bad):
+    est = MinMaxScaler(bad)  # scikit-learn's rule: __init__ stores, fit checks
+    assert est.feature_range == bad
     with pytest.raises(OptregValueError, match="min_max_scaler: feature_range"):
-        MinMaxScaler(bad)
+        est.fit(correlated(n=5, d=2))
 
 
 def test_bad_settings():
+    x = correlated(n=20, d=3)
     with pytest.raises(OptregValueError, match="pca_whitening: n_components must be an integer >= 1, got 0"):
-        PCAWhitening(n_components=0)
+        PCAWhitening(n_components=0).fit(x)
     with pytest.raises(OptregValueError, match=r"n_components must be <= min\(n_samples, n_features\) = 3"):
-        PCAWhitening(n_components=4).fit(correlated(n=20, d=3))
+        PCAWhitening(n_components=4).fit(x)
     with pytest.raises(OptregValueError, match="zca_whitening: eps"):
-        ZCAWhitening(eps=-1.0)
+        ZCAWhitening(eps=-1.0).fit(x)
     with pytest.raises(OptregValueError, match="standard_scaler: with_mean must be True or False"):
-        StandardScaler(with_mean="yes")  # type: ignore[arg-type]
-    with pytest.raises(OptregValueError, match="at least 2 sample"):
+        StandardScaler(with_mean="yes").fit(x)  # type: ignore[arg-type]
+    with pytest.raises(OptregValueError, match=r"Found array with 1 sample\(s\) .* minimum of 2 is required"):
         PCAWhitening().fit(np.zeros((1, 3)))
+    with pytest.raises(OptregValueError, match="Found array with 1 sample"):
+        PCAWhitening().fit(torch.zeros(1, 3))
     est = MinMaxScaler()
     est.feature_range = (1, 0)  # changed after construction: fit validates again
     with pytest.raises(OptregValueError, match="feature_range"):
-        est.fit(correlated(n=5, d=2))
+        est.fit(x)
+    with pytest.raises(OptregValueError, match="feature_range"):
+        MinMaxScaler().set_params(feature_range=(1, 0)).fit(x)
+    # a grid built with numpy hands numpy integers: accepted as the integers they are
+    assert PCAWhitening(n_components=np.int64(2)).fit(x).n_components_ == 2
+
+
+# ------------------------------------------------------------------ scikit-learn's estimator API
+
+
+@parametrize_with_checks([MinMaxScaler(), StandardScaler(), PCAWhitening(), ZCAWhitening()])
+def test_sklearn_check_estimator(estimator, check):
+    """scikit-learn's own API suite (sklearn.utils.estimator_checks), every check, no expected failure."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantFeatureWarning)  # one-sample and constant-column checks
+        check(estimator)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_clone_and_set_params_follow_sklearn(cls):
+    """sklearn.base.clone: same settings, a fresh (unfitted) estimator; set_params returns self."""
+    est = cls().fit(correlated(n=30, d=4))
+    name, value = next(iter(cls().get_params().items()))
+    other = {"feature_range": (-1.0, 2.0), "with_mean": False, "n_components": 2, "eps": 0.5}[name]
+    assert est.set_params(**{name: other}) is est
+    copy = clone(est)
+    assert type(copy) is cls and copy is not est
+    assert copy.get_params() == est.get_params() == {**cls().get_params(), name: other}
+    with pytest.raises(NotFittedError):
+        copy.transform(correlated(n=3, d=4))
+
+
+def test_get_feature_names_out_matches_sklearn():
+    """One-to-one scalers and ZCA name their outputs as sklearn's StandardScaler does; PCA whitening as
+    sklearn's PCA does (class-name prefix)."""
+    x = correlated(n=30, d=4)
+    ref = skp.StandardScaler().fit(x)
+    for est in (MinMaxScaler(), StandardScaler(), ZCAWhitening()):
+        est.fit(x)
+        np.testing.assert_array_equal(est.get_feature_names_out(), ref.get_feature_names_out())
+        names = ["a", "b", "c", "d"]
+        np.testing.assert_array_equal(est.get_feature_names_out(names), ref.get_feature_names_out(names))
+    pca, sk_pca = PCAWhitening(n_components=3).fit(x), PCA(n_components=3).fit(x)
+    expected = [n.replace("pca", "pcawhitening") for n in sk_pca.get_feature_names_out()]
+    np.testing.assert_array_equal(pca.get_feature_names_out(), expected)
+
+
+def test_failed_fit_leaves_the_estimator_unfitted():
+    """A fit that raises must not leave an earlier fit's statistics behind (sklearn: fit starts afresh)."""
+    x = load_digits().data
+    est = PCAWhitening(eps=1e-5).fit(x)
+    with pytest.raises(OptregValueError, match="zero variance"):
+        est.set_params(eps=0).fit(x)  # digits has always-blank pixels
+    assert not hasattr(est, "components_") and not hasattr(est, "n_features_in_")
+    with pytest.raises(NotFittedError):
+        est.transform(x)
+
+
+def test_pickle_round_trip_of_a_fitted_estimator_keeps_numbers_for_tensors_and_numpy():
+    x = correlated(n=30, d=3)
+    for est in (MinMaxScaler((-1, 1)), StandardScaler(), PCAWhitening(n_components=2), ZCAWhitening()):
+        est.fit(torch.tensor(x, dtype=torch.float32))
+        t = est.transform(torch.tensor(x, dtype=torch.float32))
+        copy = pickle.loads(pickle.dumps(est))
+        assert copy.get_params() == est.get_params()
+        assert torch.equal(copy.transform(torch.tensor(x, dtype=torch.float32)), t)
+        np.testing.assert_array_equal(copy.transform(x), est.transform(x))
+
+
+def _digits_grid(scaler, grid, n=600):
+    """GridSearchCV over make_pipeline(scaler, LogisticRegression()) on the first n digits."""
+    x, y = load_digits(return_X_y=True)
+    pipe = make_pipeline(scaler, LogisticRegression(max_iter=2000))
+    step = pipe.steps[0][0]
+    search = GridSearchCV(pipe, {f"{step}__{k}": v for k, v in grid.items()}, cv=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantFeatureWarning)
+        return search.fit(x[:n], y[:n])
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "grid"),
+    [
+        (StandardScaler(), skp.StandardScaler(), {"with_mean": [True, False], "with_std": [True, False]}),
+        (MinMaxScaler(), skp.MinMaxScaler(), {"feature_range": [(0.0, 1.0), (-1.0, 1.0)]}),
+        (PCAWhitening(eps=0), PCA(whiten=True, svd_solver="full"), {"n_components": [8, 20]}),
+    ],
+    ids=["standard", "min_max", "pca_whitening"],
+)
+def test_pipeline_grid_search_on_digits_matches_sklearn_scalers(ours, theirs, grid):
+    """Oracle: the same GridSearchCV with scikit-learn's own scaler (or PCA(whiten=True)) in the pipeline."""
+    a, b = _digits_grid(ours, grid), _digits_grid(theirs, grid)
+    np.testing.assert_allclose(a.cv_results_["mean_test_score"], b.cv_results_["mean_test_score"], atol=1e-9)
+    assert [list(p.values()) for p in a.cv_results_["params"]] == [list(p.values()) for p in b.cv_results_["params"]]
+    assert list(a.best_params_.values()) == list(b.best_params_.values())
+    assert isinstance(a.best_estimator_[0], type(ours))
+    assert a.best_estimator_[0] is not ours  # GridSearchCV cloned it
+    assert a.score(load_digits().data[600:], load_digits().target[600:]) == pytest.approx(
+        b.score(load_digits().data[600:], load_digits().target[600:]), abs=1e-9
+    )

@@ -4,7 +4,8 @@
   never downloaded), or the user's own IDX directory, ``.npz`` or ``.csv`` file, as seeded
   train / validation / test :class:`Splits`; :func:`read_idx` / :func:`write_idx` for IDX files.
 - :class:`MinMaxScaler` (eq. 7.37), :class:`StandardScaler` (eqs. 7.38-7.40), :class:`PCAWhitening`,
-  :class:`ZCAWhitening`: scikit-learn-style estimators for numpy arrays and torch tensors.
+  :class:`ZCAWhitening`: scikit-learn transformers (clone, Pipeline, GridSearchCV) for numpy arrays and torch
+  tensors.
 """
 
 from __future__ import annotations

@@ -1,15 +1,23 @@
 """Data preprocessing (section 7.4): scaling, standardization and whitening.
 
 Features of very different ranges slow gradient descent down (figure 7.7) and push tanh units into
-saturation; section 7.4 therefore normalizes the inputs before training. Each class here follows
-scikit-learn's estimator API: settings in ``__init__``, ``fit(X)`` learns from the *training* data and
-returns ``self``, learned attributes end in ``_``, then ``transform`` / ``fit_transform`` /
-``inverse_transform``.
+saturation; section 7.4 therefore normalizes the inputs before training. Each class here is a
+scikit-learn transformer (:class:`sklearn.base.BaseEstimator` + :class:`~sklearn.base.TransformerMixin`):
+``__init__`` only stores the settings, ``fit(X, y=None)`` checks them and learns from the *training*
+data, learned attributes end in ``_``, then ``transform`` / ``fit_transform`` / ``inverse_transform`` /
+``get_feature_names_out``. So they ``clone``, pickle, ``set_params``, go into ``make_pipeline`` and
+``GridSearchCV``, and pass :func:`sklearn.utils.estimator_checks.check_estimator`.
 
-``X`` has shape ``(n_samples, n_features)``. numpy arrays (and array-likes) come back as numpy arrays
-(float32 stays float32, anything else becomes float64); torch tensors come back as tensors on the same
-device with the same floating dtype (integer tensors become the default float dtype). Statistics are
-always computed in float64 and stored as float64 numpy arrays, whatever the input.
+``X`` has shape ``(n_samples, n_features)``. numpy arrays (and array-likes, data frames) are checked by
+scikit-learn's :func:`~sklearn.utils.validation.validate_data` and come back as numpy arrays (float32
+stays float32, anything else becomes float64); torch tensors are checked here, with the same rules,
+and come back as tensors on the same device with the same floating dtype (integer tensors become the
+default float dtype). Statistics are always computed in float64 and stored as float64 numpy arrays,
+whatever the input. Bad input raises :class:`~optreg.errors.OptregValueError` /
+:class:`~optreg.errors.OptregTypeError` (also ``ValueError`` / ``TypeError``) with scikit-learn's
+wording after the owner, e.g. ``standard_scaler: X has 3 features, but StandardScaler is expecting 4
+features as input.``; ``transform`` before ``fit`` raises :class:`NotFittedError`, which is both
+optreg's error and :class:`sklearn.exceptions.NotFittedError`.
 
 - :class:`MinMaxScaler`: min-max scaling, eq. (7.37), to ``feature_range``.
 - :class:`StandardScaler`: z-score standardization, eqs. (7.38)-(7.40).
@@ -24,16 +32,19 @@ and with a :class:`ConstantFeatureWarning`, and leave its scale at 1.
 
 from __future__ import annotations
 
-import inspect
 import warnings
-from abc import ABC, abstractmethod
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
 from typing import Any, Self
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, OneToOneFeatureMixin, TransformerMixin
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.utils.validation import FLOAT_DTYPES, check_array, check_is_fitted, validate_data
 
 from optreg._checks import check_int, check_nonneg, check_number
-from optreg.errors import OptregTypeError, OptregValueError
+from optreg.errors import OptregError, OptregTypeError, OptregValueError
 
 __all__ = [
     "ConstantFeatureWarning",
@@ -48,37 +59,39 @@ Data = Any  # numpy array, torch tensor or array-like of shape (n_samples, n_fea
 _EPS64 = float(np.finfo(np.float64).eps)
 
 
-class NotFittedError(OptregValueError):
-    """``transform`` or ``inverse_transform`` was called before ``fit``."""
+class NotFittedError(OptregValueError, _SklearnNotFittedError):
+    """``transform`` or ``inverse_transform`` was called before ``fit``.
+
+    Both optreg's error (an :class:`~optreg.errors.OptregValueError`) and scikit-learn's
+    :class:`sklearn.exceptions.NotFittedError` (a ``ValueError`` and an ``AttributeError``), so code that
+    catches either keeps working.
+    """
 
 
 class ConstantFeatureWarning(UserWarning):
     """Some features are constant on the data ``fit`` saw; they are left unscaled."""
 
 
-def _as_tensor(x: Data, owner: str) -> tuple[torch.Tensor, bool]:
-    """``x`` as a 2-D tensor (numpy input shares memory) and whether to hand back numpy."""
-    to_numpy = not isinstance(x, torch.Tensor)
-    if to_numpy:
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "biuf":
-            raise OptregTypeError(f"{owner}: expected numeric data, got dtype {arr.dtype}")
-        if arr.dtype not in (np.float32, np.float64):
-            arr = arr.astype(np.float64)
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    else:
-        t = x.detach()
-        if t.is_complex():
-            raise OptregTypeError(f"{owner}: expected real data, got dtype {t.dtype}")
-        if not t.is_floating_point():
-            t = t.to(torch.get_default_dtype())
+def _check_tensor(x: torch.Tensor, est: BaseEstimator, min_samples: int) -> torch.Tensor:
+    """scikit-learn's ``check_array`` rules (and wording) for a tensor, without leaving torch."""
+    t = x.detach()
+    if t.is_complex():
+        raise ValueError(f"Complex data not supported, got a tensor of dtype {t.dtype}")
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
     if t.ndim != 2:
-        raise OptregValueError(
-            f"{owner}: expected a 2-D array of shape (n_samples, n_features), got shape {tuple(t.shape)}"
+        raise ValueError(f"Expected a 2D array of shape (n_samples, n_features), got shape {tuple(t.shape)}")
+    name, shape = type(est).__name__, tuple(t.shape)
+    if shape[0] < min_samples:
+        raise ValueError(
+            f"Found array with {shape[0]} sample(s) (shape={shape}) while a minimum of {min_samples} is "
+            f"required by {name}."
         )
+    if shape[1] < 1:
+        raise ValueError(f"Found array with 0 feature(s) (shape={shape}) while a minimum of 1 is required by {name}.")
     if not bool(torch.isfinite(t).all()):
-        raise OptregValueError(f"{owner}: input contains NaN or Inf")
-    return t, to_numpy
+        raise ValueError("Input X contains NaN or infinity.")
+    return t
 
 
 def _warn_constant(owner: str, idx: np.ndarray) -> None:
@@ -91,19 +104,19 @@ def _warn_constant(owner: str, idx: np.ndarray) -> None:
     )
 
 
-class _Transformer(ABC):
+class _Transformer(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
     """Shared machinery: input checks, float64 fitting, dtype/device handling, parameter caching.
 
     A subclass names the learned arrays its formulas read in ``_params``; ``_forward`` and ``_backward``
-    receive them as tensors of the input's dtype and device (converted once per dtype/device).
+    receive them as tensors of the input's dtype and device (converted once per dtype/device and fit).
     """
 
     _owner = "transformer"
     _params: tuple[str, ...] = ()
     _min_samples = 1
 
-    def _validate_params(self) -> None:  # noqa: B027 - optional hook, most subclasses override it
-        """Check the settings given to ``__init__`` (called there and again by ``fit``)."""
+    def _check_settings(self) -> None:
+        """Check the settings given to ``__init__`` / ``set_params`` (called by ``fit``)."""
 
     @abstractmethod
     def _fit(self, x: torch.Tensor) -> None:
@@ -117,68 +130,102 @@ class _Transformer(ABC):
     def _backward(self, z: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         """The inverse transformation."""
 
-    def fit(self, x: Data) -> Self:
-        """Learn the statistics of ``x`` (shape ``(n_samples, n_features)``); returns ``self``."""
-        self._validate_params()
-        t, _ = _as_tensor(x, self._owner)
-        if t.shape[0] < self._min_samples or t.shape[1] == 0:
-            raise OptregValueError(
-                f"{self._owner}: fit needs at least {self._min_samples} sample(s) and 1 feature, "
-                f"got shape {tuple(t.shape)}"
-            )
-        self._cache: dict[tuple[torch.dtype, torch.device], dict[str, torch.Tensor]] = {}
-        self.n_samples_seen_ = int(t.shape[0])
-        self.n_features_in_ = int(t.shape[1])
-        self._fit(t.to(torch.float64))
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]  # float32 in, float32 out
+        return tags
+
+    def fit(self, X: Data, y: Any = None) -> Self:
+        """Learn the statistics of ``X`` (shape ``(n_samples, n_features)``); ``y`` is ignored.
+
+        Returns ``self``. A failed fit leaves the estimator unfitted (no attribute of an earlier fit
+        survives it).
+        """
+        self._check_settings()
+        self._forget()
+        try:
+            t, _ = self._validate(X, "fit")
+            self._cache: dict[tuple[torch.dtype, torch.device], dict[str, torch.Tensor]] = {}
+            self.n_samples_seen_ = int(t.shape[0])
+            self._fit(t.to(torch.float64))
+        except BaseException:
+            self._forget()
+            raise
         return self
 
-    def fit_transform(self, x: Data) -> Data:
-        """``fit(x)`` then ``transform(x)``."""
-        return self.fit(x).transform(x)
+    def transform(self, X: Data) -> Data:
+        """Apply the fitted transformation to ``X`` (same number of features as in ``fit``)."""
+        return self._apply(X, "transform", self._forward)
 
-    def transform(self, x: Data) -> Data:
-        """Apply the fitted transformation to ``x`` (same number of features as in ``fit``)."""
-        return self._apply(x, "transform", self._forward, self.n_features_in_ if self._fitted() else 0)
-
-    def inverse_transform(self, z: Data) -> Data:
+    def inverse_transform(self, X: Data) -> Data:
         """Map transformed data back to the input space."""
-        return self._apply(z, "inverse_transform", self._backward, self._n_out() if self._fitted() else 0)
+        return self._apply(X, "inverse_transform", self._backward)
 
     def _n_out(self) -> int:
         return self.n_features_in_
 
-    def _fitted(self) -> bool:
-        return hasattr(self, "n_features_in_")
+    def _forget(self) -> None:
+        """Drop everything a previous ``fit`` learned."""
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")] + ["_cache"]:
+            self.__dict__.pop(name, None)
 
-    def _apply(self, x: Data, what: str, fn: Any, n_features: int) -> Data:
-        if not self._fitted():
+    def _validate(self, x: Data, what: str) -> tuple[torch.Tensor, bool]:
+        """``x`` checked (scikit-learn's rules) as a 2-D floating tensor, and whether to hand back numpy.
+
+        ``fit`` records ``n_features_in_`` (and ``feature_names_in_`` for a data frame), ``transform``
+        checks against them, ``inverse_transform`` checks the width against the output's.
+        """
+        fit = what == "fit"
+        min_samples = self._min_samples if fit else 1
+        try:
+            if isinstance(x, torch.Tensor):
+                t, to_numpy = _check_tensor(x, self, min_samples), False
+                if what != "inverse_transform":
+                    validate_data(self, t, skip_check_array=True, reset=fit)
+            else:
+                kw: dict[str, Any] = {"dtype": FLOAT_DTYPES, "ensure_min_samples": min_samples}
+                if what == "inverse_transform":
+                    arr = check_array(x, estimator=self, **kw)
+                else:
+                    arr = validate_data(self, x, reset=fit, **kw)
+                if not arr.flags.writeable:  # torch.from_numpy warns on read-only memory (memmaps)
+                    arr = arr.copy()
+                t, to_numpy = torch.from_numpy(np.ascontiguousarray(arr)), True
+            if what == "inverse_transform" and t.shape[1] != self._n_out():
+                raise ValueError(
+                    f"X has {t.shape[1]} features, but {type(self).__name__}.inverse_transform is expecting "
+                    f"{self._n_out()} features as input."
+                )
+        except OptregError:
+            raise
+        except ValueError as e:
+            raise OptregValueError(f"{self._owner}: {e}") from e
+        except TypeError as e:
+            raise OptregTypeError(f"{self._owner}: {e}") from e
+        return t, to_numpy
+
+    def _apply(self, x: Data, what: str, fn: Callable[..., torch.Tensor]) -> Data:
+        try:
+            check_is_fitted(self)
+        except _SklearnNotFittedError:
             raise NotFittedError(
                 f"{self._owner}: this {type(self).__name__} is not fitted yet; call fit(X) before {what}"
-            )
-        t, to_numpy = _as_tensor(x, self._owner)
-        if t.shape[1] != n_features:
-            raise OptregValueError(
-                f"{self._owner}: {what} got X with {t.shape[1]} features, expected {n_features} (as fitted)"
-            )
+            ) from None
+        t, to_numpy = self._validate(x, what)
+        cache = self.__dict__.setdefault("_cache", {})
         key = (t.dtype, t.device)
-        if key not in self._cache:
-            self._cache[key] = {
-                k: torch.as_tensor(getattr(self, k), dtype=t.dtype, device=t.device) for k in self._params
-            }
-        out = fn(t, self._cache[key])
+        if key not in cache:
+            cache[key] = {k: torch.as_tensor(getattr(self, k), dtype=t.dtype, device=t.device) for k in self._params}
+        out = fn(t, cache[key])
         return out.numpy() if to_numpy else out
 
-    def __repr__(self) -> str:
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
-
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
+        state = dict(super().__getstate__())
+        state.pop("_cache", None)  # tensors per dtype / device: rebuilt on the next transform
         return state
 
 
-class MinMaxScaler(_Transformer):
+class MinMaxScaler(OneToOneFeatureMixin, _Transformer):
     """Min-max scaling, eq. (7.37): ``x_hat = (x - min) / (max - min)`` per feature, mapped to
     ``feature_range = (a, b)`` as ``a + x_hat * (b - a)``.
 
@@ -193,9 +240,8 @@ class MinMaxScaler(_Transformer):
 
     def __init__(self, feature_range: tuple[float, float] = (0.0, 1.0)) -> None:
         self.feature_range = feature_range
-        self._validate_params()
 
-    def _validate_params(self) -> None:
+    def _check_settings(self) -> None:
         fr = self.feature_range
         if not isinstance(fr, tuple | list) or len(fr) != 2:
             raise OptregValueError(f"{self._owner}: feature_range must be a pair (min, max), got {fr!r}")
@@ -224,7 +270,7 @@ class MinMaxScaler(_Transformer):
         return (z - p["min_"]) / p["scale_"]
 
 
-class StandardScaler(_Transformer):
+class StandardScaler(OneToOneFeatureMixin, _Transformer):
     """Standardization (z-score), eqs. (7.38)-(7.40): ``x_hat = (x - mu) / sigma`` per feature, with
     ``mu = (1/N) sum x`` (7.38) and the population variance ``sigma^2 = (1/N) sum (x - mu)^2`` (7.39).
 
@@ -241,12 +287,11 @@ class StandardScaler(_Transformer):
     def __init__(self, with_mean: bool = True, with_std: bool = True) -> None:
         self.with_mean = with_mean
         self.with_std = with_std
-        self._validate_params()
 
-    def _validate_params(self) -> None:
+    def _check_settings(self) -> None:
         for name in ("with_mean", "with_std"):
-            if not isinstance(getattr(self, name), bool):
-                value = getattr(self, name)
+            value = getattr(self, name)
+            if not isinstance(value, bool | np.bool_):
                 raise OptregValueError(f"{self._owner}: {name} must be True or False, got {value!r}")
 
     def _fit(self, x: torch.Tensor) -> None:
@@ -267,48 +312,24 @@ class StandardScaler(_Transformer):
         return torch.addcmul(p["shift_"], z, p["scale_"])
 
 
-class PCAWhitening(_Transformer):
-    """PCA whitening (section 7.4, figure 7.8; see also section 9.1.1 of the book).
+class _Whitening(_Transformer):
+    """The fit shared by PCA and ZCA whitening: the centred data's SVD, sklearn's sign convention, eps."""
 
-    With the centred data ``Xc = X - mean`` and its SVD ``Xc = U S V^T``, the principal axes are the rows
-    of ``components_ = V^T`` and the variances along them ``explained_variance_ = S^2 / (N - 1)``.
-    The whitened data ``z = (x - mean) V / sqrt(explained_variance_ + eps)`` has uncorrelated components
-    of (sample) variance 1 when ``eps = 0``; ``eps > 0`` (UFLDL's regularized whitening) keeps
-    near-zero-variance directions, such as the always-blank border pixels of digits, from blowing up.
-
-    ``eps=0`` reproduces :class:`sklearn.decomposition.PCA` ``(whiten=True)`` exactly, signs included:
-    each component is flipped so that its largest-magnitude entry is positive (sklearn's ``svd_flip``
-    with ``u_based_decision=False``). Reference: Kessy, Lewin & Strimmer (2018), "Optimal whitening and
-    decorrelation".
-
-    Args:
-        n_components: how many leading components to keep (default ``min(n_samples, n_features)``).
-        eps: added to each variance before the square root; must be > 0 when a kept component has
-            (numerically) zero variance.
-
-    Learned: ``mean_``, ``components_`` (k, n_features), ``explained_variance_``,
-    ``explained_variance_ratio_``, ``singular_values_``, ``n_components_``, ``n_features_in_``,
-    ``n_samples_seen_``.
-    """
-
-    _owner = "pca_whitening"
-    _params = ("mean_", "components_", "std_")
     _min_samples = 2
+    eps: float
 
-    def __init__(self, n_components: int | None = None, eps: float = 1e-5) -> None:
-        self.n_components = n_components
-        self.eps = eps
-        self._validate_params()
+    def _components(self) -> int | None:
+        """How many leading components to keep (``None``: all ``min(n_samples, n_features)``)."""
+        return None
 
-    def _validate_params(self) -> None:
-        if self.n_components is not None:
-            check_int(self._owner, "n_components", self.n_components, 1)
+    def _check_settings(self) -> None:
         check_nonneg(self._owner, "eps", self.eps)
 
     def _fit(self, x: torch.Tensor) -> None:
         n, d = x.shape
         k_max = min(n, d)
-        k = k_max if self.n_components is None else self.n_components
+        k = self._components()
+        k = k_max if k is None else k
         if k > k_max:
             raise OptregValueError(
                 f"{self._owner}: n_components must be <= min(n_samples, n_features) = {k_max}, got {k}"
@@ -335,10 +356,53 @@ class PCAWhitening(_Transformer):
                 f"n_components <= {int(zero[0])}"
             )
         self.std_ = np.sqrt(self.explained_variance_ + self.eps)
-        self._fit_extra()
 
-    def _fit_extra(self) -> None:
-        """Hook for subclasses (ZCA) to derive more from the fitted PCA."""
+
+class PCAWhitening(ClassNamePrefixFeaturesOutMixin, _Whitening):
+    """PCA whitening (section 7.4, figure 7.8; see also section 9.1.1 of the book).
+
+    With the centred data ``Xc = X - mean`` and its SVD ``Xc = U S V^T``, the principal axes are the rows
+    of ``components_ = V^T`` and the variances along them ``explained_variance_ = S^2 / (N - 1)``.
+    The whitened data ``z = (x - mean) V / sqrt(explained_variance_ + eps)`` has uncorrelated components
+    of (sample) variance 1 when ``eps = 0``; ``eps > 0`` (UFLDL's regularized whitening) keeps
+    near-zero-variance directions, such as the always-blank border pixels of digits, from blowing up.
+
+    ``eps=0`` reproduces :class:`sklearn.decomposition.PCA` ``(whiten=True)`` exactly, signs included:
+    each component is flipped so that its largest-magnitude entry is positive (sklearn's ``svd_flip``
+    with ``u_based_decision=False``). Reference: Kessy, Lewin & Strimmer (2018), "Optimal whitening and
+    decorrelation".
+
+    Args:
+        n_components: how many leading components to keep (default ``min(n_samples, n_features)``).
+        eps: added to each variance before the square root; must be > 0 when a kept component has
+            (numerically) zero variance.
+
+    Learned: ``mean_``, ``components_`` (k, n_features), ``explained_variance_``,
+    ``explained_variance_ratio_``, ``singular_values_``, ``n_components_``, ``n_features_in_``,
+    ``n_samples_seen_``. The output features are named ``pcawhitening0``, ``pcawhitening1``, ...
+    """
+
+    _owner = "pca_whitening"
+    _params = ("mean_", "components_", "std_")
+
+    def __init__(self, n_components: int | None = None, eps: float = 1e-5) -> None:
+        self.n_components = n_components
+        self.eps = eps
+
+    def _components(self) -> int | None:
+        k = self.n_components
+        if isinstance(k, np.integer):  # a grid built with numpy (np.arange) hands numpy integers
+            k = int(k)
+        return None if k is None else check_int(self._owner, "n_components", k, 1)
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        self._components()
+
+    @property
+    def _n_features_out(self) -> int:
+        """The number of output features, for ``get_feature_names_out``."""
+        return self.n_components_
 
     def _n_out(self) -> int:
         return self.n_components_
@@ -350,7 +414,7 @@ class PCAWhitening(_Transformer):
         return (z * p["std_"]) @ p["components_"] + p["mean_"]
 
 
-class ZCAWhitening(PCAWhitening):
+class ZCAWhitening(OneToOneFeatureMixin, _Whitening):
     """ZCA (zero-phase, Mahalanobis) whitening: ``z = (x - mean) W`` with the symmetric
     ``W = V diag(1 / sqrt(lambda + eps)) V^T = Sigma^(-1/2)`` (for ``eps = 0``).
 
@@ -360,22 +424,21 @@ class ZCAWhitening(PCAWhitening):
     All ``min(n_samples, n_features)`` components are used.
 
     Learned: everything :class:`PCAWhitening` learns, plus ``whitening_`` (W) and ``coloring_`` (its
-    inverse on the data's span, ``V diag(sqrt(lambda + eps)) V^T``).
+    inverse on the data's span, ``V diag(sqrt(lambda + eps)) V^T``). The output features keep the input's
+    names.
     """
 
     _owner = "zca_whitening"
     _params = ("mean_", "whitening_", "coloring_")
 
     def __init__(self, eps: float = 1e-5) -> None:
-        super().__init__(n_components=None, eps=eps)
+        self.eps = eps
 
-    def _fit_extra(self) -> None:
+    def _fit(self, x: torch.Tensor) -> None:
+        super()._fit(x)
         v = self.components_.T
         self.whitening_ = (v / self.std_) @ v.T
         self.coloring_ = (v * self.std_) @ v.T
-
-    def _n_out(self) -> int:
-        return self.n_features_in_
 
     def _forward(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         return (x - p["mean_"]) @ p["whitening_"]
