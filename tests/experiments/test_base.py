@@ -192,3 +192,16 @@ def test_run_refuses_unsafe_figure_names_and_non_results(tmp_path):
 
     with pytest.raises(OptregTypeError, match="must return a Result"):
         experiments.run("unit-not-result", Context(out=tmp_path))
+
+
+@pytest.mark.parametrize("module", ["preprocessing", "init_schemes"])
+def test_each_builtin_module_imports_first_in_a_fresh_process(module):
+    """Importing one built-in experiment module before the package loads the others must not hit a circular
+    import (preprocessing -> lr_decay -> register -> loader -> init_schemes -> preprocessing did)."""
+    import subprocess
+    import sys
+
+    code = f"import optreg.experiments.{module}; from optreg import experiments; print(len(experiments.available()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) >= 6

@@ -117,10 +117,13 @@ def register(
         if not callable(fn):
             raise OptregTypeError(f"experiments: {name!r} must decorate a function, got {fn!r}")
         module = getattr(fn, "__module__", "")
-        # the built-in experiments register first, so a user's experiment cannot take their names
-        from optreg.experiments import _load_builtins
+        # the built-in experiments register first, so a user's experiment cannot take their names; a built-in
+        # module registering itself does not load the others (importing one of them directly would otherwise
+        # re-enter a partially initialized module through the loader)
+        from optreg.experiments import BUILTIN_MODULES, _load_builtins
 
-        _load_builtins()
+        if module not in {f"optreg.experiments.{m}" for m in BUILTIN_MODULES}:
+            _load_builtins()
         old = _REGISTRY.get(name)
         if old is not None and (old.module, old.fn.__qualname__) != (module, fn.__qualname__):
             raise OptregValueError(f"experiments: {name!r} is already registered by {old.module}")
