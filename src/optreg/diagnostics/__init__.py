@@ -7,6 +7,7 @@
 'saddle'
 """
 
+from optreg.diagnostics.conditioning import ConditioningMonitor
 from optreg.diagnostics.hessian import (
     CriticalPoint,
     Density,
@@ -19,8 +20,31 @@ from optreg.diagnostics.hessian import (
     hvp,
     spectral_density,
 )
+from optreg.diagnostics.landscape import (
+    Plane,
+    Sharpness,
+    filter_normalized_directions,
+    flat_parameters,
+    gradient_descent_path,
+    interpolate,
+    plane,
+    rnn_cliff_loss,
+    sharpness,
+    trajectory_plane,
+)
 
 __all__ = [
+    "ConditioningMonitor",
+    "Plane",
+    "Sharpness",
+    "filter_normalized_directions",
+    "flat_parameters",
+    "gradient_descent_path",
+    "interpolate",
+    "plane",
+    "rnn_cliff_loss",
+    "sharpness",
+    "trajectory_plane",
     "CriticalPoint",
     "Density",
     "Eigenvalues",
