@@ -90,8 +90,8 @@ def run(quick: bool = False) -> dict:
                    f"{fx:.3g} vs {ref.fun:.3g}"]
             if label.startswith("logistic"):
                 reps = 1 if quick else 3
-                t_ours = statistics.median(_timed(lambda: _ours(ours, f, x0)) for _ in range(reps))
-                t_theirs = statistics.median(_timed(lambda: _theirs(theirs, f, x0)) for _ in range(reps))
+                t_ours = statistics.median(_timed(_ours, ours, f, x0) for _ in range(reps))
+                t_theirs = statistics.median(_timed(_theirs, theirs, f, x0) for _ in range(reps))
                 row.append(f"{t_ours / t_theirs:.2f}")
             else:
                 row.append("")
@@ -109,7 +109,7 @@ def run(quick: bool = False) -> dict:
     }
 
 
-def _timed(fn) -> float:
+def _timed(fn, *args) -> float:
     t0 = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - t0
