@@ -22,7 +22,17 @@ from optreg.optim.clipping import clip, clip_by_adaptive_norm, clip_by_global_no
 from optreg.optim.combine import chain, masked, weights_only
 from optreg.optim.optimizer import Optimizer
 from optreg.optim.registry import available, create, get, register
-from optreg.optim.second_order import scale_by_backtracking_linesearch, sgd_linesearch
+from optreg.optim.second_order import (
+    bfgs,
+    cg,
+    coordinate_descent,
+    lbfgs,
+    newton,
+    newton_cg,
+    scale_by_backtracking_linesearch,
+    sgd_linesearch,
+    strong_wolfe,
+)
 from optreg.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -40,6 +50,13 @@ from optreg.optim.transforms import (
 )
 
 __all__ = [
+    "bfgs",
+    "cg",
+    "coordinate_descent",
+    "lbfgs",
+    "newton",
+    "newton_cg",
+    "strong_wolfe",
     "Optimizer",
     "Transform",
     "adadelta",

@@ -25,6 +25,12 @@ _REGISTRY: dict[str, Factory] = {
         aliases.adamw,
         aliases.delta_bar_delta,
         second_order.sgd_linesearch,
+        second_order.cg,
+        second_order.bfgs,
+        second_order.lbfgs,
+        second_order.newton,
+        second_order.newton_cg,
+        second_order.coordinate_descent,
     )
 }
 

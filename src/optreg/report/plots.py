@@ -215,6 +215,8 @@ def contour_figure(
     separate: bool = False,
     ncols: int = 3,
     minimum: tuple[float, float] | None = None,
+    xlabel: str = "$x_1$",
+    ylabel: str = "$x_2$",
 ) -> Figure:
     """Contours of ``f(x1, x2)`` (vectorized over numpy grids) with each optimizer's path (an ``(T, 2)``
     array of iterates), the start marked by a circle, the end by a cross, ``minimum`` by a star.
@@ -261,8 +263,8 @@ def contour_figure(
             ax.plot(*minimum, "*", color="k", markersize=10)
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
-        ax.set_xlabel("$x_1$")
-        ax.set_ylabel("$x_2$")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         if separate and len(group) == 1:
             ax.set_title(next(iter(group)), fontsize=11)
         else:

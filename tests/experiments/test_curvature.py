@@ -1,0 +1,47 @@
+"""The saddle, cliff and second-order experiments in quick mode: their claims tables carry measured numbers and
+verdicts, and the verdicts that follow from closed forms hold (undamped Newton converges to the saddle at 0;
+a clipped step is at most lr * b, eq. 7.24)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from optreg.experiments.curvature import positive_definite_fraction
+
+
+def _verdicts(result):
+    return {row["claim"]: row["verdict"] for row in result.table}
+
+
+def test_saddle_claims_and_figures(run_quick):
+    ctx, result = run_quick("saddle")
+    verdicts = _verdicts(result)
+    assert len(verdicts) == 4 and set(verdicts.values()) <= {"holds", "does not hold here"}
+    newton = next(v for k, v in verdicts.items() if k.startswith("Newton's method is attracted"))
+    assert newton == "holds"
+    assert {"trajectories", "saddle"} <= set(result.figures)
+    assert (ctx.out / "saddle" / "table.csv").exists()
+
+
+def test_cliff_clipping_bounds_the_step(run_quick):
+    _, result = run_quick("cliff")
+    row = next(r for r in result.table if r["claim"].startswith("clipping the gradient norm"))
+    assert row["verdict"] == "holds"
+    assert float(row["measured"].split()[-1]) <= 0.3 + 1e-9
+
+
+def test_second_order_table_has_every_method(run_quick):
+    _, result = run_quick("second-order")
+    methods = {r["method"] for r in result.table}
+    assert methods == {"adam", "cg", "bfgs", "lbfgs", "newton-cg"}
+    assert all(r["final loss"] < 2.31 for r in result.table)  # all below the loss at init (~ln 10)
+    assert "Claims:" in result.notes
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_positive_definite_fraction_closed_forms(n):
+    """n = 1: P(a > 0) = 1/2. n = 2 (GOE): P(both eigenvalues > 0) = (2 - sqrt 2) / 4 ~ 0.146."""
+    expected = 0.5 if n == 1 else (2 - 2**0.5) / 4
+    assert positive_definite_fraction(n, 200_000, torch.Generator().manual_seed(0)) == pytest.approx(
+        expected, abs=0.005)
