@@ -644,7 +644,8 @@ def test_bad_arguments_raise_clear_errors(make, match: str) -> None:
         (BatchNorm(4), (8, 3), r"BatchNorm: input must be \(N, 4\), .* \(num_features=4\), got shape \(8, 3\)"),
         (BatchNorm(4), (8,), r"got shape \(8,\)"),
         (BatchNorm(4), (2, 4, 3, 3, 3, 3), r"got shape \(2, 4, 3, 3, 3, 3\)"),
-        (BatchNorm(4), (1, 4), "training needs more than 1 value per channel"),
+        (BatchNorm(4), (1, 4), "batch statistics need more than 1 value per channel"),
+        (BatchNorm(4, track_running_stats=False).eval(), (1, 4, 1), "need more than 1 value per channel"),
         (
             LayerNorm([3, 4]),
             (2, 4, 3),

@@ -110,9 +110,9 @@ class BatchNorm(_BatchNorm):
                 f"BatchNorm: input must be (N, {c}), (N, {c}, L), (N, {c}, H, W) or (N, {c}, D, H, W) "
                 f"(num_features={c}), got shape {tuple(input.shape)}"
             )
-        if self.training and input.numel() == c:
+        if input.numel() == c and (self.training or self.running_mean is None):
             raise OptregValueError(
-                f"BatchNorm: training needs more than 1 value per channel (a batch of 1 has no variance, "
+                f"BatchNorm: batch statistics need more than 1 value per channel (a batch of 1 has no variance, "
                 f"eq. 7.44), got shape {tuple(input.shape)}"
             )
 
@@ -684,8 +684,9 @@ class LocalResponseNorm(nn.LocalResponseNorm):
         alpha = check_nonneg(owner, "alpha", alpha)
         beta = check_number(owner, "beta", beta)
         k = check_positive(owner, "k", k)
-        self.form = check_choice(owner, "form", form, ("torch", "chapter"))
+        check_choice(owner, "form", form, ("torch", "chapter"))
         super().__init__(size, alpha, beta, k)
+        self.form = form
 
     def forward(self, input: Tensor) -> Tensor:
         if input.dim() < 3:
