@@ -551,6 +551,13 @@ def _weight_layers(model: nn.Module) -> list[nn.Module]:
 def _init_weights(
     module: nn.Module, fn: Callable[..., torch.Tensor], generator: torch.Generator | None, options: dict
 ) -> None:
+    if nn.utils.parametrize.is_parametrized(module, "weight"):
+        # e.g. weight normalization (optreg.nn.norm.weight_norm): draw W, then assign it, so the
+        # parametrization's right_inverse sets its own parameters (g = ||W_i||, v = W) from it
+        weight = module.weight.detach().clone()
+        fn(weight, generator=generator, **options)
+        module.weight = weight
+        return
     if not isinstance(module, nn.RNNBase):
         fn(module.weight, generator=generator, **options)
         return

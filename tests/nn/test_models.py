@@ -1,9 +1,12 @@
 """Tests of optreg.nn.models.
 
-Oracles: hand-built torch.nn.Sequential models carrying the same weights (same outputs in train and eval
-mode), torch's LSTM / GRU / RNN output sequence (the classifier reads the last layer's final state), the
-closed-form parameter counts (Linear (in + 1) * out, ConvNd (c_in k^d + 1) c_out, torch's recurrent layer
-layout), and the binomial law of inverted dropout (drop probability p, survivors scaled by 1 / (1 - p)).
+Oracles: hand-built torch.nn.Sequential models carrying the same weights, with torch's own normalization
+modules (BatchNorm1d / 2d, LayerNorm, LocalResponseNorm, parametrizations.weight_norm) where the builder
+uses optreg's (same outputs in train and eval mode), torch's LSTM / GRU / RNN output sequence and the
+layer-normalized RNN's (the classifier reads the last layer's final state), the closed-form parameter
+counts (Linear (in + 1) * out, ConvNd (c_in k^d + 1) c_out, torch's recurrent layer layout, one gain per
+unit for weight normalization), and the binomial law of inverted dropout (drop probability p, survivors
+scaled by 1 / (1 - p)).
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm as torch_weight_norm
 
 from optreg.errors import OptregValueError
 from optreg.nn import build, count_parameters, describe, make_activation
 from optreg.nn import models as M
+from optreg.nn.norm import BatchNorm, LayerNorm, LayerNormRNN, LocalResponseNorm
 
 
 def copy_weights(src: nn.Module, dst: nn.Module) -> None:
@@ -95,7 +101,8 @@ def test_available_kinds_all_build() -> None:
 
 def mlp_count(sizes: list[int], norm: str | None) -> int:
     dense = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return dense + (2 * sum(sizes[1:-1]) if norm else 0)
+    per_unit = {"batch": 2, "layer": 2, "weight": 1}.get(norm, 0)  # gain + shift, or the gain g_i of (7.54)
+    return dense + per_unit * sum(sizes[1:-1])
 
 
 @settings(max_examples=25, deadline=None)
@@ -103,16 +110,17 @@ def mlp_count(sizes: list[int], norm: str | None) -> int:
     n_in=st.integers(1, 30),
     hidden=st.lists(st.integers(1, 20), max_size=3),
     n_out=st.integers(1, 10),
-    norm=st.sampled_from([None, "batch", "layer"]),
+    norm=st.sampled_from([None, "batch", "layer", "weight"]),
 )
 def test_mlp_parameter_count_closed_form(n_in: int, hidden: list[int], n_out: int, norm: str | None) -> None:
-    """sum over layers of (in + 1) * out, plus 2 per normalized hidden unit (gain and shift)."""
+    """sum over layers of (in + 1) * out, plus 2 per normalized hidden unit (gain and shift; 1 with weight
+    normalization: W = g v / ||v|| keeps v the shape of W and adds one g per unit)."""
     spec = {"kind": "mlp", "in_features": n_in, "hidden": hidden, "out_features": n_out, "norm": norm}
     assert count_parameters(build(spec)) == mlp_count([n_in, *hidden, n_out], norm)
     assert count_parameters(spec) == mlp_count([n_in, *hidden, n_out], norm)
 
 
-@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+@pytest.mark.parametrize("norm", [None, "batch", "layer", "weight", "lrn"])
 @pytest.mark.parametrize("dims", [1, 2])
 def test_cnn_parameter_count_closed_form(norm: str | None, dims: int) -> None:
     k, c_in, channels, hidden, n_out = 3, 2, [4, 6], [10], 5
@@ -128,9 +136,11 @@ def test_cnn_parameter_count_closed_form(norm: str | None, dims: int) -> None:
             expected += 2 * c_out
         elif norm == "layer":
             expected += 2 * c_out * math.prod(spatial)  # LayerNorm over (C, *spatial); 'same' padding
-        spatial = [n // 2 for n in spatial]
+        elif norm == "weight":
+            expected += c_out  # one g per output channel
+        spatial = [n // 2 for n in spatial]  # lrn has no parameters
         c = c_out
-    expected += mlp_count([c * math.prod(spatial), *hidden, n_out], norm)
+    expected += mlp_count([c * math.prod(spatial), *hidden, n_out], None if norm == "lrn" else norm)
     assert count_parameters(build(spec)) == expected
 
 
@@ -147,12 +157,15 @@ def test_recurrent_parameter_count_closed_form(kind: str, gates: int, bidirectio
     expected = sum(d * gates * (h * ((f if i == 0 else d * h) + h) + 2 * h) for i in range(layers))
     expected += (d * h + 1) * n_out
     assert count_parameters(build(spec)) == expected
+    if kind == "rnn":  # eqs. 7.52-7.53: W (H x in), U (H x H), no bias before LN, then gamma and beta (2 H)
+        expected = sum(d * (h * ((f if i == 0 else d * h) + h) + 2 * h) for i in range(layers))
+        assert count_parameters(build({**spec, "norm": "layer"})) == expected + (d * h + 1) * n_out
 
 
 # ------------------------------------------------------------------------------- oracle: hand-built torch
 
 
-@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+@pytest.mark.parametrize("norm", [None, "batch", "layer", "weight"])
 def test_mlp_equals_hand_built_sequential(norm: str | None) -> None:
     spec = {
         "kind": "mlp", "in_features": 12, "hidden": [16, 8], "out_features": 3,
@@ -162,7 +175,7 @@ def test_mlp_equals_hand_built_sequential(norm: str | None) -> None:
     model = build(spec)
     layers: list[nn.Module] = [nn.Flatten()]
     for a, b in [(12, 16), (16, 8)]:
-        layers.append(nn.Linear(a, b))
+        layers.append(torch_weight_norm(nn.Linear(a, b)) if norm == "weight" else nn.Linear(a, b))
         if norm == "batch":
             layers.append(nn.BatchNorm1d(b))
         elif norm == "layer":
@@ -188,6 +201,7 @@ def test_cnn2d_equals_hand_built_sequential() -> None:
         "kind": "cnn2d", "input_shape": [8, 8], "channels": [4, 6], "hidden": [10], "out_features": 3,
         "activation": "gelu", "norm": "batch", "dropout": 0.2,
     }  # fmt: skip
+    assert isinstance(build(spec).norm_c1, BatchNorm)
     torch.manual_seed(3)
     model = build(spec)
     ref = nn.Sequential(
@@ -209,16 +223,63 @@ def test_cnn2d_equals_hand_built_sequential() -> None:
     torch.testing.assert_close(model(x), ref(x))
 
 
-@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize(
+    "cnn",
+    [
+        {"kind": "cnn2d", "input_shape": [8, 8], "channels": [6, 7], "hidden": [10]},
+        {"kind": "cnn1d", "input_shape": [12], "channels": [6], "hidden": []},
+    ],
+)
+def test_cnn_lrn_equals_hand_built_with_torch_lrn(cnn: dict) -> None:
+    """norm 'lrn': AlexNet's layer (eq. 7.55: n=5, k=2, alpha=1e-4, beta=0.75) after each conv activation =
+    torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2) (torch divides alpha by n); no norm in the head."""
+    dims = 2 if cnn["kind"] == "cnn2d" else 1
+    conv, pool = (nn.Conv2d, nn.MaxPool2d) if dims == 2 else (nn.Conv1d, nn.MaxPool1d)
+    torch.manual_seed(40)
+    model = build({**cnn, "out_features": 3, "norm": "lrn"})
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, *cnn["input_shape"]))]
+    c, spatial = 1, math.prod(cnn["input_shape"])
+    for c_out in cnn["channels"]:
+        layers += [conv(c, c_out, 3, padding=1), nn.ReLU(), nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0), pool(2)]
+        c, spatial = c_out, spatial // 2**dims
+    layers.append(nn.Flatten())
+    n_in = c * spatial
+    for width in cnn["hidden"]:
+        layers += [nn.Linear(n_in, width), nn.ReLU()]
+        n_in = width
+    ref = nn.Sequential(*layers, nn.Linear(n_in, 3))
+    copy_weights(model, ref)
+    assert isinstance(model.norm_c1, LocalResponseNorm) and model.norm_c1.form == "chapter"
+    x = torch.randn(5, math.prod(cnn["input_shape"])) * 30
+    torch.testing.assert_close(model(x), ref(x))
+    assert not any(isinstance(m, LocalResponseNorm | nn.BatchNorm1d) for m in model[model_index(model, "flatten") :])
+
+
+def model_index(model: nn.Sequential, name: str) -> int:
+    return list(dict(model.named_children())).index(name)
+
+
+def test_weight_norm_reparametrizes_hidden_layers_only() -> None:
+    spec = {"kind": "cnn1d", "input_shape": [8], "channels": [3], "hidden": [5], "out_features": 2}
+    model = build({**spec, "norm": "weight"})
+    assert parametrize.is_parametrized(model.conv1, "weight") and parametrize.is_parametrized(model.fc1, "weight")
+    assert not parametrize.is_parametrized(model.out)
+    g = model.fc1.parametrizations.weight.original0
+    torch.testing.assert_close(model.fc1.weight.norm(dim=1), g.detach().abs().squeeze(1))
+
+
+@pytest.mark.parametrize(("kind", "norm"), [("rnn", None), ("gru", None), ("lstm", None), ("rnn", "layer")])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_sequence_classifier_reads_last_state_of_torch_rnn(kind: str, bidirectional: bool) -> None:
-    """Logits = head(output[:, -1, :H] (forward) ++ output[:, 0, H:] (backward)) of torch's RNN."""
+def test_sequence_classifier_reads_last_state_of_torch_rnn(kind: str, norm: str | None, bidirectional: bool) -> None:
+    """Logits = head(output[:, -1, :H] (forward) ++ output[:, 0, H:] (backward)) of torch's RNN, or of the
+    layer-normalized RNN (eqs. 7.52-7.53) with norm 'layer'."""
     torch.manual_seed(5)
     spec = {
         "kind": kind, "in_features": 2, "hidden_size": 6, "num_layers": 2,
-        "out_features": 3, "bidirectional": bidirectional,
+        "out_features": 3, "bidirectional": bidirectional, "norm": norm,
     }  # fmt: skip
     model = build(spec)
+    assert isinstance(model.rnn, LayerNormRNN if norm else nn.RNNBase)
     x = torch.randn(4, 9, 2)
     out, _ = model.rnn(x)
     last = out[:, -1, :6]
@@ -242,17 +303,17 @@ def test_rnn_relu_activation_and_sequence_of_scalars() -> None:
 def test_norm_and_dropout_layers_present_when_asked() -> None:
     base = {"kind": "mlp", "in_features": 4, "hidden": [5, 5], "out_features": 2}
     plain = build(base)
-    assert not any(isinstance(m, nn.BatchNorm1d | nn.LayerNorm | nn.Dropout) for m in plain.modules())
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm | nn.LayerNorm | nn.Dropout) for m in plain.modules())
     m = build({**base, "norm": "batch", "dropout": 0.5, "input_dropout": 0.1})
-    assert sum(isinstance(x, nn.BatchNorm1d) for x in m.modules()) == 2
+    assert sum(isinstance(x, BatchNorm) for x in m.modules()) == 2  # optreg's modules
     assert [x.p for x in m.modules() if isinstance(x, nn.Dropout)] == [0.1, 0.5, 0.5]
     m = build({**base, "norm": "layer"})
-    assert sum(isinstance(x, nn.LayerNorm) for x in m.modules()) == 2
+    assert sum(isinstance(x, LayerNorm) for x in m.modules()) == 2
     assert build({**base, "norm": "none"}).state_dict().keys() == plain.state_dict().keys()
     c = build({"kind": "cnn1d", "input_shape": [8], "channels": [3], "out_features": 2, "norm": "batch"})
-    assert isinstance(c.norm_c1, nn.BatchNorm1d)
+    assert isinstance(c.norm_c1, BatchNorm)
     c = build({"kind": "cnn2d", "input_shape": [4, 4], "channels": [3], "out_features": 2, "norm": "layer"})
-    assert isinstance(c.norm_c1, nn.LayerNorm) and c.norm_c1.normalized_shape == (3, 4, 4)
+    assert isinstance(c.norm_c1, LayerNorm) and c.norm_c1.normalized_shape == (3, 4, 4)
     r = build(
         {
             "kind": "lstm",
@@ -398,7 +459,12 @@ LSTM = {"kind": "lstm", "in_features": 1, "hidden_size": 4, "out_features": 2}
         ({**CNN, "pool": 0}, "pool must be an integer >= 1"),
         ({**CNN, "kernel_size": "3"}, "kernel_size must be an integer"),
         ({**LSTM, "activation": "tanh"}, "models.lstm: unknown key 'activation'"),
-        ({**LSTM, "norm": "batch"}, "unknown key 'norm'"),
+        ({**LSTM, "norm": "batch"}, "models.lstm: norm 'batch' does not fit kind lstm .*exercise 7-2"),
+        ({**LSTM, "kind": "rnn", "norm": "batch"}, "norm 'batch' does not fit kind rnn \\(it takes 'layer'\\)"),
+        ({**LSTM, "kind": "gru", "norm": "layer"}, "norm 'layer' does not fit kind gru \\(it takes only none\\)"),
+        ({**LSTM, "kind": "rnn", "norm": "weight"}, "norm 'weight' does not fit kind rnn"),
+        ({**LSTM, "kind": "rnn", "norm": "lrn"}, "norm 'lrn' does not fit kind rnn"),
+        ({**MLP, "norm": "lrn"}, "models.mlp: norm 'lrn' does not fit kind mlp .*use it with kind cnn1d or cnn2d"),
         ({**LSTM, "kind": "rnn", "activation": "gelu"}, "activation must be one of 'tanh', 'relu'"),
         ({**LSTM, "bidirectional": "yes"}, "bidirectional must be true or false"),
         ({**LSTM, "num_layers": 0}, "num_layers must be an integer >= 1"),

@@ -18,20 +18,27 @@ A spec is a plain dict, as it comes from a TOML table; :func:`build` validates e
 
 ``rnn`` / ``gru`` / ``lstm``
     ``{"kind": "lstm", "in_features": 1, "hidden_size": 64, "num_layers": 1, "out_features": 10,
-    "dropout": 0.0, "bidirectional": False}`` (``rnn`` also takes ``activation``: ``tanh`` or ``relu``).
-    A sequence classifier: input ``(N, T, F)`` (or ``(N, T)`` when ``in_features == 1``), logits from the
-    last layer's final hidden state (both directions concatenated when bidirectional). ``dropout`` acts
-    between stacked layers (torch's own) and on the final state before the output layer.
+    "dropout": 0.0, "bidirectional": False, "norm": None}`` (``rnn`` also takes ``activation``: ``tanh``
+    or ``relu``). A sequence classifier: input ``(N, T, F)`` (or ``(N, T)`` when ``in_features == 1``),
+    logits from the last layer's final hidden state (both directions concatenated when bidirectional).
+    ``dropout`` acts between stacked layers (torch's own) and on the final state before the output layer.
+    ``rnn`` with ``norm = "layer"`` is the layer-normalized recurrent net of eqs. (7.52)-(7.53)
+    (:class:`optreg.nn.norm.LayerNormRNN`); no other norm fits a recurrent kind (batch normalization:
+    exercise 7-2; ``gru`` / ``lstm`` are torch's fused layers).
 
-Common keys: ``activation`` is one of :data:`ACTIVATIONS`; ``norm`` is ``None`` / ``"none"`` (TOML has no
-null), ``"batch"`` (``BatchNorm1d`` / ``BatchNorm2d``: each feature / channel over the batch, Ioffe &
-Szegedy 2015) or ``"layer"`` (``LayerNorm`` over each sample's features, for conv blocks over
-``(channels, *spatial)``, Ba et al. 2016), placed on the net input before the activation as in section
-7.5. ``dropout`` is the *drop* probability (torch's inverted dropout; the chapter's eq. 7.64 uses the keep
-probability, see the errata), applied to every hidden representation that feeds a ``Linear`` layer;
-``input_dropout`` to the input (section 7.7.4: keep it small). Weights are torch's default init (use
-:func:`optreg.init.apply` for the chapter's schemes), so ``torch.manual_seed`` makes :func:`build`
-deterministic.
+Common keys: ``activation`` is one of :data:`ACTIVATIONS`. ``norm`` (section 7.5; optreg's modules from
+:mod:`optreg.nn.norm`; which kinds take which: :data:`NORMS_BY_KIND`) is ``None`` / ``"none"`` (TOML has
+no null); ``"batch"`` (:class:`~optreg.nn.norm.BatchNorm`, each feature / channel over the batch, eqs.
+7.42-7.47) or ``"layer"`` (:class:`~optreg.nn.norm.LayerNorm` over each sample's features, for conv
+blocks over ``(channels, *spatial)``, eqs. 7.48-7.51), placed on the net input before the activation;
+``"weight"`` (:func:`~optreg.nn.norm.weight_norm` of every hidden Linear / Conv weight, eq. 7.54; the
+output layer is left plain); ``"lrn"`` (conv nets only: :class:`~optreg.nn.norm.LocalResponseNorm` with
+AlexNet's constants in the chapter's form, eq. 7.55, after each conv block's activation and before its
+pooling; the dense head is not normalized). ``dropout`` is the *drop* probability (torch's inverted
+dropout; the chapter's eq. 7.64 uses the keep probability, see the errata), applied to every hidden
+representation that feeds a ``Linear`` layer; ``input_dropout`` to the input (section 7.7.4: keep it
+small). Weights are torch's default init (use :func:`optreg.init.apply` for the chapter's schemes), so
+``torch.manual_seed`` makes :func:`build` deterministic.
 """
 
 from __future__ import annotations
@@ -46,10 +53,12 @@ from torch import nn
 
 from optreg._checks import check_choice, check_int, check_range
 from optreg.errors import OptregValueError
+from optreg.nn.norm import BatchNorm, LayerNorm, LayerNormRNN, LocalResponseNorm, weight_norm
 
 __all__ = [
     "ACTIVATIONS",
     "NORMS",
+    "NORMS_BY_KIND",
     "SequenceClassifier",
     "available",
     "build",
@@ -61,8 +70,29 @@ __all__ = [
 ACTIVATIONS = ("relu", "tanh", "logistic", "sigmoid", "leaky_relu", "elu", "gelu", "identity", "linear")
 """Activation names (``logistic`` = ``sigmoid``, ``identity`` = ``linear``)."""
 
-NORMS = (None, "none", "batch", "layer")
-"""Normalization choices (``None`` = ``"none"``)."""
+NORMS = (None, "none", "batch", "layer", "weight", "lrn")
+"""Normalization choices (``None`` = ``"none"``); which fit each kind: :data:`NORMS_BY_KIND`."""
+
+NORMS_BY_KIND = {
+    "mlp": (None, "batch", "layer", "weight"),
+    "cnn1d": (None, "batch", "layer", "weight", "lrn"),
+    "cnn2d": (None, "batch", "layer", "weight", "lrn"),
+    "rnn": (None, "layer"),
+    "gru": (None,),
+    "lstm": (None,),
+}
+"""The normalizations each model kind takes (``None``: none)."""
+
+_NORM_MISFIT = {
+    "lrn": "local response normalization (eq. 7.55) acts across the channels of conv feature maps; "
+    "use it with kind cnn1d or cnn2d",
+    "batch": "batch statistics of a recurrent net input change with the time step and the sequence length "
+    "(exercise 7-2); use norm 'layer' with kind 'rnn' (eqs. 7.52-7.53)",
+    "layer": "the layer-normalized recurrent net (eqs. 7.52-7.53) is built for kind 'rnn'; "
+    "torch's fused gru / lstm layers have no normalized form",
+    "weight": "torch's fused recurrent layers keep flat copies of their weights, which a reparametrization "
+    "does not reach; use norm 'layer' with kind 'rnn'",
+}
 
 _KINDS = ("mlp", "cnn1d", "cnn2d", "rnn", "gru", "lstm")
 
@@ -80,15 +110,15 @@ _KEYS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     ),
     "rnn": (
         ("in_features", "hidden_size", "out_features"),
-        {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "activation": "tanh"},
+        {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "activation": "tanh", "norm": None},
     ),
     "gru": (
         ("in_features", "hidden_size", "out_features"),
-        {"num_layers": 1, "dropout": 0.0, "bidirectional": False},
+        {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "norm": None},
     ),
     "lstm": (
         ("in_features", "hidden_size", "out_features"),
-        {"num_layers": 1, "dropout": 0.0, "bidirectional": False},
+        {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "norm": None},
     ),
 }
 
@@ -127,6 +157,18 @@ def _int_list(owner: str, key: str, value: Any, *, nonempty: bool) -> list[int]:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise OptregValueError(f"{owner}: {key} must be {what} of integers >= 1, got {value!r}")
     return list(value)
+
+
+def _check_norm_fits(kind: str, norm: str | None) -> str | None:
+    """``norm`` (already ``None`` for none) must be one of :data:`NORMS_BY_KIND` ``[kind]``."""
+    fits = NORMS_BY_KIND[kind]
+    if norm not in fits:
+        check_choice(f"models.{kind}", "norm", norm, NORMS)
+        takes = ", ".join(repr(n) for n in fits if n is not None) or "only none"
+        raise OptregValueError(
+            f"models.{kind}: norm {norm!r} does not fit kind {kind} (it takes {takes}): {_NORM_MISFIT[norm]}"
+        )
+    return norm
 
 
 def _validate(spec: Any) -> dict[str, Any]:
@@ -174,6 +216,7 @@ def _validate(spec: Any) -> dict[str, Any]:
     if "norm" in s:
         check_choice(owner, "norm", s["norm"], NORMS)
         s["norm"] = None if s["norm"] == "none" else s["norm"]
+        _check_norm_fits(kind, s["norm"])
     if "bidirectional" in s and not isinstance(s["bidirectional"], bool):
         raise OptregValueError(f"{owner}: bidirectional must be true or false, got {s['bidirectional']!r}")
     if kind == "rnn":
@@ -186,14 +229,19 @@ def _validate(spec: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- builders
 
 
-def _norm(kind: str | None, features: int | list[int], conv_dims: int = 0) -> nn.Module | None:
-    """The normalization layer for ``features`` (an int, or ``[channels, *spatial]`` for conv maps)."""
-    if kind is None:
-        return None
+def _norm(kind: str | None, features: int | list[int]) -> nn.Module | None:
+    """The normalization layer on the net input of ``features`` (an int, or ``[channels, *spatial]``)."""
     shape = [features] if isinstance(features, int) else features
     if kind == "layer":
-        return nn.LayerNorm(shape)
-    return (nn.BatchNorm1d, nn.BatchNorm1d, nn.BatchNorm2d)[conv_dims](shape[0])
+        return LayerNorm(shape)
+    if kind == "batch":
+        return BatchNorm(shape[0])
+    return None  # none, or a norm that is not a layer on the net input (weight: a reparametrization; lrn)
+
+
+def _affine(layer: nn.Module, norm: str | None) -> nn.Module:
+    """A hidden Linear / Conv layer, weight-normalized (eq. 7.54) when ``norm == "weight"``."""
+    return weight_norm(layer) if norm == "weight" else layer
 
 
 def _dense_layers(
@@ -203,7 +251,7 @@ def _dense_layers(
     if drop_first and s["dropout"] > 0:
         layers["drop0"] = nn.Dropout(s["dropout"])
     for i, width in enumerate(s["hidden"], start=1):
-        layers[f"fc{i}"] = nn.Linear(n_in, width)
+        layers[f"fc{i}"] = _affine(nn.Linear(n_in, width), s["norm"])
         norm = _norm(s["norm"], width)
         if norm is not None:
             layers[f"norm{i}"] = norm
@@ -254,12 +302,14 @@ def _cnn(s: dict[str, Any]) -> nn.Sequential:
     if s["input_dropout"] > 0:
         layers["input_drop"] = nn.Dropout(s["input_dropout"])
     for i, c_out in enumerate(s["channels"], start=1):
-        layers[f"conv{i}"] = conv(c_in, c_out, k, padding=k // 2)
+        layers[f"conv{i}"] = _affine(conv(c_in, c_out, k, padding=k // 2), s["norm"])
         spatial = [n + 2 * (k // 2) - k + 1 for n in spatial]
-        norm = _norm(s["norm"], [c_out, *spatial], conv_dims=dims)
+        norm = _norm(s["norm"], [c_out, *spatial])
         if norm is not None:
             layers[f"norm_c{i}"] = norm
         layers[f"act_c{i}"] = make_activation(s["activation"])
+        if s["norm"] == "lrn":  # after the activation (section 7.5.3.2), AlexNet's layer
+            layers[f"norm_c{i}"] = LocalResponseNorm(form="chapter")
         if p > 1:
             layers[f"pool{i}"] = pool(p)
             spatial = [n // p for n in spatial]
@@ -277,6 +327,9 @@ def _cnn(s: dict[str, Any]) -> nn.Sequential:
 class SequenceClassifier(nn.Module):
     """An RNN / GRU / LSTM (``batch_first``) whose last layer's final hidden state feeds a Linear head.
 
+    ``norm="layer"`` (``kind="rnn"`` only): the recurrent layer is :class:`optreg.nn.norm.LayerNormRNN`,
+    :math:`h_t = f(\\mathrm{LN}(U h_{t-1} + W x_t))` (eqs. 7.52-7.53), in place of ``torch.nn.RNN``.
+
     ``forward(x)``: ``x`` is ``(N, T, F)``, or ``(N, T)`` when ``F == 1``; returns ``(N, out_features)``
     logits. With ``bidirectional`` the forward direction's state at ``T`` and the backward direction's
     state at 1 are concatenated.
@@ -293,9 +346,11 @@ class SequenceClassifier(nn.Module):
         dropout: float = 0.0,
         bidirectional: bool = False,
         activation: str = "tanh",
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         self.kind = check_choice("models", "kind", kind, ("rnn", "gru", "lstm"))
+        self.norm = _check_norm_fits(self.kind, norm)
         self.in_features = in_features
         kwargs: dict[str, Any] = dict(
             num_layers=num_layers,
@@ -303,8 +358,10 @@ class SequenceClassifier(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
             bidirectional=bidirectional,
         )
-        if kind == "rnn":
-            self.rnn: nn.RNNBase = nn.RNN(in_features, hidden_size, nonlinearity=activation, **kwargs)
+        if kind == "rnn" and norm == "layer":
+            self.rnn: nn.Module = LayerNormRNN(in_features, hidden_size, nonlinearity=activation, **kwargs)
+        elif kind == "rnn":
+            self.rnn = nn.RNN(in_features, hidden_size, nonlinearity=activation, **kwargs)
         elif kind == "gru":
             self.rnn = nn.GRU(in_features, hidden_size, **kwargs)
         else:
@@ -349,6 +406,7 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
         dropout=s["dropout"],
         bidirectional=s["bidirectional"],
         activation=s.get("activation", "tanh"),
+        norm=s["norm"],
     )
 
 
@@ -384,6 +442,6 @@ def describe(spec: Mapping[str, Any]) -> str:
         body = (
             f"{s['in_features']} -> {s['num_layers']} x {s['hidden_size']}"
             f"{' (bidirectional)' if s['bidirectional'] else ''} -> {s['out_features']}, "
-            f"dropout {s['dropout']:g}"
+            f"norm {s['norm'] or 'none'}, dropout {s['dropout']:g}"
         )
     return f"{kind} {body}; {n:,} parameters"
