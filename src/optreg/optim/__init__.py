@@ -10,11 +10,13 @@ from optreg.optim.aliases import (
     adadelta,
     adagrad,
     adam,
+    adamax,
     adamw,
     delta_bar_delta,
     momentum,
     nadam,
     nesterov,
+    radam,
     rmsprop,
     sgd,
 )
@@ -23,6 +25,7 @@ from optreg.optim.combine import chain, masked, weights_only
 from optreg.optim.optimizer import Optimizer
 from optreg.optim.registry import available, create, get, register
 from optreg.optim.second_order import scale_by_backtracking_linesearch, sgd_linesearch
+from optreg.optim.torch_compat import from_torch, torch_hparams
 from optreg.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -33,8 +36,10 @@ from optreg.optim.transforms import (
     scale_by_adadelta,
     scale_by_adagrad,
     scale_by_adam,
+    scale_by_adamax,
     scale_by_delta_bar_delta,
     scale_by_learning_rate,
+    scale_by_radam,
     scale_by_rms,
     trace,
 )
@@ -45,6 +50,7 @@ __all__ = [
     "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "add_decayed_weights",
     "add_l2",
@@ -57,6 +63,7 @@ __all__ = [
     "create",
     "decay_weights",
     "delta_bar_delta",
+    "from_torch",
     "get",
     "global_norm",
     "identity",
@@ -64,18 +71,22 @@ __all__ = [
     "momentum",
     "nadam",
     "nesterov",
+    "radam",
     "register",
     "rmsprop",
     "scale",
     "scale_by_adadelta",
     "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adamax",
     "scale_by_backtracking_linesearch",
     "scale_by_delta_bar_delta",
     "scale_by_learning_rate",
+    "scale_by_radam",
     "scale_by_rms",
     "sgd",
     "sgd_linesearch",
+    "torch_hparams",
     "trace",
     "weights_only",
 ]
