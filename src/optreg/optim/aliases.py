@@ -20,17 +20,21 @@ from optreg.optim.transforms import Transform
 LR = float | Callable[[int], float]
 
 
-def sgd(lr: LR = 0.01, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0) -> Transform:
+def sgd(
+    lr: LR = 0.01, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, dampening: float = 0.0
+) -> Transform:
     """Mini-batch SGD, eq. (7.3): ``theta <- theta - alpha g``, optionally with momentum (7.14) or Nesterov.
 
-    ``weight_decay`` is coupled l2 (7.58). Same as ``torch.optim.SGD(lr, momentum, nesterov=..., weight_decay)``.
+    ``weight_decay`` is coupled l2 (7.58). ``dampening`` scales the gradient in the momentum buffer,
+    ``m_t = rho m_{t-1} + (1 - dampening) g_t``, except at the first step (``m_1 = g_1``, as torch does).
+    Same as ``torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov)`` with the same arguments.
     """
     name = "sgd"
     parts = [T.add_l2(weight_decay, name=name)]
     if nesterov and F.is_zero(momentum):
         raise OptregValueError(f"{name}: nesterov=True needs momentum in (0, 1), got momentum={momentum!r}")
     if not F.is_zero(momentum):
-        parts.append(T.trace(momentum, nesterov=nesterov, name=name))
+        parts.append(T.trace(momentum, nesterov=nesterov, dampening=dampening, name=name))
     parts.append(T.scale_by_learning_rate(lr, name=name))
     return chain(*parts)
 
@@ -68,14 +72,17 @@ def adagrad(
     eps_root: float = 1e-10,
     weight_decay: float = 0.0,
     initial_accumulator_value: float = 0.0,
+    lr_decay: float = 0.0,
 ) -> Transform:
-    """AdaGrad, eqs. (7.8)-(7.9): ``theta <- theta - alpha / sqrt(G_t + eps) * g``.
+    """AdaGrad, eqs. (7.8)-(7.9): ``theta <- theta - alpha_t / sqrt(G_t + eps) * g`` with ``G_0`` the
+    ``initial_accumulator_value`` and ``alpha_t = alpha / (1 + (t - 1) lr_decay)`` (torch's inverse-time decay).
 
-    torch.optim.Adagrad(lr, eps=1e-10) is ``adagrad(lr, eps=1e-10, eps_root=0)``.
+    torch.optim.Adagrad(lr, lr_decay, weight_decay, initial_accumulator_value, eps=1e-10) is
+    ``adagrad(lr, eps=1e-10, eps_root=0, lr_decay=..., weight_decay=..., initial_accumulator_value=...)``.
     """
     return chain(
         T.add_l2(weight_decay, name="adagrad"),
-        T.scale_by_adagrad(eps, eps_root, initial_accumulator_value, name="adagrad"),
+        T.scale_by_adagrad(eps, eps_root, initial_accumulator_value, lr_decay, name="adagrad"),
         T.scale_by_learning_rate(lr, name="adagrad"),
     )
 
@@ -119,6 +126,14 @@ def adadelta(
     )
 
 
+def _with_weight_decay(name: str, core: Transform, lr: LR, weight_decay: float, decoupled: bool) -> Transform:
+    """``core`` between its weight decay and the learning rate: coupled l2 before it (7.58), or AdamW's
+    decoupled, lr-scaled decay after it, ``theta <- theta - alpha (u + w theta)`` (Loshchilov & Hutter, 2019)."""
+    if decoupled:
+        return chain(core, T.add_decayed_weights(weight_decay, name=name), T.scale_by_learning_rate(lr, name=name))
+    return chain(T.add_l2(weight_decay, name=name), core, T.scale_by_learning_rate(lr, name=name))
+
+
 def adam(
     lr: LR = 0.001,
     beta1: float = 0.9,
@@ -126,17 +141,18 @@ def adam(
     eps: float = 1e-8,
     eps_root: float = 0.0,
     weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    decoupled_weight_decay: bool = False,
 ) -> Transform:
     """Adam, eqs. (7.18)-(7.22): momentum (7.18) + RMSprop (7.19), bias-corrected (7.20-7.21).
 
-    ``weight_decay`` is coupled l2, as in torch.optim.Adam, which this reproduces with the same arguments.
-    For decoupled decay use :func:`adamw` (exercise 7-3: for Adam the two differ).
+    ``weight_decay`` is coupled l2, as in torch.optim.Adam, which this reproduces with the same arguments;
+    ``decoupled_weight_decay=True`` makes it :func:`adamw` (torch's Adam has the same switch; exercise 7-3:
+    for Adam the two differ). ``amsgrad=True``: AMSGrad (Reddi et al., 2018), the running maximum of the second
+    moment in the denominator (see :func:`~optreg.optim.transforms.scale_by_adam`), torch's ``amsgrad``.
     """
-    return chain(
-        T.add_l2(weight_decay, name="adam"),
-        T.scale_by_adam(beta1, beta2, eps, eps_root, name="adam"),
-        T.scale_by_learning_rate(lr, name="adam"),
-    )
+    core = T.scale_by_adam(beta1, beta2, eps, eps_root, amsgrad=amsgrad, name="adam")
+    return _with_weight_decay("adam", core, lr, weight_decay, decoupled_weight_decay)
 
 
 def nadam(
@@ -147,16 +163,15 @@ def nadam(
     eps_root: float = 0.0,
     weight_decay: float = 0.0,
     momentum_decay: float = 4e-3,
+    decoupled_weight_decay: bool = False,
 ) -> Transform:
     """Nadam (Dozat, 2016): Adam with Nesterov momentum (section 7.2.3.3).
 
-    Reproduces torch.optim.NAdam(lr, betas, eps, weight_decay, momentum_decay) with the same arguments.
+    Reproduces torch.optim.NAdam(lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay) with the
+    same arguments; ``decoupled_weight_decay=True`` decays as AdamW does (torch's NAdamW).
     """
-    return chain(
-        T.add_l2(weight_decay, name="nadam"),
-        T.scale_by_adam(beta1, beta2, eps, eps_root, nesterov=True, momentum_decay=momentum_decay, name="nadam"),
-        T.scale_by_learning_rate(lr, name="nadam"),
-    )
+    core = T.scale_by_adam(beta1, beta2, eps, eps_root, nesterov=True, momentum_decay=momentum_decay, name="nadam")
+    return _with_weight_decay("nadam", core, lr, weight_decay, decoupled_weight_decay)
 
 
 def adamw(
@@ -166,16 +181,44 @@ def adamw(
     eps: float = 1e-8,
     eps_root: float = 0.0,
     weight_decay: float = 0.01,
+    amsgrad: bool = False,
 ) -> Transform:
     """AdamW (Loshchilov & Hutter, 2019): Adam with decoupled, lr-scaled weight decay.
 
-    ``theta <- theta - alpha (M_hat / (sqrt(G_hat) + eps) + w theta)``; reproduces torch.optim.AdamW.
+    ``theta <- theta - alpha (M_hat / (sqrt(G_hat) + eps) + w theta)``; reproduces torch.optim.AdamW (``amsgrad``
+    included) with the same arguments.
     """
-    return chain(
-        T.scale_by_adam(beta1, beta2, eps, eps_root, name="adamw"),
-        T.add_decayed_weights(weight_decay, name="adamw"),
-        T.scale_by_learning_rate(lr, name="adamw"),
-    )
+    core = T.scale_by_adam(beta1, beta2, eps, eps_root, amsgrad=amsgrad, name="adamw")
+    return _with_weight_decay("adamw", core, lr, weight_decay, True)
+
+
+def adamax(
+    lr: LR = 0.002, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0
+) -> Transform:
+    """AdaMax (Kingma & Ba, 2015, section 7.1): Adam with the infinity norm, ``u_t = max(b2 u_{t-1}, |g_t|)``,
+    ``theta <- theta - alpha / (1 - b1^t) * M_t / u_t``.
+
+    ``weight_decay`` is coupled l2. Reproduces torch.optim.Adamax(lr, betas, eps, weight_decay) with the same
+    arguments (torch's epsilon sits inside the maximum: ``max(b2 u, |g| + eps)``).
+    """
+    return _with_weight_decay("adamax", T.scale_by_adamax(beta1, beta2, eps, name="adamax"), lr, weight_decay, False)
+
+
+def radam(
+    lr: LR = 0.001,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+) -> Transform:
+    """RAdam (Liu et al., 2020): Adam with the variance of its adaptive learning rate rectified, plain momentum
+    SGD for the first steps (see :func:`~optreg.optim.transforms.scale_by_radam`).
+
+    Reproduces torch.optim.RAdam(lr, betas, eps, weight_decay, decoupled_weight_decay) with the same arguments.
+    """
+    core = T.scale_by_radam(beta1, beta2, eps, name="radam")
+    return _with_weight_decay("radam", core, lr, weight_decay, decoupled_weight_decay)
 
 
 def delta_bar_delta(

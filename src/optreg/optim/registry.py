@@ -23,6 +23,8 @@ _REGISTRY: dict[str, Factory] = {
         aliases.adam,
         aliases.nadam,
         aliases.adamw,
+        aliases.adamax,
+        aliases.radam,
         aliases.delta_bar_delta,
         second_order.sgd_linesearch,
         second_order.cg,

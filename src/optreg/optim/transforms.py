@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from optreg import _checks
+from optreg.errors import OptregValueError
 from optreg.optim import _foreach as F
 
 Params = Sequence[Tensor]
@@ -79,6 +80,16 @@ def _check(check: Callable[..., float], owner: str, field: str, value: Any) -> A
     if isinstance(value, Tensor):
         return value
     return check(owner, field, value)
+
+
+def _check_fraction(owner: str, field: str, value: Any) -> float:
+    """A number in [0, 1] (a dampening)."""
+    return _checks.check_range(owner, field, value, 0.0, 1.0)
+
+
+def _as_float(count: Any) -> Any:
+    """A step counter as a float: a Python int passes through, an int64 tensor (compiled) becomes float64."""
+    return count if F.is_number(count) else count.to(torch.float64)
 
 
 def counter(params: Params) -> Tensor:
@@ -161,24 +172,42 @@ def scale_by_learning_rate(
 
 class TraceState(NamedTuple):
     momentum: list[Tensor]
+    count: Tensor | None = None  # with dampening only: the steps taken (the first one is not damped)
 
 
-def trace(decay: float = 0.9, *, nesterov: bool = False, name: str = "trace") -> Transform:
+def trace(decay: float = 0.9, *, nesterov: bool = False, dampening: float = 0.0, name: str = "trace") -> Transform:
     """Momentum, eq. (7.14), in the form torch.optim.SGD uses: ``m_t = rho m_{t-1} + g_t``.
 
     The chapter writes ``dtheta_t = rho dtheta_{t-1} - alpha g_t``; with a constant learning rate the two are the
     same trajectory (``dtheta_t = -alpha m_t``). ``nesterov=True`` returns ``g_t + rho m_t`` (Sutskever et al.,
     2013), which is the book's look-ahead form (7.15-7.17) under the change of variables
     ``phi = theta + rho dtheta`` (a test checks this).
+
+    ``dampening`` (torch.optim.SGD's): ``m_t = rho m_{t-1} + (1 - dampening) g_t`` for ``t > 1``, and
+    ``m_1 = g_1``: torch starts the buffer at the first gradient itself, undamped, and so does this.
     """
     decay = _check(_checks.check_unit, name, "momentum", decay)
+    dampening = _check(_check_fraction, name, "dampening", dampening)
+    damped = not F.is_zero(dampening)
+    if nesterov and damped:
+        raise OptregValueError(f"{name}: nesterov=True needs dampening=0, got dampening={dampening!r}")
 
     def init(params: Params) -> TraceState:
-        return TraceState(momentum=F.zeros_like(params))
+        return TraceState(momentum=F.zeros_like(params), count=counter(params) if damped else None)
 
     def update(updates: Updates, state: TraceState, params: Params | None = None):
         m = state.momentum
-        F.decay_add_(m, updates, decay)
+        if not damped:
+            F.decay_add_(m, updates, decay)
+        else:
+            count = F.element(state.count)
+            if F.is_number(count):
+                weight = 1.0 if count == 0 else 1.0 - dampening
+            else:  # (compiled: the counter is a tensor)
+                weight = 1.0 - dampening * (count > 0).to(torch.float64)
+            (weight,) = F.hoist(weight, like=m)
+            F.axpby_(m, updates, weight, decay)
+            state = TraceState(m, count + 1)
         out = F.add_scaled(updates, m, decay) if nesterov else list(m)
         return out, state
 
@@ -223,12 +252,14 @@ def _ratio_transform(init: Callable[[Params], State], prepare: Callable[[Updates
 
 class ScaleByAdagradState(NamedTuple):
     sum_of_squares: list[Tensor]
+    count: Tensor | None = None  # with lr_decay only: the steps taken
 
 
 def scale_by_adagrad(
     eps: float = 0.0,
     eps_root: float = 1e-10,
     initial_accumulator_value: float = 0.0,
+    lr_decay: float = 0.0,
     *,
     name: str = "scale_by_adagrad",
 ) -> Transform:
@@ -236,17 +267,27 @@ def scale_by_adagrad(
 
     The chapter adds epsilon inside the root (7.9) and suggests 1e-7 to 1e-10 (its "e^-7" is an erratum).
     torch.optim.Adagrad adds it outside: ``eps=1e-10, eps_root=0`` reproduces torch.
+    ``initial_accumulator_value`` is ``G_0`` (torch's name). ``lr_decay`` is torch's inverse-time decay of the
+    step, eq. (7.5): ``u_t = g_t / ((1 + (t - 1) lr_decay) (sqrt(G_t + eps_root) + eps))``, so the learning rate
+    of step ``t`` is torch's ``clr = lr / (1 + (t - 1) lr_decay)``.
     """
     eps = _check(_checks.check_nonneg, name, "eps", eps)
     eps_root = _check(_checks.check_nonneg, name, "eps_root", eps_root)
     init_value = _check(_checks.check_nonneg, name, "initial_accumulator_value", initial_accumulator_value)
+    lr_decay = _check(_checks.check_nonneg, name, "lr_decay", lr_decay)
+    decayed = not F.is_zero(lr_decay)
 
     def init(params: Params) -> ScaleByAdagradState:
-        return ScaleByAdagradState(sum_of_squares=F.full_like(params, init_value))
+        return ScaleByAdagradState(F.full_like(params, init_value), counter(params) if decayed else None)
 
     def prepare(updates: Updates, state: ScaleByAdagradState) -> Ratio:
         F.addcmul_(state.sum_of_squares, updates, updates)
-        return [(updates, 1.0)], F.rsqrt_denominator(state.sum_of_squares, eps_root, eps), state
+        denom = F.rsqrt_denominator(state.sum_of_squares, eps_root, eps)
+        if not decayed:
+            return [(updates, 1.0)], denom, state
+        count = F.element(state.count)  # t - 1
+        (c,) = F.hoist(1.0 / (1.0 + _as_float(count) * lr_decay), like=updates)
+        return [(updates, c)], denom, ScaleByAdagradState(state.sum_of_squares, count + 1)
 
     return _ratio_transform(init, prepare)
 
@@ -342,6 +383,15 @@ class ScaleByAdamState(NamedTuple):
     beta2_power: Tensor  # beta2^t, shape (1,)
     mu_product: Tensor | None  # Nadam: prod_{i<=t} mu_i, shape (1,)
     decay_power: Tensor | None  # Nadam: 0.96^(t * momentum_decay), shape (1,)
+    nu_max: list[Tensor] | None = None  # AMSGrad: max_{i<=t} G_i
+
+
+def _maximum_(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> None:
+    """``xs <- max(xs, ys)`` in place, elementwise."""
+    if len(xs) == 1:
+        torch.maximum(xs[0], ys[0], out=xs[0])
+    else:
+        torch._foreach_maximum_(xs, ys)
 
 
 def scale_by_adam(
@@ -350,6 +400,7 @@ def scale_by_adam(
     eps: float = 1e-8,
     eps_root: float = 0.0,
     *,
+    amsgrad: bool = False,
     nesterov: bool = False,
     momentum_decay: float = 4e-3,
     name: str = "scale_by_adam",
@@ -359,6 +410,11 @@ def scale_by_adam(
     ``M_t = b1 M + (1-b1) g`` (7.18), ``G_t = b2 G + (1-b2) g*g`` (7.19), bias corrections (7.20, 7.21), and
     ``u = M_hat / (sqrt(G_hat + eps_root) + eps)`` (7.22, epsilon outside the root as in the chapter and torch).
     The chapter's "beta2 usually 0.99" is an erratum: the paper's default, used here, is 0.999.
+
+    ``amsgrad=True`` is AMSGrad (Reddi et al., 2018): the denominator uses the running maximum
+    ``Gmax_t = max(Gmax_{t-1}, G_t)`` of the *uncorrected* second moments, and the bias correction of the
+    current step is applied to it, ``u = M_hat / (sqrt(Gmax_t / (1 - b2^t) + eps_root) + eps)``: torch.optim.Adam's
+    placement (the paper has no bias correction; some implementations take the maximum of ``G_hat`` instead).
 
     Nadam follows Dozat's momentum schedule, as torch.optim.NAdam does:
     ``mu_t = b1 (1 - 0.5 * 0.96^(t * momentum_decay))`` and
@@ -376,13 +432,20 @@ def scale_by_adam(
     def init(params: Params) -> ScaleByAdamState:
         one = running_product(params)
         extra = (one.clone(), one.clone()) if nesterov else (None, None)
-        return ScaleByAdamState(counter(params), F.zeros_like(params), F.zeros_like(params), one, one.clone(), *extra)
+        nu_max = F.zeros_like(params) if amsgrad else None
+        return ScaleByAdamState(
+            counter(params), F.zeros_like(params), F.zeros_like(params), one, one.clone(), *extra, nu_max
+        )
 
     def prepare(updates: Updates, state: ScaleByAdamState) -> Ratio:
         beta1_power = F.element(state.beta1_power) * beta1
         beta2_power = F.element(state.beta2_power) * beta2
         F.ema_(state.mu, updates, beta1)
         F.ema_sq_(state.nu, updates, beta2)
+        second = state.nu
+        if amsgrad:
+            _maximum_(state.nu_max, state.nu)
+            second = state.nu_max
         # sqrt(G / bc2 + eps_root) + eps = (sqrt(G + eps_root bc2) + eps sqrt(bc2)) / sqrt(bc2): the bias
         # correction moves into the terms' coefficients, so the denominator takes one root and one addition.
         bc2 = 1.0 - beta2_power
@@ -401,10 +464,108 @@ def scale_by_adam(
             extra = (mu_product, decay_power)
         inner = eps_root * bc2 if use_eps_root else 0.0
         inner, outer, *coefs = F.hoist(inner, eps * root_bc2 if use_eps else 0.0, *coefs, like=state.nu)
-        new = ScaleByAdamState(count, state.mu, state.nu, beta1_power, beta2_power, *extra)
-        return list(zip(nums, coefs)), F.rsqrt_denominator(state.nu, inner, outer), new
+        new = ScaleByAdamState(count, state.mu, state.nu, beta1_power, beta2_power, *extra, state.nu_max)
+        return list(zip(nums, coefs)), F.rsqrt_denominator(second, inner, outer), new
 
     return _ratio_transform(init, prepare)
+
+
+class ScaleByAdamaxState(NamedTuple):
+    mu: list[Tensor]
+    nu: list[Tensor]  # u_t, the exponentially weighted infinity norm
+    beta1_power: Tensor  # beta1^t, shape (1,)
+
+
+def scale_by_adamax(
+    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, *, name: str = "scale_by_adamax"
+) -> Transform:
+    """AdaMax (Kingma & Ba, 2015, section 7.1): Adam with the infinity norm in place of the l2 norm.
+
+    ``M_t = b1 M + (1-b1) g`` (7.18), ``u_t = max(b2 u_{t-1}, |g_t| + eps)`` (the limit ``p -> inf`` of the
+    ``l_p`` moment ``(b2^p v + (1-b2^p) |g|^p)^(1/p)``, which needs no bias correction), and
+    ``update = M_t / ((1 - b1^t) u_t)``. The paper has no epsilon; torch.optim.Adamax adds it inside the
+    maximum, as here, so the same arguments reproduce torch.
+    """
+    beta1 = _check(_checks.check_unit, name, "beta1", beta1)
+    beta2 = _check(_checks.check_unit, name, "beta2", beta2)
+    eps = _check(_checks.check_nonneg, name, "eps", eps)
+
+    def init(params: Params) -> ScaleByAdamaxState:
+        return ScaleByAdamaxState(F.zeros_like(params), F.zeros_like(params), running_product(params))
+
+    def prepare(updates: Updates, state: ScaleByAdamaxState) -> Ratio:
+        beta1_power = F.element(state.beta1_power) * beta1
+        F.ema_(state.mu, updates, beta1)
+        F.scale_(state.nu, beta2)
+        magnitude = [u.abs() for u in updates] if len(updates) == 1 else list(torch._foreach_abs(updates))
+        if not F.is_zero(eps):
+            F.add_(magnitude, eps)
+        _maximum_(state.nu, magnitude)
+        (c,) = F.hoist(1.0 / (1.0 - beta1_power), like=state.nu)
+        return [(state.mu, c)], F.Denominator(list(state.nu)), ScaleByAdamaxState(state.mu, state.nu, beta1_power)
+
+    return _ratio_transform(init, prepare)
+
+
+class ScaleByRadamState(NamedTuple):
+    count: Tensor
+    mu: list[Tensor]
+    nu: list[Tensor]
+    beta1_power: Tensor  # beta1^t, shape (1,)
+    beta2_power: Tensor  # beta2^t, shape (1,)
+
+
+def scale_by_radam(
+    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, *, threshold: float = 5.0, name: str = "scale_by_radam"
+) -> Transform:
+    """Rectified Adam (Liu et al., 2020, algorithm 2): Adam whose adaptive step is switched on once the variance
+    of the adaptive learning rate is tractable.
+
+    With ``M_t``, ``G_t`` as in Adam (7.18, 7.19), ``rho_inf = 2 / (1 - b2) - 1`` and
+    ``rho_t = rho_inf - 2 t b2^t / (1 - b2^t)`` (the length of the approximated simple moving average):
+    while ``rho_t <= threshold`` the update is the bias-corrected momentum ``M_hat``; after it,
+    ``r_t M_hat sqrt(1 - b2^t) / (sqrt(G_t) + eps)`` with the rectification
+    ``r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))``.
+    The paper's threshold is 4; torch.optim.RAdam (and the authors' code) use 5, the default here, and add
+    epsilon to the uncorrected root, as here: the same arguments reproduce torch.
+    """
+    beta1 = _check(_checks.check_unit, name, "beta1", beta1)
+    beta2 = _check(_checks.check_unit, name, "beta2", beta2)
+    eps = _check(_checks.check_nonneg, name, "eps", eps)
+    threshold = _checks.check_range(name, "threshold", threshold, 4.0)
+
+    def init(params: Params) -> ScaleByRadamState:
+        one = running_product(params)
+        return ScaleByRadamState(counter(params), F.zeros_like(params), F.zeros_like(params), one, one.clone())
+
+    def update(updates: Updates, state: ScaleByRadamState, params: Params | None = None):
+        count = F.element(state.count) + 1
+        beta1_power = F.element(state.beta1_power) * beta1
+        beta2_power = F.element(state.beta2_power) * beta2
+        F.ema_(state.mu, updates, beta1)
+        F.ema_sq_(state.nu, updates, beta2)
+        new = ScaleByRadamState(count, state.mu, state.nu, beta1_power, beta2_power)
+        bc1, bc2 = 1.0 - beta1_power, 1.0 - beta2_power
+        rho_inf = 2.0 / (1.0 - beta2) - 1.0
+        rho_t = rho_inf - 2.0 * _as_float(count) * beta2_power / bc2
+
+        def adaptive_coef(rect_sq: Any) -> Any:
+            return (rect_sq * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) ** 0.5 * bc2**0.5 / bc1
+
+        if F.is_number(rho_t):  # eager: the branch is known
+            if rho_t <= threshold:
+                return F.mul(state.mu, 1.0 / bc1), new
+            out = F.divide(state.mu, F.rsqrt_denominator(state.nu, 0.0, eps))
+            F.scale_(out, adaptive_coef((rho_t - 4.0) * (rho_t - 2.0)))
+            return out, new
+        # compiled: both branches, selected per element from a flag computed once
+        on = rho_t > threshold
+        rect_sq = torch.where(on, (rho_t - 4.0) * (rho_t - 2.0), 0.0)
+        adaptive, plain = F.hoist(torch.where(on, adaptive_coef(rect_sq), 0.0), 1.0 / bc1, like=state.nu)
+        out = [torch.where(on, m * adaptive / (v.sqrt() + eps), m * plain) for m, v in zip(state.mu, state.nu)]
+        return out, new
+
+    return Transform(init, update, True)
 
 
 class ScaleByDeltaBarDeltaState(NamedTuple):
