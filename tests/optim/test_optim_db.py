@@ -39,7 +39,8 @@ TOL = 1e-6
 
 # Configurations optreg refuses, by design or for now, with the reason: from_torch must raise an OptregError.
 DOCUMENTED = {
-    "LBFGS is a second-order method with a closure-driven step; it comes with the second-order issue (lbfgs)":
+    "torch's LBFGS runs up to max_iter iterations per step(closure); optreg's lbfgs one per step: the same minimum "
+    "(tests/optim/test_second_order_methods.py), not the same trajectory":
         lambda cls, kw: cls == "LBFGS",
     "SparseAdam needs sparse gradients, which optreg's optimizers refuse":
         lambda cls, kw: cls == "SparseAdam",

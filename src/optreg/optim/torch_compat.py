@@ -89,8 +89,8 @@ ENTRIES: dict[str, _Entry] = {
     ),
     "LBFGS": _Entry(
         "lbfgs",
-        refused="L-BFGS is a second-order method with its own closure-driven step; optreg's lbfgs is not "
-        "available through from_torch",
+        refused="torch's LBFGS runs up to max_iter iterations per step(closure) with its own line search; "
+        "optreg's 'lbfgs' runs one iteration per step (same minimum, other trajectory): create('lbfgs', ...) directly",
     ),
     "SparseAdam": _Entry(
         "sparseadam", refused="SparseAdam needs sparse gradients, which optreg's optimizers refuse; use 'adam'"
