@@ -16,10 +16,11 @@ random generators of its own a checkpoint must save (``generators``). Two kinds 
 
 Seeding with a loader (the trainer's guarantee, same seed -> same numbers, holds in each case):
 
-- a loader that draws from torch's *global* RNG (``shuffle=True`` without a ``generator``; also the
-  per-epoch seed a DataLoader draws for its workers): the trainer seeds that RNG (``seed + 1``) for the
-  duration of ``fit``, so the order is a function of the trainer's seed. It shares that stream with
-  dropout, so dropout masks differ from a run on tensors.
+- a loader that draws from torch's *global* RNG: ``shuffle=True`` without a ``generator``, and every
+  pass of a DataLoader without a ``generator``, training or validation, which draws its workers' base
+  seed from it even with ``num_workers=0``. The trainer seeds that RNG (``seed + 1``) for the duration
+  of ``fit``, so the order is a function of the trainer's seed; the stream is shared with dropout, so the
+  dropout masks differ from those of a run on tensors (give each loader a ``generator`` to keep them).
 - a loader with its own ``generator`` (or a sampler with one): the order is the loader's; the trainer
   neither seeds nor resets it. Its state advances with every epoch, so a second ``fit`` over the same
   loader object continues the stream: seed a fresh generator per run to repeat one
