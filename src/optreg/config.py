@@ -189,8 +189,8 @@ def run(config: Config, ctx: Context) -> Result:
     data = ctx.load_data(config.data_seed, dataset=config.dataset, **config.data_options)
     try:
         h = ctx.train_spec(config.spec, data, config={"source": config.source, "toml": config.as_dict()})
-    except OptregError as e:
-        raise ConfigError(f"config: {config.source}: {e}") from None
+    except OptregError as e:  # the engine names the section ("spec: [model] ..."); the file is named here
+        raise ConfigError(f"config: {config.source}: {str(e).removeprefix('spec: ')}") from None
     table = [
         {
             "run": config.name,
