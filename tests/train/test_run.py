@@ -122,6 +122,7 @@ def test_resolved_spec_has_the_defaults_and_reruns_to_the_same_numbers():
         "early_stopping": None, "penalty": None,
     }  # fmt: skip
     assert first.spec["init"] is None and first.spec["schedule"] is None and first.spec["name"] == "run"
+    assert first.spec["data"] is None  # handed in, not described
     again = run(first.spec, data, seed=3)
     assert _same_params(first.model, again.model) and first.history.iterations == again.history.iterations
     other = run(spec, data, seed=5)

@@ -363,7 +363,8 @@ class RunResult:
     """What :func:`run` returns (it pickles, model included).
 
     ``spec``: the resolved spec (defaults filled in, the model spec completed with the data's sizes, the
-    seed that was used in ``train.seed``). ``status``: ``"finished"`` or ``"diverged"`` (NaN / Inf; then
+    seed that was used in ``train.seed``; ``data`` is None when the data were handed to :func:`run` and
+    the spec had no ``data`` section). ``status``: ``"finished"`` or ``"diverged"`` (NaN / Inf; then
     ``error`` holds the message, ``diverged_at`` the step, and the history stops there). ``model``: the
     trained module. ``history``: the :class:`~optreg.train.History`. ``test_loss`` / ``test_accuracy``: the
     model on the test split (None without one, or after a divergence). ``steps`` / ``epochs``: the updates
@@ -451,6 +452,8 @@ def run(
         data = load_data(resolved["data"])
     elif not all(hasattr(data, a) for a in ("train", "val", "test", "n_classes", "input_shape")):
         raise OptregTypeError(f"run: data must be optreg.data Splits (train, val, test), got {type(data).__name__}")
+    elif spec.get("data") is None:
+        resolved["data"] = None  # handed in, not described by the spec
     resolved["model"] = complete_model_spec(resolved["model"], data)
     try:  # errors of init come tagged [init]; the model's own are tagged here
         model = build_model(resolved["model"], data, seed=seed, init=resolved["init"])

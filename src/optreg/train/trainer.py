@@ -196,7 +196,10 @@ class Trainer:
         self._generator = torch.Generator().manual_seed(self.seed)
 
     def measures(self, metric: str) -> bool:
-        """Whether epoch records will carry ``metric`` (e.g. ``"val_accuracy"``) in the current ``fit``."""
+        """Whether epoch records will carry ``metric`` (e.g. ``"val_accuracy"``) in the current ``fit``.
+
+        Accuracies need integer targets; for a loader whose targets are seen only at its first batch (an
+        ``IterableDataset``) they are assumed until then."""
         if metric.startswith("val_") and not self.has_val:
             return False
         return not metric.endswith("accuracy") or self._accuracy is not False
