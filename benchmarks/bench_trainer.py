@@ -6,14 +6,17 @@ permutations, in one process. Runs are interleaved in pairs (hand, trainer / tra
 median wall-clock milliseconds per epoch are reported, and the median over pairs of the trainer / hand ratio
 of wall time and of thread CPU time (steadier when other processes share the cores). Target: trainer <=
 1.05x the hand loop.
-A last row trains a single Linear(64, 10) layer, ~10x cheaper per step, as a probe of the trainer's own
+A probe row trains a single Linear(64, 10) layer, ~10x cheaper per step, as a probe of the trainer's own
 per-step cost in microseconds.
 
 Rows:
 - ``loss only``: the trainer with ``metrics=("loss",)`` against a loop that records each batch loss;
 - ``loss+acc+grad_norm``: the trainer's default metrics against a loop that measures the same three
   numbers per batch (``.item()`` each: on the CPU that is cheaper than one stacked ``.tolist()``);
-- ``+ clip 1.0``: the same with gradient clipping by global norm (``clip_grad_norm_`` in the hand loop).
+- ``+ clip 1.0``: the same with gradient clipping by global norm (``clip_grad_norm_`` in the hand loop);
+- ``DataLoader``: the default metrics, both sides iterating the same ``torch.utils.data.DataLoader``
+  (``TensorDataset``, batch 32, ``shuffle=True`` with a seeded generator) instead of indexing tensors; the
+  loader's own per-batch cost (fetching and collating 32 examples) is in both times alike.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from optreg.train import Trainer
 
@@ -39,18 +43,28 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _hand_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, full: bool, clip: float | None):
+def _loader(x: torch.Tensor, y: torch.Tensor) -> DataLoader:
+    return DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+
+def _tensor_batches(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+    perm = torch.randperm(N, generator=gen)
+    for i in range(0, N, BATCH):
+        idx = perm[i : i + BATCH]
+        yield x[idx], y[idx]
+
+
+def _hand_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, full: bool, clip: float | None,
+               loader: bool = False):  # fmt: skip
     """The reference: what one writes by hand (nanoGPT style), recording the same per-step numbers."""
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     params = list(model.parameters())
     gen = torch.Generator().manual_seed(0)
+    data = _loader(x, y) if loader else None
     log = []
     for _ in range(epochs):
         model.train()
-        perm = torch.randperm(N, generator=gen)
-        for i in range(0, N, BATCH):
-            idx = perm[i : i + BATCH]
-            xb, yb = x[idx], y[idx]
+        for xb, yb in data if data is not None else _tensor_batches(x, y, gen):
             out = model(xb)
             loss = F.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
@@ -68,11 +82,12 @@ def _hand_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, 
     return log
 
 
-def _trainer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, full: bool, clip: float | None):
+def _trainer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, full: bool, clip: float | None,
+             loader: bool = False):  # fmt: skip
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     metrics = ("loss", "accuracy", "grad_norm") if full else ("loss",)
     trainer = Trainer(model, opt, batch_size=BATCH, epochs=epochs, clip_grad_norm=clip, metrics=metrics, seed=0)
-    return trainer.fit((x, y))
+    return trainer.fit(_loader(x, y) if loader else (x, y))
 
 
 def run(quick: bool = False) -> dict:
@@ -91,14 +106,15 @@ def _run(quick: bool) -> dict:
     x, y = _data()
     epochs, reps = (1, 6) if quick else (1, 60)
     configs = [
-        ("loss only", mlp, False, None),
-        ("loss+acc+grad_norm", mlp, True, None),
-        ("+ clip 1.0", mlp, True, 1.0),
-        ("overhead probe: Linear(64,10), loss+acc+grad_norm", linear, True, None),
+        ("loss only", mlp, False, None, False),
+        ("loss+acc+grad_norm", mlp, True, None, False),
+        ("+ clip 1.0", mlp, True, 1.0, False),
+        ("overhead probe: Linear(64,10), loss+acc+grad_norm", linear, True, None, False),
+        ("DataLoader (shuffle, batch 32), loss+acc+grad_norm", mlp, True, None, True),
     ]
     steps = math.ceil(N / BATCH)  # per epoch
     rows = []
-    for name, base, full, clip in configs:
+    for name, base, full, clip, loader in configs:
         wall: dict[str, list[float]] = {"hand": [], "trainer": []}
         cpu: dict[str, list[float]] = {"hand": [], "trainer": []}
         for rep in range(reps + 1):  # the first round warms up and is not counted
@@ -106,7 +122,7 @@ def _run(quick: bool) -> dict:
             for kind, fn in order if rep % 2 else order[::-1]:  # ABBA: a drifting load hits both alike
                 model = copy.deepcopy(base)
                 start, start_cpu = time.perf_counter(), time.thread_time()
-                fn(model, x, y, epochs, full, clip)
+                fn(model, x, y, epochs, full, clip, loader)
                 if rep:
                     wall[kind].append((time.perf_counter() - start) / epochs)
                     cpu[kind].append((time.thread_time() - start_cpu) / epochs)
@@ -141,8 +157,8 @@ def _run(quick: bool) -> dict:
             "thread; same initial weights, permutations and per-step measurements on both sides. Times: medians; "
             "ratios and overhead: medians over the pairs (each pair shares the machine's load of the moment). "
             "CPU time is the main thread's (all work runs there), steadier than wall time on a shared machine. "
-            "Target: trainer / hand <= 1.05 on the MLP rows; the probe row (a model ~10x cheaper per step) shows "
-            "the trainer's own per-step cost."
+            "Target: trainer / hand <= 1.05 on the MLP rows (the DataLoader row included); the probe row (a model "
+            "~10x cheaper per step) shows the trainer's own per-step cost."
         ),
     }
 

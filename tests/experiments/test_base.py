@@ -1,8 +1,8 @@
 """Tests of the experiment contract (optreg.experiments.base and the registry in optreg.experiments).
 
 Oracles: the returned history against the rows read back from the run store and the CSV files;
-``statistics`` for mean / standard deviation; a second identical run for determinism; a plain
-``optreg.nn.build`` under ``torch.manual_seed`` for the model the context builds.
+``statistics`` for mean / standard deviation; a second identical run for determinism (the model the
+context trains is built by the engine: tests/train/test_run.py checks it against a plain seeded build).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import statistics
 import pytest
 import torch
 
-from optreg import experiments, nn
+from optreg import experiments
 from optreg.errors import OptregTypeError, OptregValueError
 from optreg.experiments import Context, Result, complete_spec, register
 from optreg.experiments.base import curves, mean_std
 from optreg.report.plots import Panel, curves_figure
+from optreg.train import Lambda
 
 SPEC = {"kind": "mlp", "hidden": [16]}
 
@@ -54,20 +55,6 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     assert a.iterations != c.iterations
 
 
-def test_build_model_matches_a_seeded_build_and_applies_init(tmp_path):
-    ctx = Context(out=tmp_path, quick=True)
-    data = ctx.load_data(0)
-    model = ctx.build_model(SPEC, data, seed=5)
-    torch.manual_seed(5)
-    oracle = nn.build(complete_spec(SPEC, data))
-    for p, q in zip(model.parameters(), oracle.parameters()):
-        torch.testing.assert_close(p, q, rtol=0, atol=0)
-    inited = ctx.build_model(SPEC, data, seed=5, init={"scheme": "zeros"})
-    assert all(int(torch.count_nonzero(p)) == 0 for p in inited.parameters())
-    with pytest.raises(OptregValueError, match="scheme"):
-        ctx.build_model(SPEC, data, seed=5, init={"bias": "zeros"})
-
-
 def test_torch_optimizer_class_and_schedule_mapping(tmp_path):
     ctx = Context(out=tmp_path, quick=True)
     h = _train(ctx, optimizer=torch.optim.SGD, schedule={"name": "exponential", "lr": 0.2, "beta": 0.5})
@@ -88,11 +75,22 @@ def test_a_diverging_run_is_recorded_as_diverged(tmp_path):
 
 
 def test_a_failing_run_is_recorded_as_failed(tmp_path):
+    """An error during training (here a callback's, in the second epoch) marks the run failed, with the
+    epoch it finished; input the engine refuses before training (batch_size 0) records nothing."""
     ctx = Context(out=tmp_path, quick=True)
-    with pytest.raises(OptregValueError):
+    with pytest.raises(OptregValueError, match="batch_size = 0"):
         _train(ctx, batch_size=0)
+    assert ctx.open_store().runs() == []
+
+    def fail(trainer, record):
+        if trainer.epoch == 1:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        _train(ctx, callbacks=[Lambda(on_epoch_end=fail)])
     (run,) = ctx.open_store().runs()
-    assert run["status"] == "failed" and "batch_size" in run["error"]
+    assert run["status"] == "failed" and run["error"] == "RuntimeError: disk full"
+    assert len(ctx.open_store().epochs(run["id"])) == 1
 
 
 def test_quick_mode_limits_the_data_and_caches_it(tmp_path):

@@ -28,6 +28,7 @@ from optreg.experiments.init_schemes import (
     init_config,
     model_spec,
 )
+from optreg.train import build_model
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_hidden_activations_match_a_functional_forward_pass() -> None:
     data = ctx.load_data(0)
     x = data.train.x[:50]
     for a in NETWORKS:
-        model = ctx.build_model(model_spec(a), data, seed=1, init=init_config("xavier", a))
+        model = build_model(model_spec(a), data, seed=1, init=init_config("xavier", a))
         acts = hidden_activations(model, x)
         linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
         h = x

@@ -24,7 +24,9 @@ status, per-step and per-epoch metrics, and a summary (test loss / accuracy, tim
 Rules for experiment authors:
 
 - Train through :meth:`Context.train` (so every run is recorded and shows progress) and load data through
-  :meth:`Context.load_data` (cached; honours ``ctx.dataset`` and quick mode).
+  :meth:`Context.load_data` (cached; honours ``ctx.dataset`` and quick mode). The training itself is
+  :func:`optreg.train.run` (the engine's one pipeline from a run description to a trained model);
+  :meth:`Context.train` adds only the lab's part: recording, progress, output folders.
 - Honour ``ctx.quick``: tiny settings (a few epochs, one seed, small data), the whole run in a few seconds;
   it is what the tests run. :meth:`Context.seed_list` and :meth:`Context.epoch_count` do this for you.
 - Never print: report through ``Result.notes`` and ``ctx.log(...)``; draw with :mod:`optreg.report.plots`.
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,10 +44,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from optreg import train as engine
 from optreg._checks import check_int
 from optreg.errors import DivergenceError, OptregTypeError, OptregValueError
 from optreg.report.store import RecordRun, RunStore, to_jsonable
-from optreg.train import Callback, History, Trainer
+from optreg.train import Callback, History, RunResult, Trainer
+from optreg.train.run import complete_model_spec as complete_spec
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -183,6 +186,23 @@ class RunHistory(History):
         """The last epoch's value of an epoch field (``"val_accuracy"``), None if there is none."""
         return self.epochs[-1][name] if self.epochs else None
 
+    @classmethod
+    def of(cls, result: RunResult, *, run_id: int, label: str, seed: int) -> RunHistory:
+        """The lab's view of an engine :class:`~optreg.train.RunResult`."""
+        return cls(
+            iterations=result.history.iterations,
+            epochs=result.history.epochs,
+            run_id=run_id,
+            label=label,
+            seed=seed,
+            status=result.status,
+            test_loss=result.test_loss,
+            test_accuracy=result.test_accuracy,
+            seconds=result.seconds,
+            model=result.model,
+            error=result.error,
+        )
+
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
     """The mean and the (population) standard deviation of the values that are not None; ``(None, None)``
@@ -206,36 +226,52 @@ def curves(
 # ---------------------------------------------------------------------------------------------- context
 
 
-def complete_spec(spec: Mapping[str, Any], data: Splits) -> dict[str, Any]:
-    """A model spec with the sizes the data determines filled in where absent.
-
-    ``out_features`` = the number of classes; ``in_features`` (``mlp``) = the number of input values;
-    ``input_shape`` / ``in_channels`` (``cnn1d`` / ``cnn2d``) from the sample shape when it has a channel
-    axis; ``in_features`` (recurrent kinds) = 1 for ``(N, T)`` inputs.
-    """
-    if not isinstance(spec, Mapping):
-        raise OptregValueError(f"experiments: model_spec must be a mapping, got {spec!r}")
-    s = dict(spec)
-    s.setdefault("kind", "mlp")
-    s.setdefault("out_features", data.n_classes)
-    shape = tuple(data.input_shape)
-    kind = s["kind"]
-    if kind == "mlp":
-        s.setdefault("in_features", math.prod(shape))
-    elif kind in ("cnn1d", "cnn2d"):
-        ndim = 1 if kind == "cnn1d" else 2
-        if len(shape) == ndim + 1:
-            s.setdefault("in_channels", shape[0])
-            s.setdefault("input_shape", list(shape[1:]))
-        elif len(shape) == ndim:
-            s.setdefault("input_shape", list(shape))
-    elif kind in ("rnn", "gru", "lstm") and len(shape) == 1:
-        s.setdefault("in_features", 1)
-    return s
-
-
 def _subset(split: Any, n: int) -> Any:
     return split if len(split.y) <= n else type(split)(split.x[:n], split.y[:n])
+
+
+class _Record(Callback):
+    """Records a run in the context's store from the moment its training starts, so that input the engine
+    refuses (a bad spec or model) records nothing; then hands the records to a :class:`RecordRun`
+    and announces the run to the progress function."""
+
+    def __init__(self, ctx: Context, spec: dict[str, Any], data: Splits, extra: dict[str, Any]) -> None:
+        self.ctx, self.spec, self.data, self.extra = ctx, spec, data, extra
+        self.run_id: int | None = None
+        self.recorder: RecordRun | None = None
+
+    def config(self, trainer: Trainer) -> dict[str, Any]:
+        spec, train = self.spec, self.spec["train"]
+        return {
+            "dataset": getattr(self.data, "name", os.fspath(self.ctx.dataset)),
+            "model": complete_spec(spec["model"], self.data),
+            "init": spec["init"],
+            "optimizer": spec["optimizer"]["name"],
+            "hparams": {k: v for k, v in spec["optimizer"].items() if k != "name"},
+            "schedule": trainer.schedule,
+            "batch_size": train["batch_size"],
+            "epochs": train["epochs"],
+            "clip_grad_norm": train["clip_grad_norm"],
+            "n_train": len(self.data.train.y),
+            **self.extra,
+        }
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        ctx, label, seed = self.ctx, self.spec["name"], self.spec["train"]["seed"]
+        store = ctx.open_store()
+        self.run_id = store.start_run(ctx.experiment, label, seed=seed, config=to_jsonable(self.config(trainer)))
+        ctx.run_ids.append(self.run_id)
+        self.recorder = RecordRun(store, self.run_id)
+        if ctx.progress is not None:
+            steps = math.ceil(len(self.data.train.y) / trainer.batch_size)
+            info = {"experiment": ctx.experiment, "label": label, "seed": seed, "epochs": trainer.epochs}
+            ctx.progress("start", {**info, "steps_per_epoch": steps})
+
+    def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.recorder.on_step_end(trainer, record)  # type: ignore[union-attr]
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.recorder.on_epoch_end(trainer, record)  # type: ignore[union-attr]
 
 
 class _Notify(Callback):
@@ -348,52 +384,6 @@ class Context:
         return self._data[key]
 
     # -------------------------------------------------------------- training
-    def build_model(
-        self,
-        model_spec: Mapping[str, Any],
-        data: Splits,
-        *,
-        seed: int,
-        init: str | Mapping[str, Any] | None = None,
-    ) -> torch.nn.Module:
-        """``optreg.nn.build(complete_spec(model_spec, data))`` with torch's RNG seeded by ``seed``, then
-        ``optreg.init.apply`` when ``init`` is given: a scheme name, or ``{"scheme": ..., **options}``
-        (``bias``, ``activation``, the scheme's own options). Unless ``init`` names an ``activation``, the
-        model's own (``relu`` by default for MLPs / CNNs) is passed on, so Xavier / He / orthogonal get
-        its gain. The init generator is seeded with ``seed``: the same seed gives the same weights."""
-        from optreg import init as initmod
-        from optreg import nn as nnmod
-
-        spec = complete_spec(model_spec, data)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = nnmod.build(spec)
-        if init is not None:
-            options = {"scheme": init} if isinstance(init, str) else dict(init)
-            if "scheme" not in options:
-                raise OptregValueError(f"experiments: init must be a scheme name or have a 'scheme', got {init!r}")
-            scheme = options.pop("scheme")
-            activation = spec.get("activation", "relu" if spec["kind"] in ("mlp", "cnn1d", "cnn2d") else "tanh")
-            if "activation" not in options and activation in initmod.GAIN_ACTIVATIONS:
-                options["activation"] = activation
-            generator = torch.Generator().manual_seed(seed)
-            initmod.apply(model, scheme, generator=generator, **options)
-        return model
-
-    @staticmethod
-    def build_optimizer(
-        optimizer: str | Callable[..., torch.optim.Optimizer], params: Iterable[Any], hparams: Mapping[str, Any]
-    ) -> torch.optim.Optimizer:
-        """``optreg.optim.create(name, params, **hparams)`` for a name; ``optimizer(params, **hparams)`` for a
-        callable (e.g. ``torch.optim.SGD``)."""
-        from optreg import optim
-
-        if isinstance(optimizer, str):
-            return optim.create(optimizer, params, **hparams)
-        if callable(optimizer):
-            return optimizer(params, **hparams)
-        raise OptregTypeError(f"experiments: optimizer must be a name or a torch optimizer class, got {optimizer!r}")
-
     def train(
         self,
         label: str,
@@ -415,105 +405,84 @@ class Context:
     ) -> RunHistory:
         """Train one model and record it; returns its :class:`RunHistory`.
 
-        Builds the model (:meth:`build_model`; in/out sizes filled from the data), the optimizer
-        (:meth:`build_optimizer`; ``hparams`` such as ``{"lr": 0.01}``), the schedule (a callable
-        ``step -> lr``, or ``{"name": ..., **kwargs}`` for :func:`optreg.schedules.create`), and runs
-        :class:`optreg.train.Trainer` on ``data`` (default ``ctx.load_data(seed)``) with ``seed``, the
-        store's :class:`~optreg.report.store.RecordRun` callback, progress, and ``callbacks``. Afterwards
-        the model is scored on the test split.
-
-        A run that diverges (NaN / Inf) is recorded as ``diverged`` with the history up to that step and
-        returned with ``status == "diverged"`` (``raise_on_divergence=True`` re-raises the
-        :class:`~optreg.errors.DivergenceError` instead). Any other error marks the run ``failed`` and
-        propagates. ``config`` adds entries to the recorded config.
+        The keywords are a run spec for :func:`optreg.train.run` (see :meth:`train_spec`): the model
+        (``optreg.nn.build``; in/out sizes filled from the data), the optimizer (a name for
+        ``optreg.optim.create``, or a torch optimizer class such as ``torch.optim.SGD``; ``hparams`` such
+        as ``{"lr": 0.01}``), the schedule (a callable ``step -> lr``, or ``{"name": ..., **kwargs}`` for
+        :func:`optreg.schedules.create`), ``init`` (a scheme name or ``{"scheme": ..., **options}``),
+        clipping; ``seed`` seeds the weights, shuffling and dropout, and the default data,
+        ``ctx.load_data(seed)``. ``config`` adds entries to the recorded config.
         """
-        from optreg import schedules
-
         if not isinstance(label, str) or not label:
             raise OptregValueError(f"experiments: label must be a non-empty string, got {label!r}")
-        data = self.load_data(seed) if data is None else data
-        hparams = dict(hparams or {})
-        if isinstance(schedule, Mapping):
-            kwargs = dict(schedule)
-            if "name" not in kwargs:
-                raise OptregValueError(f"experiments: schedule needs a 'name', got {dict(schedule)!r}")
-            schedule = schedules.create(kwargs.pop("name"), **kwargs)
-        model = self.build_model(model_spec, data, seed=seed, init=init)
-        opt = self.build_optimizer(optimizer, model.parameters(), hparams)
-        record_config = {
-            "dataset": getattr(data, "name", os.fspath(self.dataset)),
-            "model": complete_spec(model_spec, data),
-            "init": init,
-            "optimizer": optimizer,
-            "hparams": hparams,
+        spec = {
+            "name": label,
+            "model": model_spec,
+            "init": {"scheme": init} if isinstance(init, str) else init,
+            "optimizer": {"name": optimizer, **dict(hparams or {})},
             "schedule": schedule,
-            "batch_size": batch_size,
-            "epochs": epochs,
-            "clip_grad_norm": clip_grad_norm,
-            "n_train": len(data.train.y),
-            **dict(config or {}),
+            "train": {
+                "batch_size": batch_size,
+                "epochs": epochs,
+                "seed": seed,
+                "clip_grad_norm": clip_grad_norm,
+                "log_every": log_every,
+            },
         }
-        store = self.open_store()
-        run_id = store.start_run(self.experiment, label, seed=seed, config=to_jsonable(record_config))
-        self.run_ids.append(run_id)
-        recorder = RecordRun(store, run_id)
+        data = self.load_data(seed) if data is None else data
+        return self.train_spec(
+            spec, data, callbacks=callbacks, config=config, raise_on_divergence=raise_on_divergence
+        )
+
+    def train_spec(
+        self,
+        spec: Mapping[str, Any],
+        data: Splits,
+        *,
+        callbacks: Sequence[Callback] = (),
+        config: Mapping[str, Any] | None = None,
+        raise_on_divergence: bool = False,
+    ) -> RunHistory:
+        """Train the run ``spec`` (:func:`optreg.train.run`, label ``spec["name"]``, seed ``train.seed``) on
+        ``data`` on ``ctx.device``, recorded in the store (:class:`~optreg.report.store.RecordRun`) with
+        progress and ``callbacks``; the model is scored on the test split.
+
+        A spec the engine refuses records nothing. A run that diverges (NaN / Inf) is recorded as
+        ``diverged`` with the history up to that step and returned with ``status == "diverged"``
+        (``raise_on_divergence=True`` re-raises the :class:`~optreg.errors.DivergenceError` instead). Any
+        other error during training marks the run ``failed`` and propagates.
+        """
+        resolved = engine.check_spec(spec)
+        label, seed = resolved["name"], resolved["train"]["seed"]
+        record = _Record(self, resolved, data, dict(config or {}))
         # the recorder first: an epoch is stored before any other callback sees it (or stops the run)
-        hooks: list[Callback] = [recorder, *callbacks]
+        hooks: list[Callback] = [record, *callbacks]
         if self.progress is not None:
             hooks.append(_Notify(self.progress, label, seed))
-        history = RunHistory(run_id=run_id, label=label, seed=seed)
-        has_val = len(data.val.y) > 0
-        start = time.perf_counter()
         try:
-            trainer = Trainer(
-                model,
-                opt,
-                batch_size=batch_size,
-                epochs=epochs,
-                schedule=schedule,
-                clip_grad_norm=clip_grad_norm,
-                callbacks=hooks,
-                seed=seed,
-                device=self.device,
-                log_every=log_every,
+            result = engine.run(
+                resolved, data, seed=seed, callbacks=hooks, device=self.device, raise_on_divergence=True
             )
-            if self.progress is not None:
-                steps = math.ceil(len(data.train.y) / batch_size)
-                info = {"experiment": self.experiment, "label": label, "seed": seed, "epochs": epochs}
-                self.progress("start", {**info, "steps_per_epoch": steps})
-            trained = trainer.fit(data.train, data.val if has_val else None)
         except DivergenceError as e:
-            history.seconds = time.perf_counter() - start
-            recorder.flush()
-            partial = e.history
-            history.iterations, history.epochs = list(partial.iterations), list(partial.epochs)
-            history.status, history.error, history.model = "diverged", str(e), model
-            summary = {"seconds": history.seconds, "diverged_at_step": e.step}
-            store.finish_run(run_id, "diverged", summary=summary, error=str(e))
-            self._notify_end(history, summary)
+            result = e.result
+            record.recorder.flush()  # type: ignore[union-attr]
+            history = RunHistory.of(result, run_id=record.run_id, label=label, seed=seed)  # type: ignore[arg-type]
+            self._finish(history, result, error=str(e))
             if raise_on_divergence:
                 raise
             return history
         except BaseException as e:
-            store.finish_run(run_id, "failed", error=f"{type(e).__name__}: {e}")
+            if record.run_id is not None:
+                self.open_store().finish_run(record.run_id, "failed", error=f"{type(e).__name__}: {e}")
             raise
-        history.seconds = time.perf_counter() - start
-        history.iterations, history.epochs, history.model = trained.iterations, trained.epochs, model
-        if len(data.test.y) > 0:
-            scores = trainer.evaluate(data.test)
-            history.test_loss, history.test_accuracy = scores["loss"], scores["accuracy"]
-        summary = {
-            "seconds": history.seconds,
-            "steps": trainer.step,
-            "epochs": trainer.epoch,
-            "test_loss": history.test_loss,
-            "test_accuracy": history.test_accuracy,
-            "final_train_loss": history.final("train_loss"),
-            "final_val_accuracy": history.final("val_accuracy"),
-        }
-        store.finish_run(run_id, "finished", summary=summary)
-        self._notify_end(history, summary)
+        history = RunHistory.of(result, run_id=record.run_id, label=label, seed=seed)  # type: ignore[arg-type]
+        self._finish(history, result)
         return history
+
+    def _finish(self, history: RunHistory, result: RunResult, error: str | None = None) -> None:
+        summary = result.summary()
+        self.open_store().finish_run(history.run_id, result.status, summary=summary, error=error)
+        self._notify_end(history, summary)
 
     def _notify_end(self, history: RunHistory, summary: dict[str, Any]) -> None:
         if self.progress is not None:

@@ -37,6 +37,7 @@ from optreg.experiments.base import Context, Result, RunHistory, mean_std, regis
 from optreg.experiments.lr_decay import training_panels
 from optreg.experiments.preprocessing import transform_splits
 from optreg.report import plots
+from optreg.train import build_model
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -162,7 +163,7 @@ def run(ctx: Context) -> Result:
             spec = model_spec(activation)
             for name in SCHEMES:
                 init = init_config(name, activation)
-                acts = hidden_activations(ctx.build_model(spec, data, seed=seed, init=init), probe)
+                acts = hidden_activations(build_model(spec, data, seed=seed, init=init), probe)
                 stds[activation][name].append([float(a.std()) for a in acts])
                 if activation == "tanh" and seed == seeds[0]:
                     hists[name] = [a.flatten().numpy() for a in acts]

@@ -6,7 +6,11 @@ test is ``||g|| > b``) and lets the optimizer apply ``theta_t = theta_{t-1} + De
 (7.4)). One epoch is ``ceil(N / K)`` iterations (section 7.2.1; ``floor`` with ``drop_last``) over a
 fresh permutation of the training set drawn from a seeded ``torch.Generator``.
 
-The data stay in memory as tensors and are indexed by the permutation (no DataLoader). The loop reads
+Data in memory stay tensors and are indexed by the permutation (no DataLoader, no per-example Python).
+A ``torch.utils.data.DataLoader`` (or any re-iterable of ``(x, y)`` batches) is taken as well: then the
+loader does the batching and the order; :mod:`optreg.train.batches` says what the trainer seeds and what
+the loader controls, and what resuming guarantees. Both go through one interface,
+:class:`~optreg.train.batches.Batches` (one epoch of batches at a time). The loop reads
 the device once per iteration: the loss, the number of correct predictions and the gradient norm are
 fetched together (one stacked ``.tolist()`` on an accelerator). That read is also the divergence guard:
 a NaN or infinite loss or gradient norm raises :class:`optreg.errors.DivergenceError` *before* the
@@ -33,6 +37,7 @@ from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from optreg._checks import check_choice, check_int, check_positive
 from optreg.errors import DivergenceError, OptregTypeError, OptregValueError
+from optreg.train.batches import Batches, as_batches
 from optreg.train.callbacks import Callback
 from optreg.train.checkpoint import FORMAT, load_checkpoint
 
@@ -85,25 +90,6 @@ class History:
         self.epochs = [dict(r) for r in state["epochs"]]
 
 
-def _as_split(owner: str, split: Any) -> tuple[Tensor, Tensor]:
-    """``(x, y)`` from a ``Split`` (anything with ``.x`` and ``.y``) or a 2-tuple of tensors."""
-    if hasattr(split, "x") and hasattr(split, "y"):
-        x, y = split.x, split.y
-    elif isinstance(split, tuple) and len(split) == 2:
-        x, y = split
-    else:
-        raise OptregTypeError(f"{owner}: expected a Split (with .x and .y) or an (x, y) tuple, got {split!r}")
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise OptregTypeError(f"{owner}: x and y must be torch tensors, got {type(x).__name__}, {type(y).__name__}")
-    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
-        raise OptregValueError(
-            f"{owner}: x and y must have the same number of examples, got shapes {tuple(x.shape)}, {tuple(y.shape)}"
-        )
-    if x.shape[0] == 0:
-        raise OptregValueError(f"{owner}: the split is empty")
-    return x, y
-
-
 class Trainer:
     """Mini-batch training of ``model`` with ``optimizer`` (any ``torch.optim.Optimizer``).
 
@@ -122,10 +108,12 @@ class Trainer:
             penalty ``lambda * l_p(theta)`` (eq. (7.58)); the recorded ``loss`` is the data loss alone.
         callbacks: :class:`~optreg.train.callbacks.Callback` objects, run in order of their ``order``
             attribute (stable; :class:`~optreg.train.callbacks.Checkpoint` runs last).
-        seed: seeds the shuffling generator (``seed``) and, for the duration of ``fit``, torch's global RNG
-            (``seed + 1``, used by dropout). The caller's global RNG state is restored after ``fit``.
+        seed: seeds the shuffling generator (``seed``; it permutes tensors in memory) and, for the duration
+            of ``fit``, torch's global RNG (``seed + 1``, used by dropout, and by a DataLoader that shuffles
+            without a generator of its own). The caller's global RNG state is restored after ``fit``.
         device: where the model and the data live during training.
         drop_last: drop the last, smaller batch (then an epoch is ``floor(N / K)`` iterations).
+            ``batch_size`` and ``drop_last`` apply to tensors in memory; a DataLoader batches itself.
         log_every: keep an iteration record (and call ``on_step_end``) every ``log_every`` updates. The
             divergence guard still checks every update.
         metrics: what to measure per iteration among :data:`METRICS`; the loss is always measured, the
@@ -202,39 +190,41 @@ class Trainer:
         self.epoch = 0
         self.stop = False
         self.has_val = False
-        self._accuracy = "accuracy" in self.metrics
-        self._n_train = 0
+        self._accuracy: bool | None = "accuracy" in self.metrics
+        self._source: Batches | None = None
+        self._val: Batches | None = None
         self._generator = torch.Generator().manual_seed(self.seed)
 
     def measures(self, metric: str) -> bool:
-        """Whether epoch records will carry ``metric`` (e.g. ``"val_accuracy"``) in the current ``fit``."""
+        """Whether epoch records will carry ``metric`` (e.g. ``"val_accuracy"``) in the current ``fit``.
+
+        Accuracies need integer targets; for a loader whose targets are seen only at its first batch (an
+        ``IterableDataset``) they are assumed until then."""
         if metric.startswith("val_") and not self.has_val:
             return False
-        return not metric.endswith("accuracy") or self._accuracy
+        return not metric.endswith("accuracy") or self._accuracy is not False
 
     # ------------------------------------------------------------------ fit
     def fit(self, train: Any, val: Any = None, *, resume_from: str | Path | dict[str, Any] | None = None) -> History:
         """Train for ``epochs`` epochs (or until a callback sets ``stop``) and return the history.
 
-        ``train`` and ``val`` are ``Split`` objects (or ``(x, y)`` tuples). ``resume_from`` is a checkpoint
-        written by :class:`~optreg.train.callbacks.Checkpoint` (a path, or the loaded dict): the run goes on
-        exactly as if it had never stopped (same parameters, bit for bit, and the same history).
+        ``train`` and ``val`` are ``Split`` objects or ``(x, y)`` tuples of tensors, DataLoaders or other
+        re-iterables of ``(x, y)`` batches, or :class:`~optreg.train.batches.Batches`. ``resume_from`` is a
+        checkpoint written by :class:`~optreg.train.callbacks.Checkpoint` (a path, or the loaded dict): the
+        run goes on exactly as if it had never stopped (same parameters, bit for bit, and the same history;
+        with a DataLoader, see :mod:`optreg.train.batches` for what that covers).
         """
-        x, y = (t.to(self.device) for t in _as_split("trainer.fit: train", train))
-        val = None if val is None else tuple(t.to(self.device) for t in _as_split("trainer.fit: val", val))
+        source = self._batches("trainer.fit: train", train, shuffle=True)
+        val_source = None if val is None else self._batches("trainer.fit: val", val, shuffle=False)
         self._reset()
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self._n_train = n = x.shape[0]
-        self.has_val = val is not None
-        self._accuracy = "accuracy" in self.metrics and not y.is_floating_point()
-        iters = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-        if iters == 0:
-            raise OptregValueError(
-                f"trainer: drop_last with batch_size={self.batch_size} leaves no batch of a {n}-example train split"
-            )
+        self._source, self._val = source, val_source
+        self.has_val = val_source is not None
         accelerated = self.device.type != "cpu"
         devices = [self.device] if accelerated else []
         with torch.random.fork_rng(devices=devices, device_type=self.device.type if accelerated else None):
+            labels = source.labels()  # may read one example: inside fork_rng and before seeding, so harmless
+            self._accuracy = "accuracy" in self.metrics and (None if labels is None else labels)
             if accelerated:
                 torch.manual_seed(self.seed + 1)  # the CPU's and the accelerators' global RNGs
             else:
@@ -246,8 +236,8 @@ class Trainer:
                 self.load_state_dict(state)
             while self.epoch < self.epochs and not self.stop:
                 start = time.perf_counter()
-                train_loss, train_acc = self._train_epoch(x, y, iters)
-                scores = self.evaluate(val) if val is not None else {"loss": None, "accuracy": None}
+                train_loss, train_acc = self._train_epoch(source)
+                scores = self._evaluate(val_source) if val_source is not None else {"loss": None, "accuracy": None}
                 record = {
                     "epoch": self.epoch,
                     "train_loss": train_loss,
@@ -271,19 +261,28 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         return lr.item() if isinstance(lr, Tensor) else float(lr)
 
-    def _train_epoch(self, x: Tensor, y: Tensor, iters: int) -> tuple[float, float | None]:
-        """One pass over a fresh permutation; returns the epoch's mean loss and accuracy."""
-        model, optimizer, loss_fn, k = self.model, self.optimizer, self.loss_fn, self.batch_size
-        schedule, penalty, clip, accuracy = self.schedule, self.penalty, self.clip_grad_norm, self._accuracy
+    def _batches(self, owner: str, data: Any, *, shuffle: bool) -> Batches:
+        size = self.batch_size if shuffle else self.eval_batch_size
+        drop_last = self.drop_last and shuffle
+        return as_batches(owner, data, batch_size=size, drop_last=drop_last, shuffle=shuffle, device=self.device)
+
+    def _train_epoch(self, source: Batches) -> tuple[float, float | None]:
+        """One pass over the source's batches of this epoch (a fresh permutation of tensors in memory);
+        returns the epoch's mean loss and accuracy."""
+        model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+        schedule, penalty, clip = self.schedule, self.penalty, self.clip_grad_norm
         measure_norm = "grad_norm" in self.metrics or clip is not None
         log, callbacks = self.history.iterations, self.callbacks
         model.train()
-        perm = torch.randperm(x.shape[0], generator=self._generator).to(self.device)
+        batches = source.epoch(self.epoch, self._generator)
+        if self._accuracy is None:  # targets not known before the first batch (e.g. an IterableDataset)
+            first = next(batches, None)
+            self._accuracy = first is not None and not first[1].is_floating_point()
+            batches = itertools.chain([] if first is None else [first], batches)
+        accuracy = self._accuracy
         loss_sum = correct_sum = 0.0
         seen = 0
-        for i in range(iters):
-            idx = perm[i * k : (i + 1) * k]
-            xb, yb = x[idx], y[idx]
+        for xb, yb in batches:
             if schedule is not None:
                 self._set_lr(schedule(self.step))
             output = model(xb)
@@ -324,6 +323,8 @@ class Trainer:
             self.step += 1
             if self.stop:
                 break
+        if seen == 0:
+            raise OptregValueError(f"trainer: the training data yielded no batch in epoch {self.epoch}")
         return loss_sum / seen, (correct_sum / seen if accuracy else None)
 
     def _fetch(self, stats: list[Tensor]) -> list[float]:
@@ -366,37 +367,47 @@ class Trainer:
         raise error
 
     # ------------------------------------------------------------------ evaluate
-    @torch.no_grad()
     def evaluate(self, split: Any) -> dict[str, float | None]:
         """Mean loss and accuracy of the model on ``split`` in eval mode (dropout off, BN running stats).
 
-        Returns ``{"loss": float, "accuracy": float | None}`` (accuracy only for integer targets).
+        ``split``: a ``Split`` or ``(x, y)`` tuple (evaluated in chunks of ``eval_batch_size``), or a
+        DataLoader / re-iterable of ``(x, y)`` batches (in its batches). Returns
+        ``{"loss": float, "accuracy": float | None}`` (accuracy only for integer targets): the mean over
+        examples, ``sum_b loss_b * n_b / N``.
         """
-        x, y = _as_split("trainer.evaluate", split)
-        x, y = x.to(self.device), y.to(self.device)
-        accuracy = "accuracy" in self.metrics and not y.is_floating_point()
+        return self._evaluate(self._batches("trainer.evaluate", split, shuffle=False))
+
+    @torch.no_grad()
+    def _evaluate(self, source: Batches) -> dict[str, float | None]:
         was_training = self.model.training
         self.model.eval()
-        sums = []  # per chunk: [loss * n_chunk, correct]; one device read at the end
-        for i in range(0, x.shape[0], self.eval_batch_size):
-            xb, yb = x[i : i + self.eval_batch_size], y[i : i + self.eval_batch_size]
+        sums = []  # per batch: [loss * n_batch, correct]; one device read at the end
+        n, accuracy = 0, None
+        for xb, yb in source.epoch(0, None):
+            if accuracy is None:
+                accuracy = "accuracy" in self.metrics and not yb.is_floating_point()
             output = self.model(xb)
             loss = self.loss_fn(output, yb).detach()
             hits = (output.argmax(-1) == yb).sum().to(loss.dtype) if accuracy else torch.zeros_like(loss)
             sums.append(torch.stack([loss * yb.shape[0], hits]))
+            n += yb.shape[0]
         self.model.train(was_training)
+        if n == 0:
+            raise OptregValueError("trainer.evaluate: the data yielded no batch")
         columns = torch.stack(sums).tolist()
         total, hits = math.fsum(c[0] for c in columns), math.fsum(c[1] for c in columns)
-        n = x.shape[0]
         return {"loss": total / n, "accuracy": hits / n if accuracy else None}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """The whole training state at an epoch boundary (what :class:`Checkpoint` writes)."""
         schedule_state = self.schedule.state_dict() if hasattr(self.schedule, "state_dict") else None
-        rng = {"shuffle": self._generator.get_state(), "torch": torch.get_rng_state()}
+        rng: dict[str, Any] = {"shuffle": self._generator.get_state(), "torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        loaders = self._loader_generators()
+        if loaders:  # a DataLoader's own generators (its order): resumed with the rest
+            rng["loaders"] = [g.get_state() for g in loaders]
         return {
             "format": FORMAT,
             "model": self.model.state_dict(),
@@ -408,8 +419,17 @@ class Trainer:
             "epoch": self.epoch,
             "stop": self.stop,
             "history": self.history.state_dict(),
-            "config": {"batch_size": self.batch_size, "drop_last": self.drop_last, "n_train": self._n_train},
+            "config": self._signature(),
         }
+
+    def _signature(self) -> dict[str, Any]:
+        """What a checkpoint must match to resume: the batching and data size (or the loader's)."""
+        if self._source is None:
+            return {"batch_size": self.batch_size, "drop_last": self.drop_last, "n_train": 0}
+        return self._source.signature()
+
+    def _loader_generators(self) -> list[torch.Generator]:
+        return [g for s in (self._source, self._val) if s is not None for g in s.generators()]
 
     def _keyed_callbacks(self) -> dict[str, Callback]:
         """Callbacks by ``"<class name>:<index among callbacks of that class>"``."""
@@ -427,12 +447,18 @@ class Trainer:
         """Restore a state from :meth:`state_dict`; the run must have the same data size and batching."""
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise OptregValueError(f"trainer: not an optreg training state (format {FORMAT!r} expected)")
-        ours = {"batch_size": self.batch_size, "drop_last": self.drop_last, "n_train": self._n_train}
-        for key, value in ours.items():
-            if state["config"][key] != value:
+        theirs = state["config"]
+        for key, value in self._signature().items():
+            if (stored := theirs.get(key, "absent")) != value:
                 raise OptregValueError(
-                    f"trainer: cannot resume: the checkpoint has {key}={state['config'][key]!r}, this run {value!r}"
+                    f"trainer: cannot resume: the checkpoint has {key}={stored!r}, this run {value!r}"
                 )
+        loaders = self._loader_generators()
+        if len(state["rng"].get("loaders", [])) != len(loaders):
+            raise OptregValueError(
+                f"trainer: cannot resume: the checkpoint holds {len(state['rng'].get('loaders', []))} data loader "
+                f"generator(s), this run's loaders {len(loaders)}"
+            )
         ours = self._callback_states()
         if ours.keys() != state["callbacks"].keys():
             raise OptregValueError(
@@ -447,6 +473,8 @@ class Trainer:
             if key in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][key])
         self._generator.set_state(state["rng"]["shuffle"])
+        for g, g_state in zip(loaders, state["rng"].get("loaders", [])):
+            g.set_state(g_state)
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
