@@ -228,7 +228,7 @@ def sharpness(
                         loss = _check_loss(loss_fn(model(x), y)) * (len(y) / n)
                         g = torch.autograd.grad(loss, params)
                     grad += torch.cat([t.reshape(-1) for t in g])
-                    value += float(loss)
+                    value += float(loss.detach())
                 best = max(best, value - base)
                 delta = delta + radius / max(ascent_steps, 1) * grad / grad.norm().clamp_min(1e-30)
                 delta = delta * min(1.0, radius / float(delta.norm()))

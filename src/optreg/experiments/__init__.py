@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 #: The modules of the built-in experiments (``optreg.experiments.<module>``).
-BUILTIN_MODULES = ("optimizers", "batch_size", "lr_decay", "init_schemes", "preprocessing", "curvature")
+BUILTIN_MODULES = ("optimizers", "batch_size", "lr_decay", "init_schemes", "preprocessing", "curvature", "landscapes")
 
 _loaded = False
 
