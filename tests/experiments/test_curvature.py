@@ -45,3 +45,13 @@ def test_positive_definite_fraction_closed_forms(n):
     expected = 0.5 if n == 1 else (2 - 2**0.5) / 4
     assert positive_definite_fraction(n, 200_000, torch.Generator().manual_seed(0)) == pytest.approx(
         expected, abs=0.005)
+
+
+def test_trajectories_cover_every_optimizer_on_three_functions(run_quick):
+    from optreg.experiments.optimizers import OPTIMIZERS
+
+    _, result = run_quick("trajectories")
+    assert {(r["function"], r["optimizer"]) for r in result.table} == {
+        (f, o) for f in ("quadratic", "rosenbrock", "saddle") for o in OPTIMIZERS}
+    assert "momentum-vs-nesterov" in result.figures
+    assert "-> holds" in result.notes or "-> does not hold here" in result.notes

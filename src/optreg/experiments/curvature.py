@@ -4,6 +4,8 @@ second-order methods against first-order ones.
 - ``saddle`` (figure 7.1): optimizers near the saddle of ``x^2 - y^2 + y^4/4``, and how rare minima are among
   random critical points as the dimension grows (the chapter's ``p^n`` argument).
 - ``cliff`` (figure 7.5): the one-neuron RNN's loss surface and gradient descent with and without clipping.
+- ``trajectories`` (figure 7.4): every optimizer on the ill-conditioned quadratic, Rosenbrock and the saddle;
+  momentum against Nesterov.
 - ``second-order``: Newton, Newton-CG, CG, BFGS, L-BFGS against Adam, full batch, on softmax regression and a
   small MLP: loss against function evaluations and against wall time.
 
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from optreg import diagnostics as dg
 from optreg import optim
 from optreg.experiments.base import Context, Result, register
+from optreg.experiments.optimizers import OPTIMIZERS, TOY_FUNCTIONS, ToyFunction, steps_to_tol, toy_run
 from optreg.report.plots import Panel, contour_figure, curves_figure, new_figure
 
 
@@ -321,3 +324,65 @@ def _seeded(make):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return make()
+
+
+# ------------------------------------------------------------------------------------------- trajectories
+
+
+def _saddle_2d(x1: Any, x2: Any) -> Any:
+    return x1**2 - x2**2 + x2**4 / 4
+
+
+#: The saddle of :func:`run_saddle` as a toy function of ``optreg toy``'s kind (x2 escapes to +-sqrt 2).
+SADDLE = ToyFunction(
+    "saddle", "x1^2 - x2^2 + x2^4 / 4", _saddle_2d, (1.0, 1e-3), (0.0, 2**0.5), -1.0, (-1.2, 1.2), (-0.5, 2.0), 150,
+    1e-4,
+    {"sgd": 0.05, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.5, "rmsprop": 0.01, "adadelta": 1.0,
+     "adam": 0.05, "nadam": 0.05, "adamw": 0.05},
+)
+
+
+def _sign_flips(values: np.ndarray) -> int:
+    s = np.sign(values[np.abs(values) > 1e-12])
+    return int((s[1:] != s[:-1]).sum())
+
+
+@register("trajectories", title="Optimizer trajectories", figure="7.4",
+          help="every optimizer on the ill-conditioned quadratic, Rosenbrock and a saddle; momentum vs Nesterov")
+def run_trajectories(ctx: Context) -> Result:
+    functions = {**TOY_FUNCTIONS, "saddle": SADDLE}
+    rows, figures = [], {}
+    for fname, function in functions.items():
+        paths = {}
+        for name in OPTIMIZERS:
+            path = toy_run(function, name)
+            paths[name] = path
+            values = function.f(path[:, 0], path[:, 1]) - function.f_min
+            rows.append({"function": fname, "optimizer": name, "lr": function.lrs[name],
+                         "steps_to_tol": steps_to_tol(values, function.tol), "final_value": float(values[-1]
+                         + function.f_min)})
+        figures[f"trajectories-{fname}"] = contour_figure(
+            function.f, paths, xlim=function.xlim, ylim=function.ylim, separate=True,
+            title=f"{fname}: f = {function.formula}, start {function.start}", log_levels=fname == "rosenbrock",
+            minimum=function.argmin,
+        )
+    # figure 7.4: momentum against Nesterov at the same learning rate and momentum, on the quadratic
+    quad = TOY_FUNCTIONS["quadratic"]
+    pair = {name: toy_run(quad, name, lr=0.1, steps=60) for name in ("momentum", "nesterov")}
+    flips = {name: _sign_flips(p[:, 1]) for name, p in pair.items()}
+    amplitude = {name: float(np.abs(p[1:, 1]).mean()) for name, p in pair.items()}
+    reach = {name: steps_to_tol(quad.f(p[:, 0], p[:, 1]), quad.tol) for name, p in pair.items()}
+    figures["momentum-vs-nesterov"] = contour_figure(
+        quad.f, pair, xlim=quad.xlim, ylim=quad.ylim,
+        title=f"figure 7.4: momentum vs Nesterov, lr 0.1, rho 0.9, on {quad.formula}", minimum=quad.argmin,
+    )
+    claims = [
+        claim("Nesterov's look-ahead gradient damps momentum's oscillation across the steep direction (figure 7.4)",
+              f"mean |x2| over 60 steps: momentum {amplitude['momentum']:.3g}, nesterov {amplitude['nesterov']:.3g}; "
+              f"sign changes of x2: {flips['momentum']} and {flips['nesterov']}; steps to f < {quad.tol:g}: "
+              f"{reach['momentum']} and {reach['nesterov']}",
+              amplitude["nesterov"] < amplitude["momentum"]),
+    ]
+    notes = "Claims:\n" + "\n".join(f"- {c['claim']}: {c['measured']} -> {c['verdict']}" for c in claims)
+    notes += "\nLearning rates: optreg.experiments.optimizers.TOY_FUNCTIONS and curvature.SADDLE."
+    return Result(table=rows, figures=figures, notes=notes)
