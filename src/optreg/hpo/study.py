@@ -127,7 +127,7 @@ class Study:
         self.method = create_method(
             method, self.space, seed=seed, n_trials=n_trials, direction=direction, options=options
         )
-        self.direction, self.n_trials, self.seed = direction, n_trials, seed
+        self.direction, self.n_trials, self.seed, self.options = direction, n_trials, seed, dict(options)
         name = "study" if name is None else name
         if not isinstance(name, str) or not name:
             raise OptregValueError(f"hpo: name must be a non-empty string, got {name!r}")
