@@ -50,8 +50,12 @@ def objectives(tmp_path, monkeypatch):
 def test_two_workers_run_the_serial_studys_trials_once_each(tmp_path, objectives):
     path = tmp_path / "p.sqlite"
     seen = []
+
+    def report(study, trial):
+        seen.append(trial.number)
+
     study = hpo.minimize(objectives.objective, SPACE, method="random", n_trials=10, seed=0, storage=path,
-                         name="p", n_workers=2, backend="processes", callback=lambda s, t: seen.append(t.number))  # fmt: skip
+                         name="p", n_workers=2, backend="processes", callback=report)  # fmt: skip
     serial = hpo.minimize(objectives.objective, SPACE, method="random", n_trials=10, seed=0)
     assert [(t.params, t.value) for t in study.trials] == [(t.params, t.value) for t in serial.trials]
     assert sorted(seen) == list(range(10))
