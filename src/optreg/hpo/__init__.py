@@ -8,11 +8,13 @@
 
 Methods (:func:`methods`): ``grid`` (7.6.1), ``random`` (7.6.2), ``halving`` (Algorithm 7.2) and
 ``hyperband`` (7.6.4), and Bayesian optimization with a Gaussian process (Algorithm 7.1, 7.6.3):
-``gp-ei``, ``gp-pi``, ``gp-ucb`` (:mod:`optreg.hpo.bayes`, imported with torch on first use).
+``gp-ei``, ``gp-pi``, ``gp-ucb`` (:mod:`optreg.hpo.bayes`, imported with torch on first use); and file 001's
+``coarse-to-fine`` (:mod:`optreg.hpo.coarse`).
 Spaces: :mod:`optreg.hpo.space` (conditional parameters with ``when=``). Studies, storage and resuming:
 :mod:`optreg.hpo.study`, :mod:`optreg.hpo.storage`.
 """
 
+from optreg.hpo import coarse as _coarse  # noqa: F401  (registers coarse-to-fine)
 from optreg.hpo import halving as _halving  # noqa: F401  (registers halving, hyperband)
 from optreg.hpo import search as _search  # noqa: F401  (registers grid, random)
 from optreg.hpo.method import Method, methods

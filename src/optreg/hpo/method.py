@@ -27,7 +27,7 @@ __all__ = ["DIRECTIONS", "Method", "create_method", "methods", "register"]
 
 DIRECTIONS = ("minimize", "maximize")
 #: The order of :func:`methods`: that of section 7.6.
-_ORDER = ("grid", "random", "halving", "hyperband", "gp-ei", "gp-pi", "gp-ucb")
+_ORDER = ("grid", "random", "halving", "hyperband", "gp-ei", "gp-pi", "gp-ucb", "coarse-to-fine")
 _REGISTRY: dict[str, type[Method]] = {}
 #: Methods whose module is imported on first use (torch and SciPy's optimizers are not needed before).
 _LAZY = {"gp-ei": "optreg.hpo.bayes", "gp-pi": "optreg.hpo.bayes", "gp-ucb": "optreg.hpo.bayes"}
