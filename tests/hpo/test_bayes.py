@@ -47,6 +47,23 @@ def test_gp_pi_and_ucb_minimize_a_quadratic(method):
     assert study.best_value < 0.02
 
 
+MIXED = {
+    "x": hpo.Float(1e-3, 1.0, log=True),
+    "n": hpo.Int(1, 8),
+    "c": hpo.Categorical(["a", "b", "c"]),
+    "m": hpo.Float(0.0, 1.0, when={"c": "b"}),
+}
+
+
+def test_mixed_space_suggestions_are_valid_configurations():
+    study = hpo.minimize(lambda p: p["x"] + p["n"] + len(p), MIXED, method="gp-ei", n_trials=12, seed=0)
+    checked = Space(MIXED)
+    for t in study.trials:
+        assert checked.check_params(t.params) == t.params and type(t.params["n"]) is int
+        assert ("m" in t.params) == (t.params["c"] == "b")
+
+
+@pytest.mark.slow
 def test_mixed_space_finds_the_discrete_optimum_and_stays_valid():
     space = {
         "x": hpo.Float(1e-3, 1.0, log=True),

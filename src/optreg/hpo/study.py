@@ -4,7 +4,7 @@
 >>> study = hpo.minimize(lambda p: (p["x"] - 1) ** 2, {"x": hpo.Float(-3.0, 3.0)}, method="random",
 ...                      n_trials=20, seed=0)
 >>> round(study.best_params["x"], 1), len(study.trials)
-(0.9, 20)
+(0.8, 20)
 
 The engine's rules: nothing is printed and no file is written except the ``storage`` path the caller
 hands in; progress is reported through ``callback(study, trial)`` after every finished trial.
