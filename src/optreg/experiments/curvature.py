@@ -361,8 +361,8 @@ def run_trajectories(ctx: Context) -> Result:
             rows.append({"function": fname, "optimizer": name, "lr": function.lrs[name],
                          "steps_to_tol": steps_to_tol(values, function.tol), "final_value": float(values[-1]
                          + function.f_min)})
-        figures[f"trajectories-{fname}"] = contour_figure(
-            function.f, paths, xlim=function.xlim, ylim=function.ylim, separate=True,
+        figures[f"trajectories-{fname}"] = contour_figure(  # one panel per optimizer (quick: all on one, cheaper)
+            function.f, paths, xlim=function.xlim, ylim=function.ylim, separate=not ctx.quick,
             title=f"{fname}: f = {function.formula}, start {function.start}", log_levels=fname == "rosenbrock",
             minimum=function.argmin,
         )
