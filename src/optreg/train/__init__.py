@@ -19,6 +19,7 @@ from optreg.train.callbacks import (
     format_epoch,
 )
 from optreg.train.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from optreg.train.ensemble import Ensemble, Snapshots, WeightAveraging
 from optreg.train.trainer import EPOCH_FIELDS, ITERATION_FIELDS, METRICS, History, Trainer
 
 __all__ = [
@@ -30,11 +31,14 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "EarlyStopping",
+    "Ensemble",
     "History",
     "Lambda",
     "Progress",
     "ReduceLROnPlateau",
+    "Snapshots",
     "Trainer",
+    "WeightAveraging",
     "format_epoch",
     "load_checkpoint",
     "save_checkpoint",
