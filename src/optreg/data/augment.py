@@ -30,10 +30,9 @@ With output pixel :math:`p` (x to the right, y down, relative to the centre), ro
            R(a) = \begin{pmatrix}\cos a & -\sin a\\ \sin a & \cos a\end{pmatrix}
 
 (bilinear interpolation; points outside the input read the padding, zeros by default). Integer shifts
-are whole-pixel moves and are resampled with ``mode="nearest"``, which makes them exact. Precision:
-the sampling grid has the input's dtype, so in float32 a position is resolved to about ``1e-7 W`` pixels
-(the identity warp reproduces [0, 1] pixel values of an 8x8 or 40-sample input to 1e-6); float64 inputs
-are resampled in float64.
+are whole-pixel moves and are resampled with ``mode="nearest"``, which makes them exact. The grid and the
+resampling are computed in float64 and the result cast back to the input's dtype, so a map that sends pixel
+centres onto pixel centres (a quarter turn, the identity) reproduces the pixels to the input's rounding.
 :class:`RandomAffine` draws all three at once and resamples once (less blur than a chain of three).
 
 :func:`compose` chains transforms; :func:`as_batch_transform` adapts one to the Trainer's
@@ -214,7 +213,10 @@ def _warp(x4: Tensor, angle: Tensor, zoom: Tensor, shift: Tensor, mode: str, pad
 
     ``angle`` (N,) in degrees counterclockwise, ``zoom`` (N,) > 0, ``shift`` (N, 2) in pixels ``(down, right)``.
     The map is built in pixel coordinates (so it is a true rotation on non-square images) and converted to
-    ``affine_grid``'s normalized coordinates ``p / (W/2, H/2)`` (``align_corners=False``).
+    ``affine_grid``'s normalized coordinates ``p / (W/2, H/2)`` (``align_corners=False``). The grid and the
+    resampling are float64 whatever the input's dtype (the result is cast back): a float32 grid resolves a
+    position only to about ``1e-7 W`` pixels (errors above 1e-6 from 15 pixels on); float64 costs about 15%
+    more time on a CPU.
     """
     n, _, h, w = x4.shape
     a = torch.deg2rad(angle.to(torch.float64))
@@ -224,8 +226,9 @@ def _warp(x4: Tensor, angle: Tensor, zoom: Tensor, shift: Tensor, mode: str, pad
     t = -(m @ shift.to(torch.float64).flip(-1)[..., None])[..., 0]  # shift as (x, y)
     half = torch.tensor([w / 2, h / 2], dtype=torch.float64, device=x4.device)
     theta = torch.cat([m * half[None, :] / half[:, None], (t / half)[..., None]], -1)  # (N, 2, 3)
-    grid = F.affine_grid(theta.to(x4.dtype), [n, x4.shape[1], h, w], align_corners=False)
-    return F.grid_sample(x4, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+    grid = F.affine_grid(theta, [n, x4.shape[1], h, w], align_corners=False)
+    out = F.grid_sample(x4.to(torch.float64), grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+    return out.to(x4.dtype)
 
 
 class _Warp(Augmentation):
