@@ -6,10 +6,12 @@
 - :class:`MinMaxScaler` (eq. 7.37), :class:`StandardScaler` (eqs. 7.38-7.40), :class:`PCAWhitening`,
   :class:`ZCAWhitening`: scikit-learn transformers (clone, Pipeline, GridSearchCV) for numpy arrays and torch
   tensors.
+- :mod:`optreg.data.augment` (7.7.5): seeded, composable rotations, flips, shifts, zooms, stretches and noise.
 """
 
 from __future__ import annotations
 
+from optreg.data import augment
 from optreg.data.datasets import Split, Splits, available, load, read_idx, write_idx
 from optreg.data.preprocess import (
     ConstantFeatureWarning,
@@ -29,6 +31,7 @@ __all__ = [
     "Splits",
     "StandardScaler",
     "ZCAWhitening",
+    "augment",
     "available",
     "load",
     "read_idx",

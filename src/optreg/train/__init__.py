@@ -25,6 +25,7 @@ from optreg.train.callbacks import (
     format_epoch,
 )
 from optreg.train.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from optreg.train.ensemble import Ensemble, Snapshots, WeightAveraging
 
 # The function ``run`` is bound over the submodule's name here; the module stays importable as
 # ``optreg.train.run`` (``from optreg.train.run import RunResult``).
@@ -41,14 +42,17 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "EarlyStopping",
+    "Ensemble",
     "History",
     "Lambda",
     "LoaderBatches",
     "Progress",
     "ReduceLROnPlateau",
     "RunResult",
+    "Snapshots",
     "TensorBatches",
     "Trainer",
+    "WeightAveraging",
     "build_model",
     "check_spec",
     "complete_model_spec",
