@@ -204,3 +204,10 @@ def test_max_norm_conv_filters_per_output_channel():
     norms = np.linalg.norm(w.reshape(3, -1), axis=1)
     expected = w * np.minimum(1.0, 1.5 / norms)[:, None, None, None]
     np.testing.assert_allclose(conv.weight.detach().numpy(), expected, rtol=1e-6)
+
+
+def test_penalties_by_name():
+    from optreg.regularize import PENALTIES
+
+    assert PENALTIES["elastic_net"](0.1, 0.2) == elastic_net(0.1, 0.2)
+    assert sorted(PENALTIES) == ["elastic_net", "l1", "l2"]

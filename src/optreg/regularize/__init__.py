@@ -21,11 +21,22 @@ from optreg.regularize.losses import (
     smooth_labels,
 )
 from optreg.regularize.noise import GaussianNoise, WeightNoise, gaussian_noise, label_noise, perturbed_weights
-from optreg.regularize.penalties import L1, L2, ElasticNet, elastic_net, l1, l2, max_norm_, select_parameters
+from optreg.regularize.penalties import (
+    L1,
+    L2,
+    PENALTIES,
+    ElasticNet,
+    elastic_net,
+    l1,
+    l2,
+    max_norm_,
+    select_parameters,
+)
 
 __all__ = [
     "L1",
     "L2",
+    "PENALTIES",
     "ElasticNet",
     "GaussianNoise",
     "WeightNoise",

@@ -39,7 +39,7 @@ from optreg._checks import check_nonneg, check_positive
 from optreg.errors import OptregTypeError, OptregValueError
 from optreg.optim.combine import weights_only
 
-__all__ = ["L1", "L2", "ElasticNet", "elastic_net", "l1", "l2", "max_norm_", "select_parameters"]
+__all__ = ["L1", "L2", "PENALTIES", "ElasticNet", "elastic_net", "l1", "l2", "max_norm_", "select_parameters"]
 
 #: ``include`` is ``"weights"``, ``"all"`` or a mask function over the parameter list.
 Include = str | Callable[[list[Tensor]], Sequence[bool]]
@@ -209,6 +209,10 @@ def elastic_net(
 ) -> ElasticNet:
     """Elastic net, eq. (7.62): ``l1_strength * l_1(theta) + l2_strength * l_2(theta)`` (see :class:`ElasticNet`)."""
     return ElasticNet(l1_strength, l2_strength, eps, half, include)
+
+
+#: The penalties by name (for a run description: ``PENALTIES[spec["name"]](**rest)``).
+PENALTIES: dict[str, Callable[..., _Penalty]] = {"l1": l1, "l2": l2, "elastic_net": elastic_net}
 
 
 @torch.no_grad()
