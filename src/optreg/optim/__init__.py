@@ -23,6 +23,7 @@ from optreg.optim.aliases import (
 from optreg.optim.clipping import clip, clip_by_adaptive_norm, clip_by_global_norm, clip_by_norm, global_norm
 from optreg.optim.combine import chain, masked, weights_only
 from optreg.optim.optimizer import Optimizer
+from optreg.optim.proximal import prox_l1
 from optreg.optim.registry import available, create, get, register
 from optreg.optim.second_order import (
     bfgs,
@@ -88,6 +89,7 @@ __all__ = [
     "momentum",
     "nadam",
     "nesterov",
+    "prox_l1",
     "radam",
     "register",
     "rmsprop",

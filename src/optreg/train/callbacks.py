@@ -24,7 +24,7 @@ from optreg.train.checkpoint import save_checkpoint
 if TYPE_CHECKING:
     from optreg.train.trainer import Trainer
 
-__all__ = ["MONITORS", "Callback", "Checkpoint", "EarlyStopping", "Lambda", "Progress", "ReduceLROnPlateau"]
+__all__ = ["CRITERIA", "MONITORS", "Callback", "Checkpoint", "EarlyStopping", "Lambda", "Progress", "ReduceLROnPlateau"]
 
 #: Epoch-record fields a callback can monitor.
 MONITORS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -66,13 +66,38 @@ def _require(owner: str, monitor: str, trainer: Trainer) -> None:
         raise OptregValueError(f"{owner}: monitor {monitor!r} has no value in this run ({why})")
 
 
-class EarlyStopping(Callback):
-    """Stop when the monitored epoch metric has not improved for ``patience`` epochs (section 7.7.3).
+#: Early-stopping criteria: a patience count, or Prechelt's (1998) GL, PQ and UP.
+CRITERIA = ("patience", "gl", "pq", "up")
 
-    The validation error stands in for the expected error; training stops when it no longer decreases
-    (Prechelt 1998, "Early stopping - but when?"). An epoch improves on the best so far when
-    ``value < best - min_delta`` (mode ``"min"``) or ``value > best + min_delta`` (mode ``"max"``); after
-    ``patience`` epochs in a row without improvement the run stops (``patience=0``: at the first one).
+
+class EarlyStopping(Callback):
+    """Stop when the monitored epoch metric stops improving (section 7.7.3).
+
+    The validation error stands in for the expected error; training stops when it no longer decreases.
+    Which rule decides "no longer" is task dependent (the chapter, citing Prechelt 1998, "Early stopping - but
+    when?"); ``criterion`` picks one:
+
+    ``"patience"`` (default): an epoch improves on the best so far when ``value < best - min_delta`` (mode
+    ``"min"``) or ``value > best + min_delta`` (mode ``"max"``); after ``patience`` epochs in a row without
+    improvement the run stops (``patience=0``: at the first one).
+
+    Prechelt's criteria, for an error to minimize (mode ``"min"``, a monitored value >= 0). With ``E_va(t)``
+    the monitored value after epoch ``t`` (1-based), ``E_opt(t) = min_{t' <= t} E_va(t')``, and *strips* of
+    ``strip`` = k epochs (epochs ``n+1 .. n+k`` with ``n`` divisible by ``k``):
+
+    - ``"gl"`` (GL_alpha): the generalization loss ``GL(t) = 100 (E_va(t) / E_opt(t) - 1)``; stop after the
+      first epoch with ``GL(t) > alpha``.
+    - ``"pq"`` (PQ_alpha): the training progress over the strip ending at ``t``,
+      ``P_k(t) = 1000 (sum_{t'=t-k+1..t} E_tr(t') / (k min_{t'=t-k+1..t} E_tr(t')) - 1)`` with ``E_tr`` the
+      ``train_monitor`` field; stop after the first end-of-strip epoch with ``GL(t) / P_k(t) > alpha``.
+    - ``"up"`` (UP_s): stop after the end-of-strip epoch ``t`` when the validation error has gone up in
+      ``strips`` = s successive strips, ``E_va(t) > E_va(t - k) > ... > E_va(t - s k)`` compared at strip ends
+      (UP_1: the first end-of-strip epoch with ``E_va(t) > E_va(t - k)``).
+
+    GL is evaluated every epoch, PQ and UP at the ends of strips (Prechelt's definitions; his experiments also
+    measured ``E_va`` only at strip ends). ``patience`` and ``min_delta`` belong to ``"patience"`` only. The last
+    computed ``gl``, ``progress`` (``P_k``) and ``ups`` (successive strips up) are attributes.
+
     With ``restore_best`` the model gets the weights of the best epoch back when the run ends.
     Attributes: ``best``, ``best_epoch``, ``stopped_epoch`` (``None`` if it never stopped the run).
     """
@@ -84,12 +109,39 @@ class EarlyStopping(Callback):
         patience: int = 5,
         min_delta: float = 0.0,
         restore_best: bool = True,
+        *,
+        criterion: str = "patience",
+        alpha: float | None = None,
+        strips: int | None = None,
+        strip: int = 5,
+        train_monitor: str = "train_loss",
     ) -> None:
-        _check_monitor("early_stopping", monitor, mode)
+        owner = "early_stopping"
+        _check_monitor(owner, monitor, mode)
         self.monitor, self.mode = monitor, mode
-        self.patience = check_int("early_stopping", "patience", patience, 0)
-        self.min_delta = check_nonneg("early_stopping", "min_delta", min_delta)
+        self.patience = check_int(owner, "patience", patience, 0)
+        self.min_delta = check_nonneg(owner, "min_delta", min_delta)
         self.restore_best = bool(restore_best)
+        self.criterion = check_choice(owner, "criterion", criterion, CRITERIA)
+        self.strip = check_int(owner, "strip", strip, 1)
+        self.train_monitor = check_choice(owner, "train_monitor", train_monitor, MONITORS)
+        self.alpha = self.strips = None
+        if criterion != "patience" and mode != "min":
+            raise OptregValueError(
+                f"{owner}: criterion {criterion!r} is defined for an error to minimize, needs mode 'min', got {mode!r}"
+            )
+        if criterion in ("gl", "pq"):
+            if alpha is None:
+                raise OptregValueError(f"{owner}: criterion {criterion!r} needs alpha (a threshold >= 0), got None")
+            self.alpha = check_nonneg(owner, "alpha", alpha)
+        elif alpha is not None:
+            raise OptregValueError(f"{owner}: alpha applies to criteria 'gl' and 'pq', not {criterion!r}")
+        if criterion == "up":
+            if strips is None:
+                raise OptregValueError(f"{owner}: criterion 'up' needs strips (s, an integer >= 1), got None")
+            self.strips = check_int(owner, "strips", strips, 1)
+        elif strips is not None:
+            raise OptregValueError(f"{owner}: strips applies to criterion 'up', not {criterion!r}")
         self._clear()
 
     def _clear(self) -> None:
@@ -98,9 +150,17 @@ class EarlyStopping(Callback):
         self.stopped_epoch: int | None = None
         self.wait = 0
         self.best_state: dict[str, Any] | None = None
+        # Prechelt's criteria: the current strip's training errors, the previous strip end's validation error
+        self.gl: float | None = None
+        self.progress: float | None = None
+        self.ups = 0
+        self.strip_train: list[float] = []
+        self.previous: float | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
         _require("early_stopping", self.monitor, trainer)
+        if self.criterion == "pq":
+            _require("early_stopping", self.train_monitor, trainer)
         self._clear()
 
     def _improves(self, value: float) -> bool:
@@ -108,17 +168,50 @@ class EarlyStopping(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
+    def _keep_best(self, trainer: Trainer, value: float, epoch: int) -> None:
+        self.best, self.best_epoch, self.wait = value, epoch, 0
+        if self.restore_best:
+            self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         value = record[self.monitor]
+        if self.criterion != "patience":
+            if self._prechelt_stops(trainer, record, value):
+                self.stopped_epoch = record["epoch"]
+                trainer.stop = True
+            return
         if self._improves(value):
-            self.best, self.best_epoch, self.wait = value, record["epoch"], 0
-            if self.restore_best:
-                self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            self._keep_best(trainer, value, record["epoch"])
             return
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = record["epoch"]
             trainer.stop = True
+
+    def _prechelt_stops(self, trainer: Trainer, record: dict[str, Any], value: float) -> bool:
+        """Whether GL_alpha, PQ_alpha or UP_s (Prechelt 1998, sec. 2.2) stops after this epoch."""
+        if not value >= 0:
+            raise OptregValueError(
+                f"early_stopping: criterion {self.criterion!r} needs an error >= 0, got {self.monitor} = {value!r}"
+            )
+        if value < self.best:
+            self._keep_best(trainer, value, record["epoch"])
+        self.gl = _ratio_minus_one(value, self.best, 100.0)
+        if self.criterion == "gl":
+            return self.gl > self.alpha
+        if self.criterion == "pq":
+            self.strip_train = [*self.strip_train, record[self.train_monitor]][-self.strip :]
+        if (record["epoch"] + 1) % self.strip:
+            return False
+        if self.criterion == "pq":
+            window = self.strip_train
+            self.progress = _ratio_minus_one(sum(window) / len(window), min(window), 1000.0)
+            if self.progress == 0:
+                return self.gl > 0
+            return self.gl / self.progress > self.alpha
+        self.ups = self.ups + 1 if self.previous is not None and value > self.previous else 0
+        self.previous = value
+        return self.ups >= self.strips
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.restore_best and self.best_state is not None:
@@ -126,11 +219,20 @@ class EarlyStopping(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("best", "best_epoch", "stopped_epoch", "wait", "best_state")
+        if self.criterion != "patience":
+            keys += ("gl", "progress", "ups", "strip_train", "previous")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
+
+
+def _ratio_minus_one(value: float, reference: float, scale: float) -> float:
+    """``scale * (value / reference - 1)`` for ``value >= reference >= 0`` (0 when both are 0, inf for 0 < value)."""
+    if reference > 0:
+        return scale * (value / reference - 1.0)
+    return 0.0 if value == 0 else math.inf
 
 
 class ReduceLROnPlateau(Callback):

@@ -42,7 +42,7 @@ from optreg.data.datasets import Split
 from optreg.errors import OptregTypeError, OptregValueError
 from optreg.nn import norm as _norm
 from optreg.train.callbacks import Callback
-from optreg.train.trainer import _as_split
+from optreg.train.batches import _as_pair as _as_split
 
 if TYPE_CHECKING:
     from optreg.train.trainer import Trainer
