@@ -3,7 +3,7 @@
 ::
 
     optreg run NAME [--dataset D] [--out DIR] [--seeds N] [--epochs E] [--quick]   # a chapter experiment
-    optreg train CONFIG.toml [--out DIR]                                           # a run from a TOML file
+    optreg train CONFIG.toml [--out DIR] [--nproc N]                               # a run from a TOML file
     optreg list [experiments|optimizers|schedules|datasets|init|models]            # what is available
     optreg toy [--function quadratic|rosenbrock]                                   # optimizers on 2-D functions
 
@@ -16,6 +16,7 @@ line naming the key, the value and what is allowed, and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
     t.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     t.add_argument("--threads", type=_positive, default=1, help=THREADS_HELP)
+    t.add_argument("--nproc", type=_positive, default=1, help="train on N local processes (data-parallel, DDP)")
 
     ls = sub.add_parser("list", help="list experiments, optimizers, schedules, datasets, init schemes, models")
     ls.add_argument("what", nargs="?", choices=LISTS, default=None, metavar="WHAT", help=", ".join(LISTS))
@@ -217,6 +219,10 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     from optreg import experiments
 
     conf = cfg.load(args.config)
+    if args.nproc > 1:  # N processes train as one (optreg.train.distributed); rank 0 alone prints and writes
+        from optreg.train.distributed import launch
+
+        return launch(_train_rank, args.nproc, args, threads=args.threads)[0]
     start = time.perf_counter()
     with _Reporter(console) as reporter:
         ctx = experiments.Context(out=args.out, progress=reporter, device=args.device)
@@ -228,6 +234,15 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
                 ctx.store.close()
     _show_result(console, result, time.perf_counter() - start)
     return 0
+
+
+def _train_rank(args: argparse.Namespace) -> int:
+    """One process of ``optreg train --nproc N``: the command itself, in the process group."""
+    from optreg.train.distributed import rank
+
+    if rank() != 0:
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+    return _dispatch(argparse.Namespace(**{**vars(args), "nproc": 1}))
 
 
 def _list_rows(what: str) -> list[dict[str, Any]]:
@@ -286,7 +301,10 @@ _COMMANDS = {"run": _cmd_run, "train": _cmd_train, "list": _cmd_list, "toy": _cm
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    args = _parser().parse_args(argv)
+    return _dispatch(_parser().parse_args(argv))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     if getattr(args, "threads", None) is not None:
         import torch

@@ -33,6 +33,7 @@ from optreg.experiments.base import (
     complete_spec,
     register,
 )
+from optreg.train import distributed
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -137,11 +138,14 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def save_result(result: Result, folder: Path, ctx: Context | None = None) -> dict[str, Path]:
     """Write a result's figures (PNG), ``table.csv`` and ``table.md`` (the table, then the notes) under
     ``folder``, and with ``ctx`` the runs it trained (``ctx.run_ids``) to ``metrics.csv`` from its store;
-    returns ``{what: path}``. Figure names must be file-name safe."""
+    returns ``{what: path}``. Figure names must be file-name safe. In data-parallel training only rank 0
+    writes (the other ranks return ``{}``)."""
     for name in result.figures:
         if not isinstance(name, str) or not _SAFE.match(name):
             raise OptregValueError(f"experiments: figure names must be file-name safe, got {name!r}")
     columns = _columns(result.table)
+    if distributed.rank() != 0:
+        return {}
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for name, fig in result.figures.items():

@@ -48,7 +48,7 @@ from optreg import train as engine
 from optreg._checks import check_int
 from optreg.errors import DivergenceError, OptregTypeError, OptregValueError
 from optreg.report.store import RecordRun, RunStore, to_jsonable
-from optreg.train import Callback, History, RunResult, Trainer
+from optreg.train import Callback, History, RunResult, Trainer, distributed
 from optreg.train.run import complete_model_spec as complete_spec
 
 if TYPE_CHECKING:
@@ -356,9 +356,10 @@ class Context:
             self.progress("message", {"text": str(text)})
 
     def open_store(self) -> RunStore:
-        """The run store of ``out`` (``out/runs.sqlite``), opened on first use."""
+        """The run store of ``out`` (``out/runs.sqlite``), opened on first use. In data-parallel training
+        only rank 0 records: the other ranks get a store in memory."""
         if self.store is None:
-            self.store = RunStore(self.out / "runs.sqlite")
+            self.store = RunStore(self.out / "runs.sqlite" if distributed.rank() == 0 else ":memory:")
         return self.store
 
     # -------------------------------------------------------------- data

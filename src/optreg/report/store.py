@@ -423,8 +423,10 @@ class RecordRun(Callback):
     every epoch (and whenever ``flush_every`` of them are waiting), so a run killed mid-way keeps every
     finished epoch. The run itself is created by the caller (:meth:`RunStore.start_run`) and closed by it
     (:meth:`RunStore.finish_run`), since only the caller knows how it ended; :meth:`flush` writes what
-    is left (e.g. the steps before a divergence).
+    is left (e.g. the steps before a divergence). In data-parallel training it runs on rank 0 only.
     """
+
+    rank_zero_only = True
 
     def __init__(self, store: RunStore, run_id: int, *, flush_every: int = 10_000) -> None:
         if not isinstance(store, RunStore):

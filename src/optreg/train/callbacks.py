@@ -7,6 +7,13 @@ A callback with state implements ``state_dict`` / ``load_state_dict`` so that ch
 Callbacks run in order of their ``order`` attribute (stable), so :class:`Checkpoint` (order 100) saves the
 state after every other callback has updated it.
 
+In data-parallel training (:mod:`optreg.train.distributed`) every rank has the same records, so callbacks
+that steer the run (early stopping, reduce-on-plateau) run on every rank and decide alike. A callback
+with ``rank_zero_only = True`` (one that only writes or prints: :class:`Progress`, the lab's recorder)
+runs on rank 0 alone; any callback can read ``trainer.rank`` and ``trainer.world_size``
+(:class:`Checkpoint` runs everywhere, since gathering the state is a collective, writes on rank 0, and
+waits until it is written).
+
 The engine never prints: :class:`Progress` and :class:`Lambda` hand the records to the caller.
 """
 
@@ -34,6 +41,8 @@ class Callback:
     """Base class: every hook does nothing, the state is empty."""
 
     order: int = 0
+    #: Run on rank 0 only in data-parallel training (for callbacks that only write or print).
+    rank_zero_only: bool = False
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """Called once before the first epoch (before a checkpoint's state is restored)."""
@@ -298,6 +307,7 @@ class Checkpoint(Callback):
     ``path`` may contain ``{epoch}`` (the number of epochs done) to keep one file per save, e.g.
     ``"runs/ckpt-{epoch:03d}.pt"``; otherwise the file is replaced atomically each time. Runs after every
     other callback (``order = 100``) so the saved state includes theirs. ``last`` is the last path written.
+    In data-parallel training every rank gathers the state (a collective) and rank 0 alone writes it.
     """
 
     order = 100
@@ -311,7 +321,12 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if trainer.epoch % self.every == 0 or trainer.epoch >= trainer.epochs or trainer.stop:
-            self.last = os.fspath(save_checkpoint(trainer.state_dict(), self.path.format(epoch=trainer.epoch)))
+            state, path = trainer.state_dict(), self.path.format(epoch=trainer.epoch)
+            self.last = os.fspath(save_checkpoint(state, path)) if trainer.rank == 0 else path
+            if trainer.world_size > 1:  # every rank may read the file once the callback returns
+                from optreg.train.distributed import barrier
+
+                barrier()
 
 
 class Lambda(Callback):
@@ -364,7 +379,10 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
 
 
 class Progress(Callback):
-    """Hand a one-line summary of every epoch (:func:`format_epoch`) to ``write`` (e.g. the CLI's console)."""
+    """Hand a one-line summary of every epoch (:func:`format_epoch`) to ``write`` (e.g. the CLI's console);
+    on rank 0 only in data-parallel training."""
+
+    rank_zero_only = True
 
     def __init__(self, write: Callable[[str], None]) -> None:
         if not callable(write):

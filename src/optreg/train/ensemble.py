@@ -41,8 +41,8 @@ from optreg._checks import check_choice, check_int, check_unit
 from optreg.data.datasets import Split
 from optreg.errors import OptregTypeError, OptregValueError
 from optreg.nn import norm as _norm
-from optreg.train.callbacks import Callback
 from optreg.train.batches import _as_pair as _as_split
+from optreg.train.callbacks import Callback
 
 if TYPE_CHECKING:
     from optreg.train.trainer import Trainer

@@ -18,6 +18,12 @@ optimizer step, so the model keeps its last finite parameters.
 
 The engine never prints: progress, early stopping, learning-rate reduction and checkpoints are
 callbacks (:mod:`optreg.train.callbacks`).
+
+Under ``torchrun`` (or in any initialized process group of several ranks) the same loop is data-parallel
+(:mod:`optreg.train.distributed`): the model trains wrapped in DistributedDataParallel, each rank takes
+its share of every global batch (of ``batch_size`` examples in memory; a DataLoader with a
+DistributedSampler shards itself), the recorded metrics are those of the global batch (the same on every
+rank), and N ranks take the same steps as one process.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from optreg._checks import check_choice, check_int, check_positive
 from optreg.errors import DivergenceError, OptregTypeError, OptregValueError
-from optreg.train.batches import Batches, as_batches
+from optreg.train import distributed
+from optreg.train.batches import Batches, TensorBatches, as_batches
 from optreg.train.callbacks import Callback
 from optreg.train.checkpoint import FORMAT, load_checkpoint
 
@@ -122,6 +129,11 @@ class Trainer:
 
     After ``fit``: ``history`` (a :class:`History`), ``step`` (updates done), ``epoch`` (epochs done).
     A callback may set ``trainer.stop = True`` to end the run after the current update.
+
+    Data-parallel (:mod:`optreg.train.distributed`): constructing a Trainer under ``torchrun`` joins the
+    process group; ``rank`` and ``world_size`` say where it runs. ``batch_size`` stays the global batch;
+    callbacks with ``rank_zero_only`` run on rank 0 alone; ``fit``, ``evaluate`` and ``state_dict`` are
+    collectives (every rank calls them); torch's global RNG is seeded per rank (``seed + 1 + rank * 2**32``).
     """
 
     def __init__(
@@ -168,6 +180,7 @@ class Trainer:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as e:
             raise OptregValueError(f"trainer: device must be a torch device such as 'cpu', got {device!r}") from e
+        distributed.setup()  # under torchrun: join the group (and make "cuda" this rank's GPU) before moving
         callbacks = list(callbacks)
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -186,6 +199,7 @@ class Trainer:
     def _reset(self) -> None:
         """A fresh run: empty history, counters at zero, the shuffling generator re-seeded."""
         self.history = History()
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.step = 0
         self.epoch = 0
         self.stop = False
@@ -222,18 +236,17 @@ class Trainer:
         self.has_val = val_source is not None
         accelerated = self.device.type != "cpu"
         devices = [self.device] if accelerated else []
+        self._hooks = [cb for cb in self.callbacks if self.rank == 0 or not cb.rank_zero_only]
         with torch.random.fork_rng(devices=devices, device_type=self.device.type if accelerated else None):
             labels = source.labels()  # may read one example: inside fork_rng and before seeding, so harmless
             self._accuracy = "accuracy" in self.metrics and (None if labels is None else labels)
-            if accelerated:
-                torch.manual_seed(self.seed + 1)  # the CPU's and the accelerators' global RNGs
-            else:
-                torch.default_generator.manual_seed(self.seed + 1)  # leave any CUDA RNG alone
-            for cb in self.callbacks:
+            self._seed_global_rng()
+            for cb in self._hooks:
                 cb.on_fit_start(self)
             if resume_from is not None:
                 state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
                 self.load_state_dict(state)
+            self._net = distributed.wrap(self.model, self.device)  # DDP in a group of several ranks
             while self.epoch < self.epochs and not self.stop:
                 start = time.perf_counter()
                 train_loss, train_acc = self._train_epoch(source)
@@ -249,11 +262,19 @@ class Trainer:
                 }
                 self.history.epochs.append(record)
                 self.epoch += 1
-                for cb in self.callbacks:
+                for cb in self._hooks:
                     cb.on_epoch_end(self, record)
-            for cb in self.callbacks:
+            for cb in self._hooks:
                 cb.on_fit_end(self)
         return self.history
+
+    def _seed_global_rng(self) -> None:
+        """torch's global RNG (dropout) from ``seed + 1``; one stream per rank in a process group."""
+        seed = self.seed + 1 + (self.rank << 32)
+        if self.device.type != "cpu":
+            torch.manual_seed(seed)  # the CPU's and the accelerators' global RNGs
+        else:
+            torch.default_generator.manual_seed(seed)  # leave any CUDA RNG alone
 
     @property
     def lr(self) -> float:
@@ -264,7 +285,10 @@ class Trainer:
     def _batches(self, owner: str, data: Any, *, shuffle: bool) -> Batches:
         size = self.batch_size if shuffle else self.eval_batch_size
         drop_last = self.drop_last and shuffle
-        return as_batches(owner, data, batch_size=size, drop_last=drop_last, shuffle=shuffle, device=self.device)
+        source = as_batches(owner, data, batch_size=size, drop_last=drop_last, shuffle=shuffle, device=self.device)
+        if self.world_size > 1 and isinstance(source, TensorBatches):  # a loader shards itself (DistributedSampler)
+            return distributed.Shares(source)
+        return source
 
     def _train_epoch(self, source: Batches) -> tuple[float, float | None]:
         """One pass over the source's batches of this epoch (a fresh permutation of tensors in memory);
@@ -272,8 +296,8 @@ class Trainer:
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
         schedule, penalty, clip = self.schedule, self.penalty, self.clip_grad_norm
         measure_norm = "grad_norm" in self.metrics or clip is not None
-        log, callbacks = self.history.iterations, self.callbacks
-        model.train()
+        log, callbacks, net, world = self.history.iterations, self._hooks, self._net, self.world_size
+        net.train()
         batches = source.epoch(self.epoch, self._generator)
         if self._accuracy is None:  # targets not known before the first batch (e.g. an IterableDataset)
             first = next(batches, None)
@@ -285,9 +309,14 @@ class Trainer:
         for xb, yb in batches:
             if schedule is not None:
                 self._set_lr(schedule(self.step))
-            output = model(xb)
-            loss = loss_fn(output, yb)
-            objective = loss if penalty is None else loss + penalty(model)
+            output = net(xb)
+            nb = n_local = yb.shape[0]
+            weight = 1.0
+            if world > 1:  # the global batch's size; the weight that makes DDP's mean of gradients the batch's
+                nb, weight = distributed.global_count(n_local, yb.device)
+            loss = loss_fn(output, yb) if n_local else output.sum() * 0.0  # an empty share joins DDP's reduce
+            objective = loss if weight == 1 else loss * weight
+            objective = objective if penalty is None else objective + penalty(model)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             stats = [loss]
@@ -298,12 +327,14 @@ class Trainer:
                 if clip is not None:
                     clip_grads_with_norm_(self._params, clip, norm)
                 stats.append(norm)
-            values = self._fetch(stats)
+            if world == 1:
+                values = self._fetch(stats)
+            else:  # the global batch's loss and hits, the same on every rank (so is the guard's verdict)
+                values = distributed.global_stats(stats, n_local, nb, summed=1 + accuracy)
             if not all(map(math.isfinite, values)):
                 self._diverged(values, measure_norm)
             optimizer.step()
 
-            nb = yb.shape[0]
             loss_sum += values[0] * nb
             seen += nb
             if accuracy:
@@ -379,6 +410,8 @@ class Trainer:
 
     @torch.no_grad()
     def _evaluate(self, source: Batches) -> dict[str, float | None]:
+        if self.world_size > 1:  # each rank scores its share with rank 0's buffers; the sums are all-reduced
+            distributed.broadcast_buffers(self.model)
         was_training = self.model.training
         self.model.eval()
         sums = []  # per batch: [loss * n_batch, correct]; one device read at the end
@@ -392,10 +425,14 @@ class Trainer:
             sums.append(torch.stack([loss * yb.shape[0], hits]))
             n += yb.shape[0]
         self.model.train(was_training)
+        columns = torch.stack(sums).tolist() if sums else []
+        total, hits = math.fsum(c[0] for c in columns), math.fsum(c[1] for c in columns)
+        if self.world_size > 1:
+            if accuracy is None:  # an empty share: the source says whether there are labels
+                accuracy = "accuracy" in self.metrics and source.labels() is not False
+            total, hits, n = distributed.all_reduce_sum([total, hits, n], self.device)
         if n == 0:
             raise OptregValueError("trainer.evaluate: the data yielded no batch")
-        columns = torch.stack(sums).tolist()
-        total, hits = math.fsum(c[0] for c in columns), math.fsum(c[1] for c in columns)
         return {"loss": total / n, "accuracy": hits / n if accuracy else None}
 
     # ------------------------------------------------------------------ state
@@ -405,6 +442,8 @@ class Trainer:
         rng: dict[str, Any] = {"shuffle": self._generator.get_state(), "torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world_size > 1:  # every rank's own global RNG (rank 0's is also rng["torch"])
+            rng["ranks"] = distributed.all_gather_object({k: v for k, v in rng.items() if k != "shuffle"})
         loaders = self._loader_generators()
         if loaders:  # a DataLoader's own generators (its order): resumed with the rest
             rng["loaders"] = [g.get_state() for g in loaders]
@@ -475,8 +514,15 @@ class Trainer:
         self._generator.set_state(state["rng"]["shuffle"])
         for g, g_state in zip(loaders, state["rng"].get("loaders", [])):
             g.set_state(g_state)
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        rng = state["rng"]
+        if self.rank > 0:  # this rank's own RNG; a rank the checkpoint's run did not have starts afresh
+            ranks = rng.get("ranks", [])
+            rng = ranks[self.rank] if self.rank < len(ranks) else None
+        if rng is None:
+            self._seed_global_rng()
+        else:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.step, self.epoch, self.stop = state["step"], state["epoch"], state["stop"]
         self.history.load_state_dict(state["history"])
