@@ -27,11 +27,12 @@ from optreg import diagnostics as dg
 
 def _trained_mlp() -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     digits = load_digits()
-    x = torch.tensor(digits.data[:512], dtype=torch.float64) / 16
-    y = torch.tensor(digits.target[:512])
+    x = torch.tensor(digits.data, dtype=torch.float64) / 16
+    y = torch.tensor(digits.target)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 5), torch.nn.Tanh(), torch.nn.Linear(5, 10)).double()
-    opt = torch.optim.LBFGS(model.parameters(), max_iter=400, line_search_fn="strong_wolfe")
+    # near a minimum, not at a saturated one (at zero training loss the Hessian has only a handful of directions)
+    opt = torch.optim.LBFGS(model.parameters(), max_iter=60, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
@@ -44,27 +45,26 @@ def _trained_mlp() -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _power_products(op: dg.HessianOperator, exact_top: torch.Tensor, k: int, gen: torch.Generator) -> tuple[int, bool]:
-    """HVPs deflated power iteration spends for the top ``k`` (by magnitude, as PyHessian), and whether all k
-    came within 1e-3 of the exact values."""
+    """HVPs deflated power iteration (PyHessian's method) needs for the top ``k``, each eigenvector iterated until
+    its Rayleigh quotient is within 1e-3 of the exact eigenvalue (an oracle stop: the peer's best case)."""
     start = op.products
     found: list[tuple[float, torch.Tensor]] = []
-    for _ in range(k):
+    ok = True
+    for j in range(k):
         v = torch.randn(op.dim, generator=gen, dtype=op.dtype)
         v /= v.norm()
-        value = None
-        for _ in range(1000):
+        target = float(exact_top[j])
+        for _ in range(3000):
             hv = op.matvec(v)
             for lam, u in found:
                 hv -= lam * torch.dot(u, v) * u
-            new = float(torch.dot(hv, v))
+            value = float(torch.dot(hv, v))
             v = hv / hv.norm()
-            if value is not None and abs(new - value) / (abs(value) + 1e-6) < 1e-3:
-                value = new
+            if abs(value - target) <= 1e-3 * abs(target):
                 break
-            value = new
+        else:
+            ok = False
         found.append((value, v))
-    values = torch.tensor(sorted((f[0] for f in found), reverse=True), dtype=torch.float64)
-    ok = bool(((values - exact_top).abs() <= 1e-3 * exact_top.abs()).all())
     return op.products - start, ok
 
 
@@ -72,7 +72,11 @@ def _peers(model, data, exact_top: torch.Tensor, k: int) -> dict[str, tuple[int,
     """HVPs and the largest relative error of the top-k eigenvalues for PyHessian and hessian-eigenthings."""
     out = {}
     try:
-        import pyhessian.hessian as ph
+        import sys
+
+        import pyhessian  # noqa: F401 - its package __init__ shadows the module name with the class
+
+        ph = sys.modules["pyhessian.hessian"]
 
         calls = [0]
         original = ph.hessian_vector_product
@@ -142,14 +146,16 @@ def run(quick: bool = False) -> dict:
     ratio = statistics.median(a / b for a, b in zip(lanczos, power))
     peers = _peers(model, data, exact[:k], k)
     rows.append([
-        f"top-{k} eigenvalues, MLP 64-5-10 ({op.dim} params, L-BFGS-trained, digits)",
+        f"top-{k} eigenvalues, MLP 64-5-10 ({op.dim} params, 60 L-BFGS iterations on all 1797 digits)",
         f"{statistics.median(lanczos):g} ({min(lanczos)}-{max(lanczos)}), within 1e-3: {all(lanczos_ok)}",
-        f"{statistics.median(power):g} ({min(power)}-{max(power)}), within 1e-3: {all(power_ok)}",
+        f"deflated power iteration {statistics.median(power):g} ({min(power)}-{max(power)}), "
+        f"within 1e-3: {all(power_ok)}",
         f"{ratio:.2f}", "<= 0.25",
     ])
     for name, (n, err) in peers.items():
         rows.append([f"top-{k}, peer {name}", f"optreg Lanczos: {statistics.median(lanczos):g} HVPs",
-                     f"{n} HVPs, max relative error {err:.1e}", f"{statistics.median(lanczos) / n:.2f}", ""])
+                     f"{n} HVPs, max relative error {err:.1e}",
+                     f"{statistics.median(lanczos) / n:.2f}" if n else "could not run", ""])
 
     torch.manual_seed(0)
     big = torch.nn.Sequential(
