@@ -85,10 +85,11 @@ def chain(*transforms: Transform) -> Transform:
     def write(updates: Updates, state: ChainState, params: Params, alpha: Any, keep: Any) -> ChainState:
         states = list(state.states)
         updates = run(before, updates, states, params, {})
+        keep = keep if F.is_zero(b) else keep + alpha * b  # (a Python 1 stays one: no pass to scale by a tensor 1)
         if writer is not None:
-            states[last - 1] = writer(updates, states[last - 1], params, alpha * a, keep + alpha * b)
+            states[last - 1] = writer(updates, states[last - 1], params, alpha * a, keep)
         else:
-            F.axpby_(params, updates, alpha * a, keep + alpha * b)
+            F.axpby_(params, updates, alpha * a, keep)
         return ChainState(tuple(states))
 
     update.chain_parts = ChainParts(transforms, last, (a, b))  # (read by chain_parts)

@@ -38,8 +38,10 @@ checked at the next step.
 
 **Tensor hyperparameters.** A hyperparameter may be a 0-d real tensor (torch.optim takes a Tensor lr); it is
 checked like a number, once, when it enters (``lr=torch.tensor([0.1, 0.2])`` and ``beta1=torch.tensor(1.5)``
-are refused), and then used as is (an in-place change of it is seen). The compiled path hands its own 0-d
-tensors to the factories while tracing; those are not checked again there.
+are refused), and then used as is. A tensor lr may be changed in place, as torch's schedulers do
+(``group["lr"].fill_(...)``): the next step uses the new value (eager: through the scaled path below; a chain
+that is not scaled by lr takes lr when it is built). The compiled path hands its own 0-d tensors to the
+factories while tracing; those are not checked again there.
 
 **Learning-rate schedules.** A step whose lr changed costs what a constant-lr step costs. When a chain takes lr
 only as its trailing scale, the adapter keeps the chain built with ``lr = 1`` and hands the group's lr to its
@@ -311,7 +313,7 @@ class _Plan:
 
     def __init__(self, key: tuple[Any, ...], lr: Any, tx: Transform, scaled: bool, maximize: bool) -> None:
         self.key, self.lr, self.tx, self.scaled, self.maximize = key, lr, tx, scaled, maximize
-        self.alpha: Any = float(lr) if scaled else 1.0
+        self.alpha: Any = (float(lr) if _is_real(lr) else lr) if scaled else 1.0
         self.hp: dict[str, Any] | None = None
         self.lr_view: Any = None  # (a numpy view of hp["lr"], see _new_plan)
 
@@ -412,7 +414,8 @@ class Optimizer(torch.optim.Optimizer):
     def _unit(self, hparams: dict[str, Any], verify: bool) -> Transform | None:
         """The chain built with lr = 1 when it is verified to be the group's chain with lr as a write factor
         (see :func:`_scales_with_lr`), else None. Verified once per set of the other hyperparameters, and only
-        when ``verify`` (lr changed alone): a step that changes those too (a cycled momentum) pays one build."""
+        when ``verify`` (lr changed alone, or lr is a tensor): a step that changes those too (a cycled momentum)
+        pays one build, not three."""
         rest = tuple(v for k, v in hparams.items() if k != "lr")
         try:
             unit = self._units.get(rest, _UNKNOWN)
@@ -430,8 +433,8 @@ class Optimizer(torch.optim.Optimizer):
             probes = [(x, self._factory(**{**hparams, "lr": x})) for x in _LR_PROBES]
         except (TypeError, ValueError):  # a factory that refuses a probe value: keep the exact path
             return None
-        unit = probes[0][1]
-        return unit if _scales_with_lr(unit, [*probes[1:], (hparams["lr"], exact)]) else None
+        unit, lr = probes[0][1], hparams["lr"]
+        return unit if _scales_with_lr(unit, [*probes[1:], *([(lr, exact)] if _is_real(lr) else [])]) else None
 
     def _plan(self, gi: int, group: dict[str, Any]) -> _Plan:
         """The group's plan; a new lr on a scaled plan only changes its write factor (and compiled 0-d lr)."""
@@ -468,16 +471,22 @@ class Optimizer(torch.optim.Optimizer):
         lr = hparams.get("lr")
         tx, scaled = self._fixed, False
         if self._factory is not None:
-            unit = self._unit(hparams, verify=lr_only) if self._has_lr and _is_real(lr) else None
+            unit = None
+            if self._has_lr and (_is_real(lr) or isinstance(lr, Tensor)):
+                # (a tensor lr at once: the chain built with it holds -lr, which would not follow an in-place change)
+                unit = self._unit(hparams, verify=lr_only or isinstance(lr, Tensor))
             if unit is not None:
-                _checks.check_nonneg(self._name, "lr", lr)
+                if isinstance(lr, Tensor):
+                    _checks.check_tensor(_checks.check_nonneg, self._name, "lr", lr)
+                else:
+                    _checks.check_nonneg(self._name, "lr", lr)
                 tx, scaled = unit, True
             else:
                 tx = self._transform(hparams)
         plan = _Plan(key, lr, tx, scaled, maximize)
         if self._compile and self._factory is not None:
             plan.hp = _tensor_hparams(hparams, group["params"][0].device)
-            if scaled and plan.hp["lr"].is_cpu:
+            if scaled and _is_real(lr) and plan.hp["lr"].is_cpu:
                 # A new lr is written through a numpy view of the 0-d tensor: ``fill_`` also bumps the tensor's
                 # version, which the compiled call then pays for (measured on Linear(64, 10): +10-14 us a step
                 # with fill_, +3-6 us with the view, of ~190 us; benchmarks/bench_schedule.py)
