@@ -46,7 +46,8 @@ factories while tracing; those are not checked again there.
 **Learning-rate schedules.** A step whose lr changed costs what a constant-lr step costs. When a chain takes lr
 only as its trailing scale, the adapter keeps the chain built with ``lr = 1`` and hands the group's lr to its
 ``write`` as the factor of the parameter write (``theta <- theta + lr u_1``): nothing is rebuilt when lr
-changes, and the numbers are those of the chain rebuilt with that lr (the same floating-point operations).
+changes, and the numbers are those of the chain rebuilt with that lr (for the aliases the same floating-point
+operations: bitwise equal, tested).
 This is verified, not assumed, once per set of the other hyperparameters (at the first step where lr changes
 alone): the chains built with lr = 1, lr = 0.5 and the group's lr must be the same code over the same values
 (closures compared recursively) up to their trailing affine transforms, whose composition must scale with lr
@@ -354,14 +355,11 @@ class Optimizer(torch.optim.Optimizer):
             self._factory, self._fixed = transform, None
             self._name = getattr(transform, "__name__", "transform")
             full = _signature_defaults(transform)
-            self._hp_names = tuple(full)
-            self._check_keys(defaults, _FLAG_KEYS)
-            full.update(defaults)
         else:
             raise OptregTypeError(f"Optimizer: transform must be an alias or a Transform, got {transform!r}")
-        for key, value in flags.items():
-            _check_group_key(self._name, key, value)
         self._hp_names = tuple(full)
+        self._check_keys({**defaults, **flags}, _FLAG_KEYS)
+        full.update(defaults)
         self._has_lr = "lr" in full
         self._key_names = (*(k for k in full if k != "lr"), *_ADAPTER_DEFAULTS)
         self._compile = bool(compile)
