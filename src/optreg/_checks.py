@@ -5,13 +5,17 @@ They raise :class:`optreg.errors.OptregValueError` with one message format every
     adam: beta2 must be in [0, 1), got 1.5
 
 ``owner`` is the thing being configured (an optimizer, a schedule, a scaler), ``name`` the field.
+A hyperparameter given as a tensor (torch.optim takes a Tensor lr) goes through :func:`check_tensor`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Real
 from typing import Any
+
+import torch
 
 from optreg.errors import OptregValueError
 
@@ -89,4 +93,34 @@ def check_choice(owner: str, name: str, value: Any, choices: tuple[Any, ...] | l
     if value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
         raise OptregValueError(f"{owner}: {name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+class _TensorValue(float):
+    """A 0-d tensor's value as a float that prints as the tensor, so that any check reports what was given."""
+
+    __slots__ = ("_text",)
+
+    def __new__(cls, tensor: torch.Tensor) -> _TensorValue:
+        self = super().__new__(cls, tensor.item())
+        self._text = repr(tensor)
+        return self
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+def check_tensor(check: Callable[[str, str, Any], Any], owner: str, name: str, value: torch.Tensor) -> torch.Tensor:
+    """A hyperparameter given as a tensor: a real 0-d tensor whose value passes ``check``; returns the tensor.
+
+    ``check`` is any of the checks above; its message shows the tensor as given::
+
+        adam: beta1 must be in [0, 1), got tensor(1.5000)
+
+    Reads the value once (``.item()``, a device synchronization on an accelerator): call it when a value
+    enters, not on every step.
+    """
+    if value.ndim != 0 or value.dtype == torch.bool or value.is_complex():
+        raise OptregValueError(f"{owner}: {name} must be a real number or a real 0-d tensor, got {value!r}")
+    check(owner, name, _TensorValue(value))
     return value

@@ -8,12 +8,30 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from optreg.errors import OptregTypeError, OptregValueError
 from optreg.optim import _foreach as F
 from optreg.optim.transforms import Params, Transform, Updates
 
 
 class ChainState(NamedTuple):
     states: tuple[Any, ...]
+
+
+class ChainParts(NamedTuple):
+    """How :func:`chain` composed a transform (read with :func:`chain_parts`).
+
+    ``transforms[tail:]`` are the trailing affine transforms (learning rate, decoupled decay); their
+    composition ``u -> a u + b theta``, ``affine = (a, b)``, is what ``write`` folds into the parameter write.
+    """
+
+    transforms: tuple[Transform, ...]
+    tail: int
+    affine: tuple[Any, Any]
+
+
+def chain_parts(tx: Transform) -> ChainParts | None:
+    """The parts of a transform made by :func:`chain`; None for any other transform."""
+    return getattr(tx.update, "chain_parts", None)
 
 
 def chain(*transforms: Transform) -> Transform:
@@ -24,7 +42,7 @@ def chain(*transforms: Transform) -> Transform:
     """
     for i, t in enumerate(transforms):
         if not isinstance(t, Transform):
-            raise TypeError(f"chain: argument {i} must be a Transform, got {type(t).__name__}")
+            raise OptregTypeError(f"chain: argument {i} must be a Transform, got {type(t).__name__}")
 
     def init(params: Params) -> ChainState:
         return ChainState(tuple(t.init(params) for t in transforms))
@@ -67,12 +85,14 @@ def chain(*transforms: Transform) -> Transform:
     def write(updates: Updates, state: ChainState, params: Params, alpha: Any, keep: Any) -> ChainState:
         states = list(state.states)
         updates = run(before, updates, states, params, {})
+        keep = keep if F.is_zero(b) else keep + alpha * b  # (a Python 1 stays one: no pass to scale by a tensor 1)
         if writer is not None:
-            states[last - 1] = writer(updates, states[last - 1], params, alpha * a, keep + alpha * b)
+            states[last - 1] = writer(updates, states[last - 1], params, alpha * a, keep)
         else:
-            F.axpby_(params, updates, alpha * a, keep + alpha * b)
+            F.axpby_(params, updates, alpha * a, keep)
         return ChainState(tuple(states))
 
+    update.chain_parts = ChainParts(transforms, last, (a, b))  # (read by chain_parts)
     needs_closure = any(t.needs_closure for t in transforms)
     return Transform(
         init, update, all(t.elementwise for t in transforms), needs_closure, write=None if needs_closure else write
@@ -104,12 +124,14 @@ def masked(inner: Transform, mask: Mask) -> Transform:
     e.g. :func:`weights_only`. ``masked(add_l2(1e-4), weights_only)`` penalizes weights, never biases.
     """
     if not isinstance(inner, Transform):
-        raise TypeError(f"masked: inner must be a Transform, got {type(inner).__name__}")
+        raise OptregTypeError(f"masked: inner must be a Transform, got {type(inner).__name__}")
 
     def init(params: Params) -> MaskedState:
         flags = list(mask(params) if callable(mask) else mask)
         if len(flags) != len(params):
-            raise ValueError(f"masked: mask must have one entry per parameter ({len(params)}), got {len(flags)}")
+            raise OptregValueError(
+                f"masked: mask must have one entry per parameter ({len(params)}), got {len(flags)}"
+            )
         index = tuple(i for i, f in enumerate(flags) if f)
         return MaskedState(inner=inner.init([params[i] for i in index]), index=index)
 

@@ -15,12 +15,59 @@ that has no gradient on some steps.
 ``compile=True`` runs the whole update of every group, from gradients to the in-place parameter write,
 through :func:`torch.compile`: the chain fuses into one kernel per tensor. Real-valued hyperparameters enter
 the compiled function as 0-d tensors, so changing a learning rate never recompiles; a hyperparameter that
-is zero stays a Python zero, so unused work (momentum 0, weight decay 0) is not compiled in.
+is zero stays a Python zero, so unused work (momentum 0, weight decay 0) is not compiled in (lr excepted:
+a schedule that starts from 0 must not recompile).
+
+**Group keys.** Besides the transform's hyperparameters, a group (or the constructor) takes these keys of
+torch.optim's, and refuses any other with an error that names it and lists what is allowed:
+
+- ``maximize`` (default False, in ``param_groups`` and ``state_dict`` like torch's): honoured for every
+  optimizer, an alias, a ready-made Transform or a line search. As in torch.optim the gradient is negated
+  before anything else (weight decay included); a method that re-evaluates the loss minimizes ``-f``, so the
+  closure's value is negated too (``step`` still returns the closure's own loss). Costs nothing when False.
+- ``foreach``, ``fused`` (None, True or False): accepted and not used. In torch they only choose an
+  implementation of the same update; optreg chooses its own path (multi-tensor ops, one tensor at a time for
+  large tensors), and ``compile=True`` is its fused kernel.
+- ``capturable``, ``differentiable``: False or None. True is refused: optreg's step is neither CUDA-graph
+  capturable (its counters are read on the host in eager mode) nor differentiable through.
+- ``initial_lr`` (written by torch's lr schedulers), ``name``, ``param_names`` (torch's, for named
+  parameters): bookkeeping, kept as given, groups only.
+
+Keys are checked when a group is added; a hyperparameter or ``maximize`` written into a group by hand is
+checked at the next step.
+
+**Tensor hyperparameters.** A hyperparameter may be a 0-d real tensor (torch.optim takes a Tensor lr); it is
+checked like a number, once, when it enters (``lr=torch.tensor([0.1, 0.2])`` and ``beta1=torch.tensor(1.5)``
+are refused), and then used as is. A tensor lr may be changed in place, as torch's schedulers do
+(``group["lr"].fill_(...)``): the next step uses the new value (eager: through the scaled path below; a chain
+that is not scaled by lr takes lr when it is built). The compiled path hands its own 0-d tensors to the
+factories while tracing; those are not checked again there.
+
+**Learning-rate schedules.** A step whose lr changed costs what a constant-lr step costs. When a chain takes lr
+only as its trailing scale, the adapter keeps the chain built with ``lr = 1`` and hands the group's lr to its
+``write`` as the factor of the parameter write (``theta <- theta + lr u_1``): nothing is rebuilt when lr
+changes, and the numbers are those of the chain rebuilt with that lr (for the aliases the same floating-point
+operations: bitwise equal, tested).
+This is verified, not assumed, once per set of the other hyperparameters (at the first step where lr changes
+alone): the chains built with lr = 1, lr = 0.5 and the group's lr must be the same code over the same values
+(closures compared recursively) up to their trailing affine transforms, whose composition must scale with lr
+exactly. Any other chain (lr a schedule callable, lr used elsewhere, as delta-bar-delta's initial rate or a
+line search's first step) is rebuilt for each new lr, as before. On the scaled path a new lr is checked by the
+adapter (a finite number >= 0, the check of every alias's ``scale_by_learning_rate``). The compiled path
+refreshes its 0-d lr in place.
+
+**Structural changes.** A hyperparameter whose change changes the state (momentum from 0 to 0.9 in sgd) gets
+its new state the way torch.optim makes it: leaves whose key, shape and dtype match are kept with their
+values, new ones start from the transform's ``init`` (a zero momentum buffer, so its first value is the
+gradient, as torch's lazily created buffer). Leaves no longer used stay in ``optimizer.state`` (torch keeps a
+momentum buffer when momentum is set to 0) and are taken up again if the structure comes back.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 import types
 from collections.abc import Callable, Iterable, Iterator
 from numbers import Real
@@ -29,8 +76,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optreg.errors import OptregTypeError, OptregValueError
-from optreg.optim.combine import ChainState, MaskedState
+from optreg import _checks
+from optreg.errors import OptregError, OptregTypeError, OptregValueError
+from optreg.optim.combine import ChainState, MaskedState, chain_parts
 from optreg.optim.transforms import Transform
 
 Factory = Callable[..., Transform]
@@ -109,6 +157,121 @@ def _replaces_lists(old: Any, new: Any) -> bool:
     return False
 
 
+# ------------------------------------------------------------------------------------- group keys
+
+# keys of torch.optim's that a group may hold besides the transform's hyperparameters (module docstring)
+_ADAPTER_DEFAULTS: dict[str, Any] = {"maximize": False}
+_IMPLEMENTATION_FLAGS = ("foreach", "fused")  # None / True / False, not used
+_UNSUPPORTED_FLAGS = {  # False / None only
+    "capturable": "optreg's step is not CUDA-graph capturable; compile=True is its fused step",
+    "differentiable": "optreg's step is not differentiable through",
+}
+_BOOKKEEPING = ("initial_lr", "name", "param_names")  # any value, groups only
+_FLAG_KEYS = (*_ADAPTER_DEFAULTS, *_IMPLEMENTATION_FLAGS, *_UNSUPPORTED_FLAGS)  # also constructor keywords
+_GROUP_KEYS = (*_FLAG_KEYS, *_BOOKKEEPING)
+
+
+def _check_group_key(owner: str, key: str, value: Any) -> None:
+    """A torch.optim group key (one of ``_GROUP_KEYS``) with a value optreg honours."""
+    if key in _ADAPTER_DEFAULTS:
+        if not isinstance(value, bool):
+            raise OptregValueError(f"{owner}: {key} must be True or False, got {value!r}")
+    elif key in _IMPLEMENTATION_FLAGS:
+        if value is not None and not isinstance(value, bool):
+            raise OptregValueError(f"{owner}: {key} must be None, True or False, got {value!r}")
+    elif key in _UNSUPPORTED_FLAGS and value is not None and value is not False:
+        raise OptregValueError(f"{owner}: {key} must be False or None, got {value!r} ({_UNSUPPORTED_FLAGS[key]})")
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool)
+
+
+# ---------------------------------------------------------------------------- comparing transforms
+
+_EMPTY_CELL = object()
+_ATOMS = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _cell(c: types.CellType) -> Any:
+    try:
+        return c.cell_contents
+    except ValueError:  # a cell not assigned yet
+        return _EMPTY_CELL
+
+
+def _same(x: Any, y: Any, seen: set[tuple[int, int]], init_only: bool = False) -> bool:
+    """Whether two values made by separate calls of a factory are the same: the same objects, equal numbers and
+    strings, containers of same values, functions with the same code over the same defaults and closure values.
+
+    Conservative: anything else (a tensor, an arbitrary object) is the same only as itself. ``init_only``
+    compares transforms by their ``init`` alone (then equal means: the same state structure and values).
+    """
+    if x is y:
+        return True
+    if type(x) is not type(y):
+        return False
+    if isinstance(x, _ATOMS):
+        return x == y
+    if init_only and isinstance(x, Transform):
+        return _same(x.init, y.init, seen, True)
+    if isinstance(x, types.FunctionType):
+        if x.__code__ is not y.__code__:
+            return False
+        pair = (id(x), id(y))
+        if pair in seen:
+            return True
+        seen.add(pair)
+        cells_x = tuple(_cell(c) for c in x.__closure__ or ())
+        cells_y = tuple(_cell(c) for c in y.__closure__ or ())
+        return (
+            _same(x.__defaults__, y.__defaults__, seen, init_only)
+            and _same(x.__kwdefaults__, y.__kwdefaults__, seen, init_only)
+            and _same(cells_x, cells_y, seen, init_only)
+        )
+    if isinstance(x, (tuple, list)):
+        return len(x) == len(y) and all(_same(a, b, seen, init_only) for a, b in zip(x, y))
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k], seen, init_only) for k in x)
+    if isinstance(x, functools.partial):
+        return _same((x.func, x.args, x.keywords), (y.func, y.args, y.keywords), seen, init_only)
+    return False
+
+
+def _same_state(tx1: Transform, tx2: Transform) -> bool:
+    """Whether two transforms make the same state (the same ``init`` code over the same values)."""
+    return tx1 is tx2 or _same(tx1.init, tx2.init, set(), init_only=True)
+
+
+# Probes of the learning-rate check: exactly representable, so that ``x * a`` is exact for the aliases' ``-1``.
+_LR_PROBES = (1.0, 0.5)
+
+
+def _scales_with_lr(unit: Transform, probes: list[tuple[float, Transform]]) -> bool:
+    """Whether ``unit`` (a chain built with lr = 1), written with the factor ``x``, is each probe chain (built with
+    lr = ``x``): the same transforms up to the trailing affine ones, and those composing to ``x`` times unit's.
+    """
+    parts = chain_parts(unit)
+    if parts is None or unit.needs_closure or unit.write is None or parts.tail == len(parts.transforms):
+        return False
+    a1, b1 = parts.affine
+    if not (_is_real(a1) and _is_real(b1)) or a1 == 0:
+        return False
+    head = parts.transforms[: parts.tail]
+    for x, tx in probes:
+        other = chain_parts(tx)
+        if other is None or other.tail != parts.tail or len(other.transforms) != len(parts.transforms):
+            return False
+        if (tx.elementwise, tx.needs_closure) != (unit.elementwise, unit.needs_closure):
+            return False
+        a, b = other.affine
+        if not (_is_real(a) and _is_real(b)) or a != x * a1 or b != x * b1:
+            return False
+        if not _same(head, other.transforms[: other.tail], set()):
+            return False
+    return True
+
+
 # -------------------------------------------------------------------------------------- the adapter
 
 
@@ -117,6 +280,11 @@ def _signature_defaults(factory: Factory) -> dict[str, Any]:
     for p in inspect.signature(factory).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
+        if p.name in _GROUP_KEYS:
+            raise OptregTypeError(
+                f"Optimizer: {factory.__name__} declares {p.name!r}, a group key the adapter implements "
+                f"itself; allowed hyperparameter names: any but {', '.join(_GROUP_KEYS)}"
+            )
         if p.default is p.empty:
             raise OptregTypeError(f"Optimizer: hyperparameter {p.name!r} of {factory.__name__} needs a default")
         out[p.name] = p.default
@@ -129,10 +297,26 @@ def _signature_defaults(factory: Factory) -> dict[str, Any]:
 _DYNAMIC = frozenset({"lr", "momentum", "beta", "beta1", "beta2", "weight_decay"})
 # Mean elements per tensor from which the eager path runs an elementwise chain one tensor at a time.
 _PER_TENSOR_MIN_NUMEL = 1 << 15
+_UNKNOWN = object()
 
 
 def _tensorizable(name: str, v: Any) -> bool:
-    return name in _DYNAMIC and isinstance(v, Real) and not isinstance(v, bool) and v != 0
+    """A 0-d tensor in the compiled path: non-zero dynamic numbers, and lr always (no branch depends on it)."""
+    return name in _DYNAMIC and _is_real(v) and (v != 0 or name == "lr")
+
+
+class _Plan:
+    """What a group's step runs, made from the group's values: ``key`` (every hyperparameter but lr, and
+    ``maximize``) and ``lr``. ``alpha`` is the factor of the parameter write: the group's lr when ``scaled``
+    (``tx`` is then the chain built with lr = 1), else 1. ``hp``: the compiled path's hyperparameters."""
+
+    __slots__ = ("key", "lr", "tx", "alpha", "scaled", "maximize", "hp", "lr_view")
+
+    def __init__(self, key: tuple[Any, ...], lr: Any, tx: Transform, scaled: bool, maximize: bool) -> None:
+        self.key, self.lr, self.tx, self.scaled, self.maximize = key, lr, tx, scaled, maximize
+        self.alpha: Any = (float(lr) if _is_real(lr) else lr) if scaled else 1.0
+        self.hp: dict[str, Any] | None = None
+        self.lr_view: Any = None  # (a numpy view of hp["lr"], see _new_plan)
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -140,11 +324,12 @@ class Optimizer(torch.optim.Optimizer):
 
     Args:
         params: an iterable of tensors or of parameter-group dicts (torch's format; a group may override any
-            hyperparameter).
+            hyperparameter and hold torch's group keys, see the module docstring).
         transform: an alias such as :func:`optreg.optim.adam` (hyperparameters come from ``**defaults`` and the
             groups), or a ready-made :class:`Transform` (no hyperparameters).
         compile: run the update through :func:`torch.compile` (see the module docstring).
-        **defaults: hyperparameters of ``transform``, e.g. ``lr=1e-3``.
+        **defaults: hyperparameters of ``transform``, e.g. ``lr=1e-3``, and torch's ``maximize``, ``foreach``,
+            ``fused``, ``capturable``, ``differentiable``.
     """
 
     def __init__(
@@ -155,10 +340,12 @@ class Optimizer(torch.optim.Optimizer):
         compile: bool = False,
         **defaults: Any,
     ) -> None:
+        flags = {k: defaults.pop(k) for k in list(defaults) if k in _FLAG_KEYS}
         if isinstance(transform, Transform):
             if defaults:
                 raise OptregValueError(
-                    f"Optimizer: a ready-made Transform takes no hyperparameters, got {sorted(defaults)}"
+                    f"Optimizer: a ready-made Transform takes no hyperparameters, got {sorted(defaults)} "
+                    f"(allowed: {', '.join(_FLAG_KEYS)})"
                 )
             self._factory: Factory | None = None
             self._fixed: Transform | None = transform
@@ -168,28 +355,40 @@ class Optimizer(torch.optim.Optimizer):
             self._factory, self._fixed = transform, None
             self._name = getattr(transform, "__name__", "transform")
             full = _signature_defaults(transform)
-            self._check_names(defaults, full)
-            full.update(defaults)
         else:
             raise OptregTypeError(f"Optimizer: transform must be an alias or a Transform, got {transform!r}")
         self._hp_names = tuple(full)
+        self._check_keys({**defaults, **flags}, _FLAG_KEYS)
+        full.update(defaults)
+        self._has_lr = "lr" in full
+        self._key_names = (*(k for k in full if k != "lr"), *_ADAPTER_DEFAULTS)
         self._compile = bool(compile)
         self._trees: dict[int, Any] = {}
+        self._tree_tx: dict[int, Transform] = {}
         self._split: dict[int, list[Any]] = {}
         self._tx_cache: dict[tuple[Any, ...], Transform] = {}
-        self._hp_tensors: dict[int, dict[str, Any]] = {}
-        self._hp_seen: dict[int, tuple[Any, ...]] = {}
+        self._units: dict[tuple[Any, ...], Transform | None] = {}
+        self._plans: dict[int, _Plan] = {}
         self._compiled: Callable[..., None] | None = None
-        super().__init__(params, full)
+        try:
+            super().__init__(params, {**full, **_ADAPTER_DEFAULTS, **flags})
+        except OptregError:
+            raise
+        except (TypeError, ValueError) as e:  # torch's own checks of params (and their message)
+            raise (OptregTypeError if isinstance(e, TypeError) else OptregValueError)(f"{self._name}: {e}") from e
 
     # ---------------------------------------------------------------------------------- hyperparameters
 
-    def _check_names(self, given: dict[str, Any], allowed: dict[str, Any]) -> None:
+    def _check_keys(self, given: dict[str, Any], also: tuple[str, ...]) -> None:
+        """Every key of ``given`` is a hyperparameter or one of the torch keys ``also`` (checked by value)."""
         for key, value in given.items():
-            if key not in allowed:
+            if key in also:
+                _check_group_key(self._name, key, value)
+            elif key not in self._hp_names:
+                names = ", ".join(self._hp_names) or "none"
                 raise OptregValueError(
-                    f"{self._name}: unknown hyperparameter {key!r} (= {value!r}); "
-                    f"allowed: {', '.join(allowed)}"
+                    f"{self._name}: unknown hyperparameter {key!r} (= {value!r}); allowed: {names}; "
+                    f"and torch's keys {', '.join(also)}"
                 )
 
     def _hparams(self, group: dict[str, Any]) -> dict[str, Any]:
@@ -210,36 +409,134 @@ class Optimizer(torch.optim.Optimizer):
             tx = self._tx_cache[key] = self._factory(**hparams)
         return tx
 
+    def _unit(self, hparams: dict[str, Any], verify: bool) -> Transform | None:
+        """The chain built with lr = 1 when it is verified to be the group's chain with lr as a write factor
+        (see :func:`_scales_with_lr`), else None. Verified once per set of the other hyperparameters, and only
+        when ``verify`` (lr changed alone, or lr is a tensor): a step that changes those too (a cycled momentum)
+        pays one build, not three."""
+        rest = tuple(v for k, v in hparams.items() if k != "lr")
+        try:
+            unit = self._units.get(rest, _UNKNOWN)
+        except TypeError:  # an unhashable value
+            return None
+        if unit is _UNKNOWN and verify:
+            if len(self._units) > 64:
+                self._units.clear()
+            unit = self._units[rest] = self._verified_unit(hparams)
+        return None if unit is _UNKNOWN else unit
+
+    def _verified_unit(self, hparams: dict[str, Any]) -> Transform | None:
+        exact = self._transform(hparams)  # (checks every value)
+        try:
+            probes = [(x, self._factory(**{**hparams, "lr": x})) for x in _LR_PROBES]
+        except (TypeError, ValueError):  # a factory that refuses a probe value: keep the exact path
+            return None
+        unit, lr = probes[0][1], hparams["lr"]
+        return unit if _scales_with_lr(unit, [*probes[1:], *([(lr, exact)] if _is_real(lr) else [])]) else None
+
+    def _plan(self, gi: int, group: dict[str, Any]) -> _Plan:
+        """The group's plan; a new lr on a scaled plan only changes its write factor (and compiled 0-d lr)."""
+        key = tuple([group[k] for k in self._key_names])
+        plan = self._plans.get(gi)
+        if plan is not None:
+            try:
+                same = plan.key == key
+            except (RuntimeError, TypeError, ValueError):  # (a tensor that compares ambiguously)
+                same = False
+            if same:
+                if not self._has_lr:
+                    return plan
+                lr = group["lr"]
+                if lr is plan.lr:
+                    return plan
+                if type(lr) is float and type(plan.lr) is float:
+                    if lr == plan.lr:
+                        return plan
+                    if plan.scaled and 0.0 <= lr < math.inf:
+                        plan.lr = plan.alpha = lr
+                        if plan.lr_view is not None:
+                            plan.lr_view[()] = lr
+                        elif plan.hp is not None:
+                            plan.hp["lr"].fill_(lr)
+                        return plan
+            return self._new_plan(gi, group, key, lr_only=same)
+        return self._new_plan(gi, group, key, lr_only=False)
+
+    def _new_plan(self, gi: int, group: dict[str, Any], key: tuple[Any, ...], lr_only: bool) -> _Plan:
+        hparams = self._hparams(group)
+        maximize = group["maximize"]
+        _check_group_key(self._name, "maximize", maximize)
+        lr = hparams.get("lr")
+        tx, scaled = self._fixed, False
+        if self._factory is not None:
+            unit = None
+            if self._has_lr and (_is_real(lr) or isinstance(lr, Tensor)):
+                # (a tensor lr at once: the chain built with it holds -lr, which would not follow an in-place change)
+                unit = self._unit(hparams, verify=lr_only or isinstance(lr, Tensor))
+            if unit is not None:
+                if isinstance(lr, Tensor):
+                    _checks.check_tensor(_checks.check_nonneg, self._name, "lr", lr)
+                else:
+                    _checks.check_nonneg(self._name, "lr", lr)
+                tx, scaled = unit, True
+            else:
+                tx = self._transform(hparams)
+        plan = _Plan(key, lr, tx, scaled, maximize)
+        if self._compile and self._factory is not None:
+            plan.hp = _tensor_hparams(hparams, group["params"][0].device)
+            if scaled and _is_real(lr) and plan.hp["lr"].is_cpu:
+                # A new lr is written through a numpy view of the 0-d tensor: ``fill_`` also bumps the tensor's
+                # version, which the compiled call then pays for (measured on Linear(64, 10): +10-14 us a step
+                # with fill_, +3-6 us with the view, of ~190 us; benchmarks/bench_schedule.py)
+                plan.lr_view = plan.hp["lr"].numpy()
+        self._plans[gi] = plan
+        return plan
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's ``add_param_group``; the group's keys and hyperparameters are validated first."""
+        if not isinstance(param_group, dict):
+            raise OptregTypeError(f"{self._name}: param_group must be a dict, got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise OptregValueError(f"{self._name}: a param group needs 'params', got keys {sorted(param_group)}")
+        extra = {k: v for k, v in param_group.items() if k != "params"}
+        self._check_keys(extra, _GROUP_KEYS)
         if self._factory is not None:
-            extra = {k: v for k, v in param_group.items() if k != "params" and k not in _TORCH_GROUP_KEYS}
-            self._check_names(extra, self.defaults)
             self._transform(self._hparams({**self.defaults, **extra}))
-        super().add_param_group(param_group)
+        try:
+            super().add_param_group(param_group)
+        except (TypeError, ValueError) as e:  # torch's own checks of params (and their message)
+            raise (OptregTypeError if isinstance(e, TypeError) else OptregValueError)(f"{self._name}: {e}") from e
 
     # ----------------------------------------------------------------------------------------- state
 
-    def _group_tree(self, gi: int, group: dict[str, Any]) -> Any:
-        """The group's state tree; its tensors are the ones in ``self.state``, created on first use."""
+    def _group_tree(self, gi: int, params: list[Tensor], tx: Transform, strict: bool = False) -> Any:
+        """The group's state tree for ``tx``; its tensors are the ones in ``self.state``, created on first use.
+
+        A ``tx`` whose state differs from the tree's (a structural change) gets a new tree that takes over the
+        stored leaves whose key, shape and dtype match (all of them, or an error, when ``strict``: a loaded state).
+        """
         tree = self._trees.get(gi)
-        if tree is not None:
+        if tree is not None and _same_state(self._tree_tx[gi], tx):
+            self._tree_tx[gi] = tx
             return tree
-        params = group["params"]
-        tree = self._transform(self._hparams(group)).init(list(params))
-        restore = bool(params) and any(self.state.get(p) for p in params)
+        tree = tx.init(list(params))
         for key, positions, leaf in _leaves(tree, list(range(len(params)))):
-            if restore and positions:
-                saved = self.state[params[positions[0]]].get(key)
-                if saved is None:
-                    raise OptregValueError(
-                        f"{self._name}: loaded state has no entry {key!r} for this transform "
-                        "(was it saved by a different optimizer or hyperparameters?)"
-                    )
+            if not positions:
+                continue
+            saved = self.state[params[positions[0]]].get(key)
+            if strict and saved is None:
+                raise OptregValueError(
+                    f"{self._name}: loaded state has no entry {key!r} for this transform "
+                    "(was it saved by a different optimizer or hyperparameters?)"
+                )
+            if strict or (
+                isinstance(saved, Tensor) and (saved.shape, saved.dtype, saved.device) == (leaf.shape, leaf.dtype,
+                                                                                            leaf.device)
+            ):
                 leaf.copy_(saved)
             for q in positions:
                 self.state[params[q]][key] = leaf
-        self._trees[gi] = tree
+        self._trees[gi], self._tree_tx[gi] = tree, tx
         self._split.pop(gi, None)
         return tree
 
@@ -251,8 +548,11 @@ class Optimizer(torch.optim.Optimizer):
         """
         saved = state_dict["state"]
         super().load_state_dict({**state_dict, "state": {}})
-        self._trees.clear()
-        self._hp_seen.clear()
+        for group in self.param_groups:  # (a state saved without a key of ours gets its default)
+            for k in (*self._hp_names, *_ADAPTER_DEFAULTS):
+                group.setdefault(k, self.defaults[k])
+        for cache in (self._trees, self._tree_tx, self._split, self._plans):
+            cache.clear()
         index = 0
         for group in self.param_groups:
             for p in group["params"]:
@@ -262,24 +562,9 @@ class Optimizer(torch.optim.Optimizer):
                 index += 1
         for gi, group in enumerate(self.param_groups):
             if any(self.state.get(p) for p in group["params"]):
-                self._group_tree(gi, group)
+                self._group_tree(gi, group["params"], self._plan(gi, group).tx, strict=True)
 
     # ------------------------------------------------------------------------------------------ step
-
-    def _group_args(self, gi: int, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], Any, list[int]] | None:
-        """The parameters with a gradient, their gradients, their state tree and their positions in the group."""
-        params = group["params"]
-        grads = [p.grad for p in params]  # (read once: ``.grad`` is a property lookup, ~0.2 us a tensor)
-        keep = [i for i, g in enumerate(grads) if g is not None]
-        if not keep:
-            return None
-        tree = self._group_tree(gi, group)
-        for i in keep:
-            if grads[i].is_sparse:
-                raise OptregValueError(f"{self._name}: sparse gradients are not supported")
-        if len(keep) == len(params):
-            return list(params), grads, tree, keep
-        return [params[i] for i in keep], [grads[i] for i in keep], _select(tree, keep), keep
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -290,45 +575,64 @@ class Optimizer(torch.optim.Optimizer):
                 loss = closure()
         work = []
         for gi, group in enumerate(self.param_groups):
-            args = self._group_args(gi, group)
-            if args is not None:
-                work.append((gi, group, self._transform(self._hparams(group)), *args))
+            params = group["params"]
+            grads = [p.grad for p in params]  # (read once: ``.grad`` is a property lookup, ~0.2 us a tensor)
+            keep = [i for i, g in enumerate(grads) if g is not None]
+            if not keep:
+                continue
+            for i in keep:
+                if grads[i].is_sparse:
+                    raise OptregValueError(f"{self._name}: sparse gradients are not supported")
+            plan = self._plan(gi, group)
+            tree = self._group_tree(gi, params, plan.tx)
+            if len(keep) == len(params):
+                work.append((gi, plan, list(params), grads, tree, keep))
+            else:
+                work.append((gi, plan, [params[i] for i in keep], [grads[i] for i in keep], _select(tree, keep), keep))
         if not work:
             return loss
-        if self._compile and not any(w[2].needs_closure for w in work):
+        if self._compile and not any(w[1].tx.needs_closure for w in work):
             self._compiled_step(work)
             return loss
-        for gi, _, tx, params, grads, tree, keep in work:
+        for gi, plan, params, grads, tree, keep in work:
+            tx = plan.tx
             if tx.needs_closure:
-                self._apply_with_closure(tx, closure, loss, params, grads, tree)
+                self._apply_with_closure(plan, closure, loss, params, grads, tree)
             elif tx.elementwise and sum(p.numel() for p in params) >= _PER_TENSOR_MIN_NUMEL * len(params):
-                self._apply_per_tensor(gi, tx, params, grads, keep)
+                self._apply_per_tensor(gi, plan, params, grads, keep)
             else:
-                _apply(tx, params, grads, tree)
+                _apply(tx, params, grads, tree, "all", plan.alpha, plan.maximize)
         return loss
 
     def _apply_with_closure(
-        self, tx: Transform, closure: Callable[[], Any] | None, loss: Any, params: list[Tensor],
-        grads: list[Tensor], tree: Any,
+        self, plan: _Plan, closure: Callable[[], Any] | None, loss: Any, params: list[Tensor], grads: list[Tensor],
+        tree: Any,
     ) -> None:
-        """A method that re-evaluates the loss (a line search): it gets the closure, the loss and the gradients."""
+        """A method that re-evaluates the loss (a line search): it gets the closure, the loss and the gradients.
+
+        With ``maximize`` it minimizes ``-f``: the gradients, the loss and every value of the closure negated.
+        """
         if closure is None:
             raise OptregValueError(
                 f"{self._name}: step() needs a closure that re-evaluates the loss (this method does a line "
                 "search), got closure=None; call optimizer.step(closure)"
             )
+        maximize = plan.maximize
 
         def evaluate() -> Any:
             with torch.enable_grad():
-                return closure()
+                value = closure()
+            return -value if maximize else value
 
-        grads = [g.clone() for g in grads]
-        updates, new_tree = tx.update(grads, tree, params, closure=evaluate, value=float(loss), grads=grads)
+        grads = [g.neg() if maximize else g.clone() for g in grads]
+        value = float(loss.detach() if isinstance(loss, Tensor) else loss)
+        value = -value if maximize else value
+        updates, new_tree = plan.tx.update(grads, tree, params, closure=evaluate, value=value, grads=grads)
         _copy_into(tree, new_tree)
-        torch._foreach_add_(params, updates)
+        torch._foreach_add_(params, updates, alpha=plan.alpha)
 
     def _apply_per_tensor(
-        self, gi: int, tx: Transform, params: list[Tensor], grads: list[Tensor], keep: list[int]
+        self, gi: int, plan: _Plan, params: list[Tensor], grads: list[Tensor], keep: list[int]
     ) -> None:
         """Runs an elementwise chain one tensor at a time.
 
@@ -344,10 +648,11 @@ class Optimizer(torch.optim.Optimizer):
             subtrees = self._split[gi] = [_select(self._trees[gi], [i]) for i in range(n)]
         # An in-place transform returns its per-parameter lists themselves: then there is nothing to copy back
         # (the first tensor's call tells), and the walk over the state is skipped for the others.
+        tx, alpha, maximize = plan.tx, plan.alpha, plan.maximize
         copy_lists = True
         new_tree = None
         for j, i in enumerate(keep):
-            new_tree = _apply(tx, [params[j]], [grads[j]], subtrees[i], None)
+            new_tree = _apply(tx, [params[j]], [grads[j]], subtrees[i], None, alpha, maximize)
             if j == 0:
                 copy_lists = _replaces_lists(subtrees[i], new_tree)
             if copy_lists:
@@ -356,61 +661,48 @@ class Optimizer(torch.optim.Optimizer):
 
     # --------------------------------------------------------------------------------- compiled path
 
-    def _tensor_hparams(self, gi: int, group: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        """0-d tensors for the non-zero dynamic hyperparameters, refreshed in place when the group changes."""
-        hparams = self._hparams(group)  # already validated: step() built their transform
-        seen = tuple(hparams.values())
-        cached = self._hp_tensors.get(gi)
-        if cached is not None and self._hp_seen.get(gi) == seen:
-            return cached
-        out: dict[str, Any] = {}
-        for k, v in hparams.items():
-            if _tensorizable(k, v):
-                old = cached.get(k) if cached else None
-                if isinstance(old, Tensor):
-                    old.fill_(float(v))
-                    out[k] = old
-                else:
-                    out[k] = torch.tensor(float(v), dtype=torch.float64, device=device)
-            else:
-                out[k] = float(v) if isinstance(v, Real) and not isinstance(v, bool) else v
-        self._hp_tensors[gi], self._hp_seen[gi] = out, seen
-        return out
-
     def _compiled_step(self, work: list[tuple[Any, ...]]) -> None:
         if self._compiled is None:
             self._compiled = _compile_step(self._factory, self._fixed, self._name)
-        batch = []
-        for gi, group, _, params, grads, tree, _ in work:
-            hp = self._tensor_hparams(gi, group, params[0].device) if self._factory is not None else {}
-            batch.append((params, grads, tree, hp))
-        self._compiled(batch)
+        self._compiled([(p, g, tree, plan.hp or {}, plan.maximize) for _, plan, p, g, tree, _ in work])
 
     def __repr__(self) -> str:
         lines = [f"Optimizer({self._name}{', compile=True' if self._compile else ''})"]
         for i, group in enumerate(self.param_groups):
-            hp = ", ".join(f"{k}={group[k]!r}" for k in self._hp_names)
+            hp = ", ".join(f"{k}={group[k]!r}" for k in (*self._hp_names, *_ADAPTER_DEFAULTS))
             lines.append(f"  group {i}: {len(group['params'])} tensors, {hp}")
         return "\n".join(lines)
 
 
-# torch.optim.lr_scheduler and friends add these keys to groups; they are not hyperparameters of ours.
-_TORCH_GROUP_KEYS = ("initial_lr", "name", "differentiable", "foreach", "fused", "capturable", "maximize")
+def _tensor_hparams(hparams: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The compiled path's hyperparameters: 0-d float64 tensors for the dynamic ones (see ``_tensorizable``),
+    floats for the other numbers, anything else (a user's tensor, a flag) as is. Already validated."""
+    return {
+        k: torch.tensor(float(v), dtype=torch.float64, device=device) if _tensorizable(k, v)
+        else float(v) if _is_real(v) else v
+        for k, v in hparams.items()
+    }
 
 
-def _apply(tx: Transform, params: list[Tensor], grads: list[Tensor], tree: Any, which: str | None = "all") -> Any:
-    """``theta += update`` and the new state written back; returns the new state tree.
+def _apply(
+    tx: Transform, params: list[Tensor], grads: list[Tensor], tree: Any, which: str | None = "all",
+    alpha: Any = 1.0, maximize: bool = False,
+) -> Any:
+    """``theta += alpha * update`` and the new state written back; returns the new state tree.
 
-    In eager mode a transform with ``write`` (a chain) adds its update to the parameters itself, in as few
-    passes as torch.optim's for-loop (the learning rate folded into one ``addcdiv_``); under torch.compile
-    the plain update is traced and inductor fuses it. ``which`` says what of the new state to write back
-    (see :func:`_copy_into`; None: nothing, the caller does it).
+    ``maximize`` negates the gradients first (torch.optim's ``maximize``). In eager mode a transform with
+    ``write`` (a chain) adds its update to the parameters itself, in as few passes as torch.optim's for-loop
+    (the learning rate folded into one ``addcdiv_``); under torch.compile the plain update is traced and
+    inductor fuses it. ``which`` says what of the new state to write back (see :func:`_copy_into`; None:
+    nothing, the caller does it).
     """
+    if maximize:
+        grads = [torch.neg(grads[0])] if len(grads) == 1 else list(torch._foreach_neg(grads))
     if tx.write is not None and not torch.compiler.is_compiling():
-        new_tree = tx.write(grads, tree, params, 1.0, 1.0)
+        new_tree = tx.write(grads, tree, params, alpha, 1.0)
     else:
         updates, new_tree = tx.update(grads, tree, params)
-        torch._foreach_add_(params, updates)
+        torch._foreach_add_(params, updates, alpha=alpha)
     if which is not None:
         _copy_into(tree, new_tree, which)
     return new_tree
@@ -423,10 +715,10 @@ def _compile_step(factory: Factory | None, fixed: Transform | None, name: str) -
     many optimizers in one process never push each other out of the cache.
     """
 
-    def step(batch: list[tuple[list[Tensor], list[Tensor], Any, dict[str, Any]]]) -> None:
-        for params, grads, tree, hp in batch:
+    def step(batch: list[tuple[list[Tensor], list[Tensor], Any, dict[str, Any], bool]]) -> None:
+        for params, grads, tree, hp, maximize in batch:
             tx = fixed if factory is None else factory(**hp)
-            _apply(tx, params, grads, tree)
+            _apply(tx, params, grads, tree, "all", 1.0, maximize)
 
     code = step.__code__.replace(co_name=f"optreg_{name}_step")
     fresh = types.FunctionType(code, step.__globals__, code.co_name, step.__defaults__, step.__closure__)

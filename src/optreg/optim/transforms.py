@@ -76,9 +76,14 @@ class EmptyState(NamedTuple):
 
 
 def _check(check: Callable[..., float], owner: str, field: str, value: Any) -> Any:
-    """Validate a hyperparameter given as a number; a 0-d tensor (compiled path) was validated upstream."""
+    """Validate a hyperparameter given as a number or as a tensor (torch.optim takes a Tensor lr).
+
+    A tensor must be 0-d and in range, like a number (:func:`optreg._checks.check_tensor`; it is returned as
+    is, so an in-place change of it is seen). While torch.compile traces, tensors pass unchecked: they are
+    the adapter's own 0-d copies of values that were checked when they entered the group.
+    """
     if isinstance(value, Tensor):
-        return value
+        return value if torch.compiler.is_compiling() else _checks.check_tensor(check, owner, field, value)
     return check(owner, field, value)
 
 
@@ -621,7 +626,7 @@ def _add_scaled_params(weight_decay: float, name: str, sign: float = 1.0) -> Tra
 
     def update(updates: Updates, state: EmptyState, params: Params | None = None):
         if params is None:
-            raise ValueError(f"{name}: needs the parameters, got params=None")
+            raise OptregValueError(f"{name}: needs the parameters, got params=None")
         if F.is_zero(weight_decay):
             return updates, state
         return F.add_scaled(updates, params, *F.hoist(factor, like=params)), state
