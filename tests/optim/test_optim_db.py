@@ -57,8 +57,6 @@ IMPLEMENTATION_FLAGS = {
 
 # Parts of issue 8 other helpers deliver; each case here is a strict xfail. The lead removes this after merging.
 _PENDING = {
-    "maximize: the adapter (optimizer.py) honours it per group":
-        lambda cls, kw: bool(kw.get("maximize")),
     "rprop / asgd / adafactor / muon: the new algorithms":
         lambda cls, kw: cls in ("Rprop", "ASGD", "Adafactor", "Muon"),
 }
