@@ -57,7 +57,7 @@ import torch
 from optreg._checks import check_int, check_range
 from optreg.errors import OptregTypeError, OptregValueError, OptregWarning
 
-__all__ = ["MNIST1D_ARGS", "Split", "Splits", "available", "load", "read_idx", "write_idx"]
+__all__ = ["MNIST1D_ARGS", "Split", "Splits", "available", "check_mnist1d", "load", "read_idx", "write_idx"]
 
 _BUILTIN = ("digits", "mnist1d")
 
@@ -320,6 +320,11 @@ def _mnist1d_args(options: Any) -> tuple[Any, dict[str, Any]]:
         )
     key = {k: v for k, v in vars(args).items() if k != "url"}
     return args, key
+
+
+def check_mnist1d(options: dict[str, Any] | None) -> dict[str, Any]:
+    """MNIST-1D's generation arguments with ``options`` applied, each checked (nothing is generated)."""
+    return _mnist1d_args(options)[1]
 
 
 def _mnist1d_shapes(args: Any) -> dict[str, tuple[int, ...]]:
