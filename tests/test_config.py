@@ -295,3 +295,36 @@ def test_the_example_trains_the_numbers_it_did_before(tmp_path):
     a = config.run(new, Context(out=tmp_path / "a"))
     b = config.run(old, Context(out=tmp_path / "b"))
     assert a.table[0]["train_loss"] == b.table[0]["train_loss"] and a.table[0]["val_loss"] == b.table[0]["val_loss"]
+
+
+def test_cli_template_round_trips_through_optreg_train(tmp_path, capsys):
+    """`optreg template > t.toml; optreg train t.toml` works as it is (exit 0, a finished run), and
+    --set / --seed / --epochs reach the recorded run (oracle: the run store)."""
+    from optreg.cli import main
+    from optreg.report.store import RunStore
+
+    assert main(["template"]) == 0
+    text = capsys.readouterr().out
+    assert text == config.template()
+    path = _write(tmp_path, text, "t.toml")
+    argv = ["train", str(path), "--out", str(tmp_path / "out"), "--epochs", "1", "--seed", "4",
+            "--set", "optimizer.lr=0.05", "--set", "model.hidden=[8]"]  # fmt: skip
+    assert main(argv) == 0
+    assert "template (seed 4): finished" in capsys.readouterr().out
+    with RunStore(tmp_path / "out" / "runs.sqlite") as store:
+        (run,) = store.runs("train")
+        toml = run["config"]["toml"]
+        assert run["seed"] == 4 and toml["train"]["epochs"] == 1 and toml["optimizer"]["lr"] == 0.05
+        assert toml["model"]["hidden"] == [8] and len(store.epochs(run["id"])) == 1
+
+
+def test_cli_prints_optreg_warnings_as_one_line(tmp_path, capsys):
+    from optreg.cli import main
+
+    path = _write(tmp_path, '[model]\n[optimizer]\nname = "sgd"\n[schedule]\nname = "cosine"\ntotal_steps = 5\n'
+                            "[train]\nepochs = 1\n")  # fmt: skip
+    assert main(["train", str(path), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("optreg: warning: spec: schedule.total_steps = 5 ends before")
+    assert main(["train", str(path), "--set", "train.steps=3"]) == 2
+    assert "train.steps = 3: give train.epochs or train.steps" in capsys.readouterr().err
