@@ -658,3 +658,7 @@ def test_readout_all_gets_seq_len_from_the_data():
             "train": {"epochs": 1}}  # fmt: skip
     result = run(spec, data, seed=0)
     assert result.spec["model"]["seq_len"] == 9 and result.model.head.in_features == 36
+    three = data._replace(**{k: Split(getattr(data, k).x.reshape(-1, 3, 3), getattr(data, k).y)
+                             for k in ("train", "val", "test")}, input_shape=(3, 3))  # fmt: skip
+    assert run(spec, three, seed=0).spec["model"] | {"kind": "gru"} == {
+        "kind": "gru", "hidden_size": 4, "readout": "all", "out_features": 2, "in_features": 3, "seq_len": 3}

@@ -4,12 +4,14 @@ A *spec* is a plain dict with the shape of a TOML run config (:mod:`optreg.confi
 
     spec = {
         "name": "adam-digits",                                   # a label (default "run")
-        "data": {"name": "digits", "seed": 0},                   # or "path"; val_fraction, test_fraction
+        "data": {"name": "digits", "seed": 0},                   # or "path"; val_fraction, test_fraction,
+                                                                 # n_classes, mnist1d = {generation args}
         "model": {"kind": "mlp", "hidden": [128]},               # optreg.nn.build; sizes from the data
         "init": {"scheme": "he_normal", "bias": "zeros"},        # optional: optreg.init.apply
         "optimizer": {"name": "adam", "lr": 1e-3},               # optreg.optim.create(name, params, **rest)
-        "schedule": {"name": "cosine", "lr": 1e-3, "total_steps": 820},   # optional: optreg.schedules.create
+        "schedule": {"name": "cosine"},                          # optional: optreg.schedules.create
         "train": {"batch_size": 32, "epochs": 20, "seed": 0, "clip_grad_norm": 1.0, "log_every": 1,
+                  "shuffle": True, "eval_every": None,           # or "steps": 5000 instead of "epochs"
                   "early_stopping": {"monitor": "val_loss", "patience": 5}},
     }
     result = optreg.train.run(spec, None, seed=0)   # None: load the [data] section; or pass optreg.data Splits
@@ -23,13 +25,23 @@ eq. (7.58)). ``schedule = {"name": "reduce_on_plateau", ...}`` drives the lr fro
 (the :class:`~optreg.train.ReduceLROnPlateau` callback) instead of the step. A value of None is the
 same as leaving the key out.
 
-:func:`check_spec` checks every key before anything is built: unknown keys and wrong types name the key
-path (``spec: optimizer.betaa = 0.9: unknown hyperparameter of adam; allowed: lr, ...``); values go to
-the component they are for, which checks them itself (the optimizer is built on a dummy parameter, the
-schedule and early stopping are constructed), and its message is tagged with the section
-(``spec: [optimizer] adam: beta2 must be in [0, 1), got 1.5``). All errors are
-:class:`~optreg.errors.ConfigError`. The model and the init scheme's options are checked when the model is
-built (some depend on the sizes the data give), still before any training.
+:func:`check_spec` checks the whole spec before anything is loaded or built, in one message style,
+``spec: key.path = value: what is wrong; allowed: ...`` with the value as TOML writes it
+(``spec: optimizer.betaa = 0.9: unknown hyperparameter of adam; allowed: lr, ...``,
+``spec: optimizer.beta2 = 1.5: must be in [0, 1)``): unknown keys and wrong types of every section, the
+model's keys and values (:func:`optreg.nn.models.validate`, with stand-ins for the sizes the data give),
+values the components check themselves (the optimizer is built on a dummy parameter, the schedule and
+early stopping are constructed). All errors are :class:`~optreg.errors.ConfigError`. What depends on the
+data's sizes (an init option such as sparse's ``k``, conv maps that vanish) is checked when the model is
+built, still before any training.
+
+What a spec cannot say two ways: the schedule's ``lr`` (its peak) *is* the optimizer's ``lr`` (one given
+is copied to the other; two different values are refused). A schedule's length (``cosine``'s
+``total_steps``, ``linear_to_floor``'s ``decay_steps``) defaults to ``"auto"``, the run's number of
+updates (``train.steps``, or epochs x batches per epoch), resolved by :func:`run` (:func:`resolve_schedule`;
+the resolved spec holds the number); a warm-up counts inside it (:class:`optreg.schedules.Warmup`); a
+cosine given a length shorter than the run warns (:class:`~optreg.errors.OptregWarning`). Early stopping
+or reduce-on-plateau on a ``val_`` metric without a validation split is refused before training.
 
 :func:`run` is deterministic: the same spec, data and seed give the same numbers, bit for bit (the
 weights are drawn under ``torch.manual_seed(seed)``, the init scheme from a generator seeded with
@@ -482,8 +494,8 @@ def complete_model_spec(spec: Mapping[str, Any], data: Any) -> dict[str, Any]:
 
     ``out_features`` = the number of classes; ``in_features`` (``mlp``) = the number of input values;
     ``input_shape`` / ``in_channels`` (``cnn1d`` / ``cnn2d``) from the sample shape when it has a channel
-    axis; ``in_features`` (recurrent kinds) = 1 for ``(N, T)`` inputs, and ``seq_len`` = ``T`` for
-    ``readout = "all"``.
+    axis; ``in_features`` (recurrent kinds) = 1 for ``(N, T)`` inputs, ``F`` for ``(N, T, F)``, and
+    ``seq_len`` = ``T`` for ``readout = "all"``.
     """
     if not isinstance(spec, Mapping):
         raise ConfigError(f"spec: model must be a table (a dict), got {spec!r}")
@@ -502,8 +514,8 @@ def complete_model_spec(spec: Mapping[str, Any], data: Any) -> dict[str, Any]:
         elif len(shape) == ndim:
             s.setdefault("input_shape", list(shape))
     elif kind in ("rnn", "gru", "lstm"):
-        if len(shape) == 1:
-            s.setdefault("in_features", 1)
+        if len(shape) in (1, 2):  # (N, T) scalars, or (N, T, F)
+            s.setdefault("in_features", 1 if len(shape) == 1 else shape[1])
         if s.get("readout") == "all" and len(shape) in (1, 2):
             s.setdefault("seq_len", shape[0])
     return s
