@@ -78,25 +78,31 @@ def test_defaults_and_name_from_the_file(tmp_path):
             ("beta2 = 0.99", "betaa = 0.99"),
             "optimizer.betaa = 0.99: unknown hyperparameter of adam; allowed: lr",
         ),
-        (("beta2 = 0.99", "beta2 = 1.5"), r"config: \[optimizer\] adam: beta2 must be in \[0, 1\), got 1.5"),
-        (('name = "adam"', 'name = "adamm"'), "config: optimizer.name = 'adamm': allowed: adadelta"),
+        (("beta2 = 0.99", "beta2 = 1.5"), r"^config: optimizer.beta2 = 1.5: must be in \[0, 1\)$"),
+        (('name = "adam"', 'name = "adamm"'), 'config: optimizer.name = "adamm": allowed: adadelta'),
         (("epochs = 2", "epochs = 0"), "config: train.epochs = 0: must be an integer >= 1"),
-        (("epochs = 2", 'epochs = "2"'), "config: train.epochs = '2': must be an integer"),
-        (("epochs = 2", "epochs = true"), "config: train.epochs = True: must be an integer"),
+        (("epochs = 2", 'epochs = "2"'), 'config: train.epochs = "2": must be an integer'),
+        (("epochs = 2", "epochs = true"), "config: train.epochs = true: must be an integer"),
         (("epochs = 2", "epoch = 2"), "config: train.epoch = 2: unknown key; allowed keys: batch_size, epochs"),
-        (("patience = 4", "patience = -1"), r"\[train.early_stopping\] early_stopping: patience must be"),
+        (("patience = 4", "patience = -1"), "config: train.early_stopping.patience = -1: must be an integer >= 0"),
         (("patience = 4", "patiense = 4"), "config: train.early_stopping.patiense = 4: unknown key"),
         (("val_fraction = 0.2", "val_fraction = 1.5"), r"config: data.val_fraction = 1.5: must be in \[0, 1\)"),
-        (('name = "digits"', 'name = "mnist"'), "config: data.name = 'mnist': allowed: digits, mnist1d"),
-        (("total_steps = 24", "total_step = 24"), r"config: \[schedule\] schedules.create: cosine got unknown"),
-        (('scheme = "he_normal"', 'scheme = "he"'), "config: init.scheme = 'he': allowed:"),
-        (('kind = "mlp"', 'kind = "mlpp"'), "config: model.kind = 'mlpp': allowed: mlp"),
-        (('name = "tiny"', 'nmae = "tiny"'), "config: nmae = 'tiny': unknown key; allowed keys: name, data"),
+        (('name = "digits"', 'name = "mnist"'), 'config: data.name = "mnist": allowed: digits, mnist1d'),
+        (("total_steps = 24", "total_step = 24"), "schedule.total_step = 24: unknown option of cosine; allowed: lr"),
+        (('scheme = "he_normal"', 'scheme = "he"'), 'config: init.scheme = "he": allowed:'),
+        (('kind = "mlp"', 'kind = "mlpp"'), 'config: model.kind = "mlpp": allowed: mlp'),
+        (('name = "tiny"', 'nmae = "tiny"'), 'config: nmae = "tiny": unknown key; allowed keys: name, data'),
         (('name = "tiny"', 'name = "../up"'), "config: name = '../up': must be letters, digits"),
         (
             ("clip_grad_norm = 5.0", "clip_grad_norm = -1.0"),
             "train.clip_grad_norm = -1.0: must be a number > 0",
         ),
+        (("lr = 0.01\ntotal_steps", "lr = 0.02\ntotal_steps"), "schedule.lr = 0.02 and optimizer.lr = 0.01 differ"),
+        (("hidden = [16]", "hidden = [16]\nstride = 2"), "config: model.stride = 2: unknown key for kind mlp"),
+        (("hidden = [16]", "hidden = [16]\nresidual = 1"), "config: model.residual = 1: must be true or false"),
+        (("val_fraction = 0.2", "val_fraction = 0.0"), 'train.early_stopping.monitor = "val_loss": there is no'),
+        (('name = "digits"', 'name = "mnist1d"\ntest_fraction = 0.3'), "data.test_fraction = 0.3: does not apply"),
+        (("epochs = 2", "epochs = 2\nsteps = 30"), "config: train.steps = 30: give train.epochs or train.steps"),
     ],
 )
 def test_bad_entries_name_the_key_the_value_and_what_is_allowed(tmp_path, edit, message):
@@ -134,12 +140,18 @@ def test_run_trains_and_records_the_config(tmp_path):
     assert result.table[0]["run"] == "tiny" and set(result.figures) == {"curves"}
 
 
-def test_a_bad_model_spec_fails_before_any_run_is_recorded(tmp_path):
-    c = config.load(_write(tmp_path, GOOD.replace("hidden = [16]", "hiden = [16]")))
-    ctx = Context(out=tmp_path / "out", quick=True)
-    with pytest.raises(ConfigError, match="unknown key 'hiden'"):
-        config.run(c, ctx)
-    assert ctx.store is None or ctx.store.runs() == []
+def test_a_bad_model_spec_fails_at_load_before_any_data(tmp_path, monkeypatch):
+    """The whole config is checked before any data are loaded or generated (oracle: optreg.data.load is
+    never called)."""
+    from optreg import data
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("data loaded before the config was checked")
+
+    monkeypatch.setattr(data, "load", no_load)
+    text = GOOD.replace('name = "digits"', 'name = "mnist1d"').replace("hidden = [16]", "hiden = [16]")
+    with pytest.raises(ConfigError, match=r"config: model.hiden = \[16\]: unknown key for kind mlp"):
+        config.load(_write(tmp_path, text))
 
 
 def test_reduce_on_plateau_becomes_a_callback(tmp_path):
@@ -178,3 +190,141 @@ def test_run_trains_on_the_configs_dataset_not_the_contexts(tmp_path):
     config.run(c, ctx)
     (run,) = ctx.open_store().runs("train")
     assert run["config"]["dataset"] == "own"  # the file stem, as optreg.data names a user file
+
+
+# ---------------------------------------------------------------- paths, overrides, the template
+def test_a_relative_data_path_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    """Oracle: the file next to the config, read from another current folder; a --set path is the
+    command line's, relative to the current folder."""
+    import numpy as np
+
+    (tmp_path / "cfg" / "data").mkdir(parents=True)
+    np.savez(tmp_path / "cfg" / "data" / "own.npz", x=np.zeros((30, 2), np.float32), y=np.arange(30) % 3)
+    path = _write(tmp_path / "cfg", '[data]\npath = "data/own.npz"\n[model]\n[optimizer]\nname = "sgd"\n')
+    monkeypatch.chdir(tmp_path)
+    c = config.load(path)
+    assert c.dataset == str((tmp_path / "cfg" / "data" / "own.npz").resolve())
+    with pytest.raises(ConfigError, match='data.path = "data/own.npz": no such file or directory'):
+        config.load(path, ["data.path=data/own.npz"])
+    assert config.load(path, ["data.path=cfg/data/own.npz"]).dataset == "cfg/data/own.npz"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "value"),
+    [
+        ("train.epochs=3", "train.epochs", 3),
+        ("optimizer.lr=1e-3", "optimizer.lr", 1e-3),
+        ("model.hidden=[64, 64]", "model.hidden", [64, 64]),
+        ("model.residual=true", "model.residual", True),
+        ("optimizer.name=adam", "optimizer.name", "adam"),
+        ('optimizer.name="adam"', "optimizer.name", "adam"),
+        ("schedule={name = 'cosine'}", "schedule", {"name": "cosine"}),
+    ],
+)
+def test_parse_override_reads_the_value_as_toml(text, key, value):
+    assert config.parse_override(text) == (key, value)
+
+
+def test_overrides_set_dotted_keys_and_are_checked_like_the_file(tmp_path):
+    path = _write(tmp_path, GOOD)
+    c = config.load(path, ["train.epochs=1", "optimizer.beta2=0.9", "model.hidden=[4, 4]", "data.n_classes=10",
+                           "train.early_stopping.patience=1"])  # fmt: skip
+    assert (c.epochs, c.hparams["beta2"], c.model["hidden"], c.early_stopping["patience"]) == (1, 0.9, [4, 4], 1)
+    assert c.data_options["n_classes"] == 10
+    with pytest.raises(ConfigError, match="config: train.epochs = 0: must be an integer >= 1"):
+        config.load(path, ["train.epochs=0"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        config.load(path, ["train.epochs"])
+    with pytest.raises(ConfigError, match=r'--set model.hidden.x: model.hidden = \[16\] is not a table'):
+        config.load(path, ["model.hidden.x=1"])
+    with pytest.raises(ConfigError, match="the value is not TOML"):
+        config.load(path, ["model.hidden=[1,"])
+
+
+def test_the_template_is_a_config_whose_active_values_are_the_defaults(tmp_path):
+    """Round trip: optreg template's text loads as it is, and trains to the numbers of the empty config
+    ``[model]``, ``[optimizer] name = "sgd"`` bit for bit (oracle: that run), so every value it shows
+    active is the true default."""
+    template = config.template()
+    c = config.load(_write(tmp_path, template, "template.toml"), ["train.epochs=1"])
+    empty = config.load(_write(tmp_path, '[model]\n[optimizer]\nname = "sgd"\n', "empty.toml"), ["train.epochs=1"])
+    a = config.run(c, Context(out=tmp_path / "a", quick=True))
+    b = config.run(empty, Context(out=tmp_path / "b", quick=True))
+    assert a.table[0]["train_loss"] == b.table[0]["train_loss"] and a.table[0]["test_loss"] == b.table[0]["test_loss"]
+
+
+def test_the_template_names_every_key_of_every_section():
+    """Every key of the schema, of every model kind, of MNIST-1D's generation, of early stopping, of the
+    sgd optimizer and of every schedule appears in the template (oracle: the registries and signatures)."""
+    import inspect
+
+    from optreg import optim, schedules
+    from optreg.data.datasets import MNIST1D_ARGS
+    from optreg.nn import models
+    from optreg.train import EarlyStopping, ReduceLROnPlateau
+
+    text = config.template()
+    sections = {"data", "model", "init", "optimizer", "schedule", "train", "early_stopping", "mnist1d"}
+    keys = {k for table in config.SCHEMA.values() for k in table} - sections - {"penalty"}  # penalty: Python only
+    for kind in models.available():
+        required, defaults = models.keys(kind)
+        keys |= {*required, *defaults} - {"in_features", "out_features"}
+    keys |= set(MNIST1D_ARGS) | set(inspect.signature(EarlyStopping).parameters)
+    keys |= set(inspect.signature(optim.get("sgd")).parameters)
+    for name in schedules.available():
+        factory = ReduceLROnPlateau if name == "reduce_on_plateau" else schedules._REGISTRY[name]
+        keys |= set(inspect.signature(factory).parameters)
+    missing = sorted(k for k in keys if f"{k} =" not in text and f" {k}," not in text and f" {k}\n" not in text)
+    assert missing == []
+    for section in ("[data]", "[data.mnist1d]", "[model]", "[init]", "[optimizer]", "[schedule]", "[train]",
+                    "[train.early_stopping]"):  # fmt: skip
+        assert section in text
+
+
+def test_the_example_trains_the_numbers_it_did_before(tmp_path):
+    """examples/digits_adamw_cosine.toml now leaves total_steps to "auto" and the lr to [optimizer]: the
+    same run as the old file (total_steps = 615 = 15 epochs x 41 updates, the lr in both tables), bit for
+    bit (oracle: the old text)."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "digits_adamw_cosine.toml"
+    new = config.load(example, ["train.epochs=2"])
+    assert new.spec["schedule"] == {"name": "cosine", "total_steps": "auto", "lr": 3e-3}
+    old_text = example.read_text().replace('name = "cosine"', 'name = "cosine"\nlr = 3e-3\ntotal_steps = 82')
+    old = config.load(_write(tmp_path, old_text, "old.toml"), ["train.epochs=2"])
+    a = config.run(new, Context(out=tmp_path / "a"))
+    b = config.run(old, Context(out=tmp_path / "b"))
+    assert a.table[0]["train_loss"] == b.table[0]["train_loss"] and a.table[0]["val_loss"] == b.table[0]["val_loss"]
+
+
+def test_cli_template_round_trips_through_optreg_train(tmp_path, capsys):
+    """`optreg template > t.toml; optreg train t.toml` works as it is (exit 0, a finished run), and
+    --set / --seed / --epochs reach the recorded run (oracle: the run store)."""
+    from optreg.cli import main
+    from optreg.report.store import RunStore
+
+    assert main(["template"]) == 0
+    text = capsys.readouterr().out
+    assert text == config.template()
+    path = _write(tmp_path, text, "t.toml")
+    argv = ["train", str(path), "--out", str(tmp_path / "out"), "--epochs", "1", "--seed", "4",
+            "--set", "optimizer.lr=0.05", "--set", "model.hidden=[8]"]  # fmt: skip
+    assert main(argv) == 0
+    assert "template (seed 4): finished" in capsys.readouterr().out
+    with RunStore(tmp_path / "out" / "runs.sqlite") as store:
+        (run,) = store.runs("train")
+        toml = run["config"]["toml"]
+        assert run["seed"] == 4 and toml["train"]["epochs"] == 1 and toml["optimizer"]["lr"] == 0.05
+        assert toml["model"]["hidden"] == [8] and len(store.epochs(run["id"])) == 1
+
+
+def test_cli_prints_optreg_warnings_as_one_line(tmp_path, capsys):
+    from optreg.cli import main
+
+    path = _write(tmp_path, '[model]\n[optimizer]\nname = "sgd"\n[schedule]\nname = "cosine"\ntotal_steps = 5\n'
+                            "[train]\nepochs = 1\n")  # fmt: skip
+    assert main(["train", str(path), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("optreg: warning: spec: schedule.total_steps = 5 ends before")
+    assert main(["train", str(path), "--set", "train.steps=3"]) == 2
+    assert "train.steps = 3: give train.epochs or train.steps" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 ::
 
     optreg run NAME [--dataset D] [--out DIR] [--seeds N] [--epochs E] [--quick]   # a chapter experiment
-    optreg train CONFIG.toml [--out DIR] [--nproc N]                               # a run from a TOML file
+    optreg train CONFIG.toml [--out DIR] [--set KEY=VALUE ...] [--seed S] [--epochs E] [--nproc N]   # TOML run
+    optreg template                                                                # an annotated config
     optreg list [experiments|optimizers|schedules|datasets|init|models]            # what is available
     optreg toy [--function quadratic|rosenbrock]                                   # optimizers on 2-D functions
 
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     t.add_argument("--threads", type=_positive, default=1, help=THREADS_HELP)
     t.add_argument("--nproc", type=_positive, default=1, help="train on N local processes (data-parallel, DDP)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a config key (dotted path, value read as TOML), e.g. optimizer.lr=1e-3; repeatable")
+    t.add_argument("--seed", type=int, default=None, help="train.seed: the weights, shuffling and dropout")
+    t.add_argument("--epochs", type=_positive, default=None, help="train.epochs")
+
+    sub.add_parser("template", help="print an annotated config: every key, its default and allowed values")
 
     ls = sub.add_parser("list", help="list experiments, optimizers, schedules, datasets, init schemes, models")
     ls.add_argument("what", nargs="?", choices=LISTS, default=None, metavar="WHAT", help=", ".join(LISTS))
@@ -215,11 +222,30 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
+    import warnings
+
+    from optreg import config as cfg
+    from optreg.errors import OptregWarning
+
+    flags = [("train.seed", args.seed), ("train.epochs", args.epochs)]
+    overrides = [*args.set, *((k, v) for k, v in flags if v is not None)]
+    with warnings.catch_warnings():  # optreg's warnings as one line each, like its errors
+        default = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+            if not issubclass(category, OptregWarning):
+                return default(message, category, *rest, **kw)
+            print(f"optreg: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        return _train(cfg.load(args.config, overrides), args, console)
+
+
+def _train(conf: Any, args: argparse.Namespace, console: Console) -> int:
     from optreg import config as cfg
     from optreg import experiments
 
-    conf = cfg.load(args.config)
-    if args.nproc > 1:  # N processes train as one (optreg.train.distributed); rank 0 alone prints and writes
+    if getattr(args, "nproc", 1) > 1:  # N processes train as one (optreg.train.distributed); rank 0 prints
         from optreg.train.distributed import launch
 
         return launch(_train_rank, args.nproc, args, threads=args.threads)[0]
@@ -296,7 +322,14 @@ def _cmd_toy(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "train": _cmd_train, "list": _cmd_list, "toy": _cmd_toy}
+def _cmd_template(args: argparse.Namespace, console: Console) -> int:
+    from optreg import config
+
+    sys.stdout.write(config.template())
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "train": _cmd_train, "list": _cmd_list, "toy": _cmd_toy, "template": _cmd_template}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,3 +26,8 @@ class DivergenceError(OptregError, FloatingPointError):
 
 class ConfigError(OptregValueError):
     """A bad configuration file or entry: the message names the key, the value and what is allowed."""
+
+
+class OptregWarning(UserWarning):
+    """Something optreg can do but that is probably not what was meant (a schedule that ends before
+    training does, a class without an example): the message says what and how to change it."""

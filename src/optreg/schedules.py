@@ -11,18 +11,21 @@ decay", eqs. (7.5)-(7.7)), section 7.2.3.3 (``alpha_t = alpha_0 / sqrt(t)``), fi
 floor), and the usual schedules of ``torch.optim.lr_scheduler`` (StepLR, MultiStepLR, ExponentialLR,
 CosineAnnealingLR, LinearLR warm-up), whose learning rates they reproduce in closed form.
 
->>> s = warmup(cosine(0.1, total_steps=90), warmup_steps=10)
+>>> s = warmup(cosine(0.1, total_steps=100), warmup_steps=10)   # the warm-up counts inside total_steps
 >>> [round(s(t), 4) for t in (0, 5, 10, 55, 100)]
 [0.0, 0.05, 0.1, 0.05, 0.0]
 
 :class:`ReduceOnPlateau` is the one stateful schedule: it is fed a validation metric
 (``.step(metric) -> lr``) and has the semantics of ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
-:func:`as_multiplier` turns any schedule into an ``lr_lambda`` for ``torch.optim.lr_scheduler.LambdaLR``.
+:class:`ScheduleLR` drives any torch optimizer with any of these schedules as a
+``torch.optim.lr_scheduler.LRScheduler`` (it sets each group's lr to ``schedule(step)``);
+:func:`as_multiplier` turns a schedule into an ``lr_lambda`` for ``torch.optim.lr_scheduler.LambdaLR``.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import inspect
 import math
 from abc import ABC, abstractmethod
@@ -30,6 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, ClassVar
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
 
 from optreg._checks import (
     check_choice,
@@ -52,6 +58,7 @@ __all__ = [
     "NaturalExponential",
     "PerEpoch",
     "ReduceOnPlateau",
+    "ScheduleLR",
     "StepDecay",
     "Warmup",
     "as_multiplier",
@@ -275,6 +282,7 @@ class LinearToFloor(_Schedule):
     final_lr: float
     decay_steps: int
     _owner: ClassVar[str] = "linear_to_floor"
+    _horizon: ClassVar[str] = "decay_steps"  # the field a warm-up counts inside (see Warmup)
 
     def __post_init__(self) -> None:
         self._check_lr()
@@ -306,6 +314,7 @@ class Cosine(_Schedule):
     total_steps: int
     min_lr: float = 0.0
     _owner: ClassVar[str] = "cosine"
+    _horizon: ClassVar[str] = "total_steps"  # the field a warm-up counts inside (see Warmup)
 
     def __post_init__(self) -> None:
         self._check_lr()
@@ -321,29 +330,51 @@ class Cosine(_Schedule):
 
 @dataclass(frozen=True)
 class Warmup(_Schedule):
-    """A linear warm-up joined to a schedule (Goyal et al. 2017, "Accurate, large minibatch SGD")::
+    """A linear warm-up joined to a schedule (Goyal et al. 2017, "Accurate, large minibatch SGD").
 
-        alpha_t = start_lr + (schedule(0) - start_lr) * t / warmup_steps     for t < warmup_steps
-        alpha_t = schedule(t - warmup_steps)                                 for t >= warmup_steps
+    With ``w = warmup_steps`` and ``s`` the schedule after the warm-up::
 
-    so the ramp ends exactly where the schedule starts. ``warmup(constant(lr), n, start_lr=f * lr)`` equals
-    torch ``LinearLR(start_factor=f, total_iters=n)``. ``warmup_steps=0`` means no warm-up.
+        alpha_t = start_lr + (s(0) - start_lr) * t / w      for t < w
+        alpha_t = s(t - w)                                 for t >= w
+
+    so the ramp ends exactly where ``s`` starts (``s(0)`` is the schedule's ``lr``). **The warm-up counts
+    inside a schedule that has a length**: for :func:`cosine` (``total_steps``) and
+    :func:`linear_to_floor` (``decay_steps``) ``s`` is that schedule shortened by ``w`` steps, so
+    ``warmup(cosine(lr, total_steps=1000), 100)`` ramps for 100 steps, anneals over the next 900 and
+    reaches ``min_lr`` at step 1000, as ``get_cosine_schedule_with_warmup`` (Hugging Face) and optax's
+    ``warmup_cosine_decay_schedule`` count it (``warmup_steps`` must then be < that length). A schedule
+    without a length (constant, exponential, step decay, ...) simply starts after the warm-up:
+    ``s = schedule``. ``warmup(constant(lr), n, start_lr=f * lr)`` equals torch
+    ``LinearLR(start_factor=f, total_iters=n)``. ``warmup_steps=0`` means no warm-up.
     """
 
     schedule: Schedule
     warmup_steps: int
     start_lr: float = 0.0
+    _after: Schedule = field(init=False, repr=False, compare=False)
     _owner: ClassVar[str] = "warmup"
 
     def __post_init__(self) -> None:
-        self._set("schedule", _check_schedule(self._owner, self.schedule))
-        check_int(self._owner, "warmup_steps", self.warmup_steps, 0)
+        schedule = _check_schedule(self._owner, self.schedule)
+        self._set("schedule", schedule)
+        w = check_int(self._owner, "warmup_steps", self.warmup_steps, 0)
         self._set("start_lr", check_nonneg(self._owner, "start_lr", self.start_lr))
+        horizon = getattr(type(schedule), "_horizon", None)
+        after = schedule
+        if horizon is not None and w > 0:
+            length = getattr(schedule, horizon)
+            if w >= length:
+                raise OptregValueError(
+                    f"{self._owner}: warmup_steps must be < the schedule's {horizon} = {length} (the warm-up "
+                    f"counts inside it), got {w}"
+                )
+            after = dataclasses.replace(schedule, **{horizon: length - w})
+        self._set("_after", after)
 
     def _at(self, t: int) -> float:
         if t >= self.warmup_steps:
-            return self.schedule(t - self.warmup_steps)
-        peak = self.schedule(0)
+            return self._after(t - self.warmup_steps)
+        peak = self._after(0)
         return self.start_lr + (peak - self.start_lr) * (t / self.warmup_steps)
 
 
@@ -415,7 +446,8 @@ def cosine(lr: float, total_steps: int, min_lr: float = 0.0) -> Cosine:
 
 
 def warmup(schedule: Schedule | Mapping[str, Any], warmup_steps: int, start_lr: float = 0.0) -> Warmup:
-    """Linear warm-up from ``start_lr`` to ``schedule(0)``, then ``schedule(t - warmup_steps)``.
+    """Linear warm-up from ``start_lr`` to ``schedule(0)``, then the schedule; inside its length, if it has
+    one (``cosine``'s ``total_steps``, ``linear_to_floor``'s ``decay_steps``; see :class:`Warmup`).
 
     ``schedule`` is a callable ``step -> lr`` or a mapping ``{"name": ..., **kwargs}`` for :func:`create`.
     """
@@ -554,36 +586,66 @@ class ReduceOnPlateau:
         )
 
 
-# --- bridge to torch.optim.lr_scheduler.LambdaLR ---------------------------------------------------------
+# --- bridges to torch.optim.lr_scheduler --------------------------------------------------------------
+
+
+class ScheduleLR(LRScheduler):
+    """A ``torch.optim.lr_scheduler.LRScheduler`` that sets every param group's lr to ``schedule(step)``.
+
+    The torch way to drive any optimizer with any optreg schedule (``warmup(...)`` included, whose rate
+    at step 0 is 0): ``sched = ScheduleLR(opt, schedule)``, then ``opt.step(); sched.step()`` per update,
+    exactly like torch's own schedulers. The optimizer's own lr is replaced from the start (it is kept as
+    the groups' ``initial_lr``), so the rates are those of the manual loop
+    ``group["lr"] = schedule(step)`` whatever lr the optimizer was built with. ``state_dict()`` /
+    ``load_state_dict()`` are torch's (the schedule is a picklable dataclass and travels with them).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule | Mapping[str, Any], last_epoch: int = -1):
+        self.schedule = _check_schedule("ScheduleLR", schedule)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        return [self.schedule(self.last_epoch)] * len(self.optimizer.param_groups)
 
 
 @dataclass(frozen=True)
 class Multiplier:
-    """``lr_lambda(step) = schedule(step) / schedule(0)`` for ``torch.optim.lr_scheduler.LambdaLR``.
+    """``lr_lambda(step) = schedule(step) / base_lr`` for ``torch.optim.lr_scheduler.LambdaLR``.
 
-    LambdaLR sets each group's rate to ``base_lr * lr_lambda(step)``, so the optimizer's rate (``base_lr``)
-    must be ``schedule(0)`` for the group's rate to equal ``schedule(step)``; any other ``base_lr`` gives the
-    same shape scaled by ``base_lr / schedule(0)``. Requires ``schedule(0) > 0``. Picklable, and its
-    state survives ``LambdaLR.state_dict()`` / ``load_state_dict()``.
+    LambdaLR sets each group's rate to ``initial_lr * lr_lambda(step)`` (``initial_lr``: the optimizer's lr
+    when LambdaLR was built), so ``base_lr`` must be that lr for the group's rate to equal
+    ``schedule(step)``; any other gives the same shape scaled by ``initial_lr / base_lr``. ``base_lr``
+    defaults to ``schedule(0)`` (then the optimizer's lr must be ``schedule(0)``, and ``schedule(0)`` must
+    be > 0: not so for a warm-up from 0; give ``base_lr`` or use :class:`ScheduleLR`, which needs neither).
+    Picklable, and its state survives ``LambdaLR.state_dict()`` / ``load_state_dict()``.
     """
 
     schedule: Schedule
+    base_lr: float | None = None
     lr0: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         schedule = _check_schedule("as_multiplier", self.schedule)
         object.__setattr__(self, "schedule", schedule)
-        lr0 = check_number("as_multiplier", "schedule(0)", schedule(0))
-        if lr0 <= 0.0:
-            raise OptregValueError(f"as_multiplier: schedule(0) must be > 0 to divide by it, got {lr0!r}")
+        if self.base_lr is None:
+            lr0 = check_number("as_multiplier", "schedule(0)", schedule(0))
+            if lr0 <= 0.0:
+                raise OptregValueError(
+                    f"as_multiplier: schedule(0) must be > 0 to divide by it, got {lr0!r} (give base_lr, the "
+                    "optimizer's lr, or use ScheduleLR)"
+                )
+        else:
+            lr0 = check_range("as_multiplier", "base_lr", self.base_lr, 0.0, math.inf, low_open=True, high_open=True)
         object.__setattr__(self, "lr0", lr0)
 
     def __call__(self, step: int) -> float:
         return float(self.schedule(step)) / self.lr0
 
 
-def as_multiplier(schedule: Schedule | Mapping[str, Any]) -> Multiplier:
-    """A ``LambdaLR`` multiplier for ``schedule``: set the optimizer's lr to ``schedule(0)``.
+def as_multiplier(schedule: Schedule | Mapping[str, Any], base_lr: float | None = None) -> Multiplier:
+    """A ``LambdaLR`` multiplier for ``schedule``: ``schedule(step) / base_lr``, where ``base_lr`` must be
+    the optimizer's lr (default ``schedule(0)``); see :class:`Multiplier`. :class:`ScheduleLR` needs no
+    such care.
 
     >>> import torch
     >>> s = exponential(0.1, 0.5)
@@ -592,7 +654,7 @@ def as_multiplier(schedule: Schedule | Mapping[str, Any]) -> Multiplier:
     >>> opt.step(); sched.step(); opt.param_groups[0]["lr"] == s(1)
     True
     """
-    return Multiplier(schedule)  # type: ignore[arg-type]
+    return Multiplier(schedule, base_lr)  # type: ignore[arg-type]
 
 
 # --- registry -------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from optreg.data import Split, Splits, available, load, write_idx
-from optreg.errors import OptregTypeError, OptregValueError
+from optreg.errors import OptregTypeError, OptregValueError, OptregWarning
 
 
 def rows(*xs: torch.Tensor) -> np.ndarray:
@@ -224,7 +224,8 @@ def test_npz_x_y_layout_with_float_integer_labels(tmp_path):
     rng = np.random.default_rng(6)
     x, y = rng.normal(size=(40, 5)), (np.arange(40) % 4).astype(np.float64)
     np.savez(tmp_path / "xy.npz", x=x, y=y)
-    s = load(tmp_path / "xy.npz", seed=2, n_classes=6)
+    with pytest.warns(OptregWarning, match=r"2 of n_classes = 6 classes have no example \(class 4, 5\)"):
+        s = load(tmp_path / "xy.npz", seed=2, n_classes=6)
     assert s.n_classes == 6 and s.test.y.dtype == torch.int64
     assert len(s.train.y) + len(s.val.y) + len(s.test.y) == 40
     assert load(tmp_path / "xy.npz", flatten=False).input_shape == (5,)
@@ -309,20 +310,48 @@ def test_csv_round_trip(tmp_path, header):
     [
         ("", "empty file"),
         ("a,b\n", "no data rows"),
-        ("1\n2\n3\n", "need at least 2 columns"),
-        ("1,2,0\n3,x,1\n", "cannot parse the CSV file"),
-        ("1,2,0\n3,4\n", "cannot parse the CSV file"),
-        ("1,nan,0\n" * 5, "NaN or Inf"),
-        ("1,2,0\n3,4,1.5\n" * 3, "labels must be integers, got 1.5"),
-        ("1,2,0\n3,4,-2\n" * 3, "labels must be >= 0"),
+        ("1\n2\n3\n", "need at least 2 columns .*line 1 has 1"),
+        ("1,2,0\n3,x,1\n", "line 2, column 2: 'x' is not a number$"),
+        ("a,b,label\n1,2,0\n\n3,4\n", "line 4 has 2 columns, line 2 has 3$"),
+        ("1,2,0\n" * 3 + "1,nan,0\n", "line 4, column 2: nan is not a finite number$"),
+        ("1,2,0\n3,4,1.5\n" * 3, r"line 2, column 3 \(the label\) = 1.5: labels must be integers$"),
+        ("\n1,2,0\n3,4,-2\n" * 3, r"line 3, column 3 \(the label\) = -2: labels must be >= 0$"),
     ],
 )
-def test_csv_errors_name_the_file(tmp_path, text, match):
+def test_csv_errors_name_the_file_line_and_column(tmp_path, text, match):
+    """Lines and columns count from 1 as in an editor (blank lines and the header included); numpy's own
+    text ("use `usecols`...") never reaches the message."""
     path = tmp_path / "broken.csv"
     path.write_text(text)
     with pytest.raises(OptregValueError, match="broken.csv") as info:
         load(path)
     assert info.match(match)
+    assert "usecols" not in str(info.value) and "could not convert" not in str(info.value)
+
+
+def test_csv_n_classes_refuses_an_out_of_range_label_and_warns_for_an_empty_class(tmp_path):
+    """Labels 0..2 and one 7: without n_classes, 8 classes and a warning naming the 4 empty ones; with
+    n_classes = 3, an error naming the line of the 7. Oracle: the file written."""
+    rows_ = [f"{i},{i % 3}" for i in range(30)]
+    rows_[17] = "17,7"
+    (tmp_path / "typo.csv").write_text("x,label\n" + "\n".join(rows_) + "\n")
+    with pytest.warns(OptregWarning, match=r"4 of n_classes = 8 classes have no example \(class 3, 4, 5, 6\)"):
+        assert load(tmp_path / "typo.csv").n_classes == 8
+    with pytest.raises(OptregValueError, match=r"typo.csv: line 19, column 2 \(the label\) = 7: out of range for "
+                       r"n_classes = 3 \(labels 0 to 2\)"):  # fmt: skip
+        load(tmp_path / "typo.csv", n_classes=3)
+
+
+def test_test_fraction_is_refused_where_there_is_an_official_test_set(tmp_path):
+    z = np.zeros((10, 2))
+    np.savez(tmp_path / "t.npz", x_train=z, y_train=np.arange(10) % 2, x_test=z, y_test=np.arange(10) % 2)
+    assert len(load(tmp_path / "t.npz", val_fraction=0.2).test.y) == 10
+    with pytest.raises(OptregValueError, match="test_fraction = 0.3 does not apply: these data have an official test"):
+        load(tmp_path / "t.npz", test_fraction=0.3)
+    with pytest.raises(OptregValueError, match="mnist1d: test_fraction = 0.2 does not apply"):
+        load("mnist1d", test_fraction=0.2)  # refused before generating anything
+    with pytest.raises(OptregValueError, match="applies to the mnist1d dataset only"):
+        load("digits", mnist1d={"shuffle_seq": True})
 
 
 def test_tiny_data_without_stratification_still_splits(tmp_path):
@@ -331,3 +360,45 @@ def test_tiny_data_without_stratification_still_splits(tmp_path):
     s = load(tmp_path / "tiny.npz", test_fraction=0.2, val_fraction=0.2)
     assert (len(s.train.y), len(s.val.y), len(s.test.y)) == (4, 1, 1)
     assert rows(s.train.x, s.val.x, s.test.x).tolist() == np.arange(12.0).reshape(6, 2).tolist()
+
+
+# ---------------------------------------------------------------- MNIST-1D generation arguments
+def test_mnist1d_generation_arguments_reach_make_dataset(tmp_path):
+    """Oracle: mnist1d.data.make_dataset with the same arguments (a small set: 300 signals, shuffled
+    sequences, more noise); the global RNGs are left alone, the cache is keyed by the arguments."""
+    import random
+
+    import mnist1d.data
+
+    options = {"num_samples": 300, "shuffle_seq": True, "iid_noise_scale": 0.1, "seed": 3, "padding": [30, 50]}
+    state = np.random.get_state()[1].copy()  # noqa: NPY002
+    s = load("mnist1d", mnist1d=options, cache_dir=tmp_path, val_fraction=0.0)
+    assert (np.random.get_state()[1] == state).all()  # noqa: NPY002
+    args = mnist1d.data.get_dataset_args()
+    for k, v in options.items():
+        setattr(args, k, v)
+    py = random.getstate()
+    ref = mnist1d.data.make_dataset(args)
+    random.setstate(py)
+    np.testing.assert_array_equal(s.test.x.numpy(), ref["x_test"].astype(np.float32))
+    assert sorted(s.train.y.tolist()) == sorted(ref["y"].tolist()) and len(s.train.y) == 240
+    default_files = len(list(tmp_path.iterdir()))
+    load("mnist1d", mnist1d={**options, "seed": 4}, cache_dir=tmp_path)
+    assert len(list(tmp_path.iterdir())) == default_files + 1  # other arguments, another cache file
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"noise": 0.1}, "unknown generation argument 'noise' = 0.1; allowed: num_samples"),
+        ({"shuffle_seq": 1}, "shuffle_seq must be true or false, got 1"),
+        ({"padding": [60, 36]}, r"padding must be \[low, high\]"),
+        ({"iid_noise_scale": -1.0}, "iid_noise_scale must be in"),
+        ({"num_samples": 15}, "leaves fewer than 10 training or test signals"),
+        ({"train_split": 1.0}, r"train_split must be in \(0, 1\)"),
+    ],
+)
+def test_mnist1d_bad_generation_arguments(tmp_path, options, match):
+    with pytest.raises(OptregValueError, match=match):
+        load("mnist1d", mnist1d=options, cache_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before generating

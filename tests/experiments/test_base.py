@@ -57,7 +57,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
 
 def test_torch_optimizer_class_and_schedule_mapping(tmp_path):
     ctx = Context(out=tmp_path, quick=True)
-    h = _train(ctx, optimizer=torch.optim.SGD, schedule={"name": "exponential", "lr": 0.2, "beta": 0.5})
+    h = _train(ctx, optimizer=torch.optim.SGD, hparams={}, schedule={"name": "exponential", "lr": 0.2, "beta": 0.5})
     lrs = [r["lr"] for r in h.iterations]
     assert lrs == [0.2 * 0.5**t for t in range(len(lrs))]  # eq. (7.6), alpha_0 beta^t
     assert ctx.open_store().run(h.run_id)["config"]["optimizer"] == "torch.optim.sgd.SGD"

@@ -6,7 +6,8 @@ uses optreg's (same outputs in train and eval mode), torch's LSTM / GRU / RNN ou
 layer-normalized RNN's (the classifier reads the last layer's final state), the closed-form parameter
 counts (Linear (in + 1) * out, ConvNd (c_in k^d + 1) c_out, torch's recurrent layer layout, one gain per
 unit for weight normalization), and the binomial law of inverted dropout (drop probability p, survivors
-scaled by 1 / (1 - p)).
+scaled by 1 / (1 - p)); for per-layer conv settings, residual MLPs and the recurrent readouts
+("all", "mean"), torch ConvNd / MaxPoolNd / RNN / GRU / LSTM and hand-written shortcuts with the same weights.
 """
 
 from __future__ import annotations
@@ -484,3 +485,102 @@ def test_bad_inputs_at_forward_time() -> None:
         make_activation("softplus")
     with pytest.raises(OptregValueError, match="needs an nn.Module or a spec"):
         count_parameters(42)
+
+
+# -------------------------------------------------------------------- per-layer convs, residuals, readouts
+@pytest.mark.parametrize("dims", [1, 2])
+def test_cnn_per_layer_kernels_strides_paddings_equal_hand_built_torch(dims: int) -> None:
+    """Oracle: torch ConvNd / MaxPoolNd with the same per-layer settings and weights (strided downsampling,
+    no pooling in block 1, pooling 2 in block 2, an explicit padding and the default kernel_size // 2)."""
+    conv, pool = (nn.Conv1d, nn.MaxPool1d) if dims == 1 else (nn.Conv2d, nn.MaxPool2d)
+    shape = [40] if dims == 1 else [12, 12]
+    spec = {
+        "kind": f"cnn{dims}d", "in_channels": 2, "input_shape": shape, "channels": [4, 6, 3],
+        "kernel_size": [5, 3, 1], "stride": [2, 1, 1], "padding": [0, 1, 0], "pool": [1, 2, 1],
+        "hidden": [7], "out_features": 3,
+    }  # fmt: skip
+    torch.manual_seed(8)
+    model = build(spec)
+    n = [((v - 5) // 2 + 1) // 2 for v in shape]  # block 1: k 5, stride 2, no padding; block 2 pools by 2
+    ref = nn.Sequential(
+        nn.Unflatten(1, (2, *shape)),
+        conv(2, 4, 5, stride=2), nn.ReLU(),
+        conv(4, 6, 3, padding=1), nn.ReLU(), pool(2),
+        conv(6, 3, 1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(3 * math.prod(n), 7), nn.ReLU(), nn.Linear(7, 3),
+    )  # fmt: skip
+    copy_weights(model, ref)
+    x = torch.randn(5, 2 * math.prod(shape))
+    torch.testing.assert_close(model(x), ref(x))
+    default = M.validate({**spec, "padding": None, "kernel_size": 3, "stride": 2})
+    assert default["padding"] == [1, 1, 1] and default["stride"] == [2, 2, 2] and default["pool"] == [1, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"stride": [1, 2, 3]}, r"stride must be an integer >= 1 or a list of 2 \(one per conv block\)"),
+        ({"padding": -1}, "padding must be an integer >= 0"),
+        ({"kernel_size": [3, 0]}, "kernel_size must be an integer >= 1"),
+        ({"stride": 4, "pool": 1, "kernel_size": 9, "padding": 0}, "too small .* maps vanish in block 1"),
+    ],
+)
+def test_bad_per_layer_conv_settings(change: dict, match: str) -> None:
+    with pytest.raises(OptregValueError, match=match):
+        build({**CNN, "channels": [4, 4], **change})
+
+
+def test_residual_mlp_equals_hand_built_shortcuts() -> None:
+    """h = h + act(W h + b) where the widths match (blocks 2 and 3), plain blocks elsewhere; oracle: the
+    same weights in hand-written torch code. Without ``residual`` the same seed gives the same weights."""
+    spec = {"kind": "mlp", "in_features": 6, "hidden": [8, 8, 8, 5], "out_features": 3, "activation": "tanh"}
+    torch.manual_seed(2)
+    model = build({**spec, "residual": True})
+    assert [n for n, _ in model.named_children()] == ["flatten", "fc1", "act1", "res2", "res3", "fc4", "act4", "out"]
+    torch.manual_seed(2)
+    plain = build(spec)
+    assert [p.tolist() for p in model.parameters()] == [p.tolist() for p in plain.parameters()]
+    (w1, b1), (w2, b2), (w3, b3), (w4, b4), (wo, bo) = zip(*[iter(list(plain.parameters()))] * 2)
+    x = torch.randn(4, 6)
+    h = torch.tanh(x @ w1.T + b1)
+    h = h + torch.tanh(h @ w2.T + b2)
+    h = h + torch.tanh(h @ w3.T + b3)
+    h = torch.tanh(h @ w4.T + b4)
+    torch.testing.assert_close(model(x), h @ wo.T + bo)
+    with pytest.raises(OptregValueError, match="residual must be true or false"):
+        build({**spec, "residual": 1})
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("readout", ["all", "mean"])
+def test_readout_all_and_mean_equal_hand_built_torch(kind: str, bidirectional: bool, readout: str) -> None:
+    """Oracle: torch's RNN / GRU / LSTM with the same weights; the head reads every step's outputs
+    flattened ("all") or their mean over the steps ("mean")."""
+    torch.manual_seed(9)
+    spec = {
+        "kind": kind, "in_features": 2, "hidden_size": 5, "num_layers": 2, "out_features": 3,
+        "bidirectional": bidirectional, "readout": readout, "seq_len": 7,
+    }  # fmt: skip
+    model = build(spec)
+    rnn = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind](
+        2, 5, num_layers=2, batch_first=True, bidirectional=bidirectional
+    )
+    width = 5 * (2 if bidirectional else 1)
+    head = nn.Linear(width * (7 if readout == "all" else 1), 3)
+    copy_weights(model, nn.ModuleList([rnn, head]))
+    x = torch.randn(4, 7, 2)
+    out, _ = rnn(x)
+    expected = head(out.flatten(1) if readout == "all" else out.mean(1))
+    torch.testing.assert_close(model(x), expected)
+    if readout == "all":
+        with pytest.raises(OptregValueError, match="readout 'all' was built for seq_len 7"):
+            model(torch.randn(4, 6, 2))
+
+
+def test_readout_errors() -> None:
+    with pytest.raises(OptregValueError, match="readout must be one of 'last', 'all', 'mean', got 'first'"):
+        build({**LSTM, "readout": "first"})
+    with pytest.raises(OptregValueError, match="readout 'all' needs seq_len"):
+        build({**LSTM, "readout": "all"})
+    assert M.keys("gru")[1]["readout"] == "last"

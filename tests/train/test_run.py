@@ -118,8 +118,8 @@ def test_resolved_spec_has_the_defaults_and_reruns_to_the_same_numbers():
     first = run(spec, data, seed=None)
     assert pickle.dumps(spec) == before
     assert first.spec["train"] == {
-        "batch_size": 32, "epochs": 2, "seed": 3, "clip_grad_norm": None, "log_every": 1,
-        "early_stopping": None, "penalty": None,
+        "batch_size": 32, "epochs": 2, "steps": None, "seed": 3, "shuffle": True, "clip_grad_norm": None,
+        "log_every": 1, "eval_every": None, "early_stopping": None, "penalty": None,
     }  # fmt: skip
     assert first.spec["init"] is None and first.spec["schedule"] is None and first.spec["name"] == "run"
     assert first.spec["data"] is None  # handed in, not described
@@ -133,7 +133,8 @@ def test_data_none_loads_the_specs_data_section():
     """Oracle: optreg.data.load with the section's name, seed and fractions, then the same run."""
     from optreg.data import load
 
-    spec = {**SPEC, "data": {"name": "digits", "seed": 2, "val_fraction": 0.2}, "train": {"epochs": 1}}
+    spec = {**SPEC, "data": {"name": "digits", "seed": 2, "val_fraction": 0.2}, "schedule": {"name": "cosine"},
+            "train": {"epochs": 1}}  # fmt: skip
     loaded = run(spec, None, seed=0)
     given = run(spec, load("digits", 2, val_fraction=0.2), seed=0)
     assert _same_params(loaded.model, given.model) and loaded.test_accuracy == given.test_accuracy
@@ -220,20 +221,20 @@ def test_a_trial_in_another_process_gives_the_same_numbers():
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"optimizer": {"name": "sgd", "lr": -1}}, r"spec: \[optimizer\] sgd: lr must be in \[0, inf\), got -1"),
+        ({"optimizer": {"name": "sgd", "lr": -1}}, r"spec: optimizer.lr = -1: must be in \[0, inf\)$"),
         ({"optimizer": {"name": "sgd", "lrr": 0.1}}, "spec: optimizer.lrr = 0.1: unknown hyperparameter of sgd"),
         ({"optimizer": {"lr": 0.1}}, "spec: optimizer.name is required; allowed: "),
         ({"train": {"batch_size": 0}}, "spec: train.batch_size = 0: must be an integer >= 1"),
         ({"train": {"epochs": 2.0}}, "spec: train.epochs = 2.0: must be an integer"),
         ({"train": {"clip_grad_norm": float("inf")}}, "spec: train.clip_grad_norm = inf: must be a number > 0"),
         ({"train": {"penalty": 0.1}}, "spec: train.penalty = 0.1: must be a callable"),
-        ({"train": {"early_stopping": {"patience": -1}}}, r"spec: \[train.early_stopping\] early_stopping: patience"),
+        ({"train": {"early_stopping": {"patience": -1}}}, "spec: train.early_stopping.patience = -1: must be"),
         ({"schedule": {"lr": 0.1}}, "spec: schedule.name is required"),
         ({"schedule": 0.1}, "spec: schedule = 0.1: must be a table or a callable"),
-        ({"data": {"name": "mnist"}}, "spec: data.name = 'mnist': allowed: digits, mnist1d"),
-        ({"model": {"kind": "mlpp"}}, "spec: model.kind = 'mlpp': allowed: mlp"),
+        ({"data": {"name": "mnist"}}, 'spec: data.name = "mnist": allowed: digits, mnist1d'),
+        ({"model": {"kind": "mlpp"}}, 'spec: model.kind = "mlpp": allowed: mlp'),
         ({"modle": {}}, "spec: modle = {}: unknown key; allowed keys: name, data, model"),
-        ({"init": {"scheme": "he"}}, "spec: init.scheme = 'he': allowed:"),
+        ({"init": {"scheme": "he"}}, 'spec: init.scheme = "he": allowed:'),
     ],
 )
 def test_spec_errors_name_the_key_path(edit, message):
@@ -244,14 +245,27 @@ def test_spec_errors_name_the_key_path(edit, message):
         run(spec, _splits(), seed=0)
 
 
-def test_errors_found_when_the_model_is_built_are_tagged_with_their_section():
-    """The model's keys and an init option that depends on the sizes are checked on the real model (before
-    any training)."""
+def test_model_errors_are_found_before_any_data_and_name_their_key_path():
+    """The whole model spec is checked with the spec (before data are loaded): an unknown key and a bad
+    value name ``model.key`` and print the value as TOML. What depends on the sizes (an init option, conv
+    maps that vanish) is checked when the model is built, still before any training."""
+    with pytest.raises(ConfigError, match=r"spec: model.hiden = \[4\]: unknown key for kind mlp; allowed keys: kind"):
+        check_spec({**SPEC, "model": {"hiden": [4]}})
+    with pytest.raises(ConfigError, match='spec: model.stride = 2: unknown key for kind mlp'):
+        check_spec({**SPEC, "model": {"stride": 2}})
+    with pytest.raises(ConfigError, match=r"spec: model.residual = 1: must be true or false$"):
+        check_spec({**SPEC, "model": {"residual": 1}})
+    with pytest.raises(ConfigError, match='spec: model.activation = "swish": allowed: "relu", "tanh"'):
+        check_spec({**SPEC, "model": {"activation": "swish"}})
+    with pytest.raises(ConfigError, match="spec: model.channels is required for kind cnn1d"):
+        check_spec({**SPEC, "model": {"kind": "cnn1d"}})
+    with pytest.raises(ConfigError, match="spec: model.bidirectional = true: unknown key for kind mlp"):
+        check_spec({**SPEC, "model": {"bidirectional": True}})
     data = _splits()
-    with pytest.raises(ConfigError, match=r"spec: \[model\] models.mlp: unknown key 'hiden'"):
-        run({**SPEC, "model": {"hiden": [4]}}, data, seed=0)
-    with pytest.raises(ConfigError, match=r"spec: \[init\] init.sparse: k must be <= fan_in = 6"):
+    with pytest.raises(ConfigError, match=r"spec: init.k = 15: must be <= fan_in = 6"):
         run({**SPEC, "init": {"scheme": "sparse", "k": 15}}, data, seed=0)
+    with pytest.raises(ConfigError, match=r"spec: \[model\] models.cnn1d: input_shape \[6\] is too small"):
+        run({**SPEC, "model": {"kind": "cnn1d", "channels": [2, 2, 2]}}, data, seed=0)
     assert run({**SPEC, "init": {"scheme": "sparse", "k": 2}, "train": {"epochs": 1}}, data, seed=0).status == (
         "finished"
     )
@@ -499,3 +513,152 @@ def test_the_engine_imports_neither_the_lab_nor_the_cli():
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             for name in names:
                 assert not name.startswith(lab), f"{path.name} imports {name}"
+
+
+# ---------------------------------------------------------------- configs that cannot lie
+def test_one_learning_rate_for_the_optimizer_and_the_schedule():
+    """schedule.lr and optimizer.lr are one number: either is copied to the other, neither gives the
+    optimizer's default (sgd: 0.01, its signature), two different values are refused."""
+    base = {"model": {}, "optimizer": {"name": "sgd"}}
+    both = check_spec({**base, "schedule": {"name": "cosine", "total_steps": 5}})
+    assert both["optimizer"]["lr"] == both["schedule"]["lr"] == 0.01
+    only = check_spec({**base, "schedule": {"name": "warmup", "warmup_steps": 2,
+                                            "schedule": {"name": "cosine", "lr": 0.3}}})  # fmt: skip
+    assert only["optimizer"]["lr"] == only["schedule"]["schedule"]["lr"] == 0.3
+    with pytest.raises(ConfigError, match=r"spec: schedule.lr = 0.003 and optimizer.lr = 0.001 differ: the schedule"):
+        check_spec({"model": {}, "optimizer": {"name": "adam", "lr": 1e-3}, "schedule": {"name": "cosine", "lr": 3e-3}})
+    assert check_spec(both) == both  # a resolved spec checks to itself
+
+
+def test_auto_total_steps_is_the_runs_number_of_updates_and_a_warmup_counts_inside():
+    """total_steps left out is "auto": epochs x ceil(N / K) updates (3 x 4 = 12 here); the recorded lrs are
+    the closed form of a cosine with warm-up over the whole run, ending at min_lr on the last update
+    (oracle: the formula); the resolved spec holds the number."""
+    data = _splits()
+    spec = {**SPEC, "schedule": {"name": "warmup", "warmup_steps": 3, "schedule": {"name": "cosine"}}}
+    result = run(spec, data, seed=0)
+    assert result.spec["schedule"]["schedule"]["total_steps"] == 12
+    lrs = result.history.column("lr", "iterations")
+    expected = [0.01 * t / 3 for t in range(3)] + [
+        0.01 * (1 + math.cos(math.pi * (t - 3) / 9)) / 2 for t in range(3, 12)
+    ]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    steps = run({**spec, "train": {**SPEC["train"], "epochs": None, "steps": 7}}, data, seed=0)
+    assert steps.spec["schedule"]["schedule"]["total_steps"] == 7 and steps.steps == 7
+
+
+def test_a_cosine_that_ends_before_training_warns_and_an_exact_one_does_not(recwarn):
+    """The example's bug (total_steps = 615 with 40 epochs): an explicit length shorter than the run warns;
+    the numbers are those asked for. The explicit length equal to the run's gives auto's numbers bit for bit."""
+    from optreg.errors import OptregWarning
+
+    data = _splits()
+    short = {**SPEC, "schedule": {"name": "cosine", "lr": 0.01, "total_steps": 6}}
+    with pytest.warns(OptregWarning, match=r"schedule.total_steps = 6 ends before training does \(12 updates\): the "
+                      r"last 6 updates stay at min_lr"):  # fmt: skip
+        run(short, data, seed=0)
+    exact = run({**SPEC, "schedule": {"name": "cosine", "total_steps": 12}}, data, seed=0)
+    auto = run({**SPEC, "schedule": {"name": "cosine"}}, data, seed=0)
+    assert not [w for w in recwarn if issubclass(w.category, OptregWarning)]
+    assert _same_params(exact.model, auto.model) and exact.history.iterations == auto.history.iterations
+    with pytest.raises(ConfigError, match='spec: schedule.total_steps = "al": must be an integer >= 1 or "auto"'):
+        check_spec({**SPEC, "schedule": {"name": "cosine", "total_steps": "al"}})
+    with pytest.raises(ConfigError, match=r"schedule.warmup_steps = 12: must be < the schedule's total_steps = 12"):
+        run({**SPEC, "schedule": {"name": "warmup", "warmup_steps": 12, "schedule": {"name": "cosine"}}}, data, seed=0)
+
+
+def test_steps_counts_updates_and_is_the_prefix_of_a_longer_run():
+    """train.steps = 10 stops after 10 updates (the third epoch partial); oracle: the first 10 iterations
+    of the 3-epoch run, bit for bit. epochs and steps together are refused."""
+    data = _splits()
+    spec = {**SPEC, "schedule": None, "train": {"batch_size": 16, "steps": 10}}
+    part = run(spec, data, seed=0)
+    whole = run({**spec, "train": {"batch_size": 16, "epochs": 3}}, data, seed=0)
+    assert part.steps == 10 and part.epochs == 3 and len(part.history.epochs) == 3
+    assert part.history.iterations == whole.history.iterations[:10]
+    with pytest.raises(ConfigError, match=r"spec: train.steps = 10: give train.epochs or train.steps \(updates\)"):
+        check_spec({**spec, "train": {"epochs": 2, "steps": 10}})
+
+
+def test_shuffle_false_trains_on_the_batches_in_order():
+    """Oracle: a hand-written loop of SGD over the slices x[i*K:(i+1)*K] in order, every epoch."""
+    data = _splits()
+    spec = {"model": {"hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.1},
+            "train": {"batch_size": 16, "epochs": 2, "shuffle": False}}  # fmt: skip
+    result = run(spec, data, seed=3)
+    model = build_model({"hidden": [8]}, data, seed=3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        for i in range(0, 64, 16):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(data.train.x[i : i + 16]), data.train.y[i : i + 16]).backward()
+            opt.step()
+    assert _same_params(result.model, model)
+
+
+def test_eval_every_records_scores_without_changing_training():
+    """Every 5 updates the validation and test scores go into history.evaluations; training is the same
+    bit for bit as without (dropout's RNG untouched); the record at the last update equals evaluate() of
+    the final model on each split (oracle)."""
+    data = _splits()
+    spec = {**SPEC, "train": {**SPEC["train"], "early_stopping": None, "eval_every": 4}}
+    with_eval = run(spec, data, seed=0)
+    without = run({**spec, "train": {**spec["train"], "eval_every": None}}, data, seed=0)
+    assert _same_params(with_eval.model, without.model)
+    assert with_eval.history.iterations == without.history.iterations and without.history.evaluations == []
+    records = with_eval.history.evaluations
+    assert [r["step"] for r in records] == [4, 8, 12] and [r["epoch"] for r in records] == [0, 1, 2]
+    model = with_eval.model
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0))
+    assert records[-1]["val_accuracy"] == trainer.evaluate(data.val)["accuracy"]
+    assert records[-1]["test_loss"] == trainer.evaluate(data.test)["loss"] == with_eval.test_loss
+    assert with_eval.history.column("test_accuracy", "evaluations")[-1] == with_eval.test_accuracy
+
+
+def test_validation_monitors_without_a_validation_split_are_refused_before_training():
+    data = _splits()
+    spec = {**SPEC, "data": {"name": "digits", "val_fraction": 0.0}}
+    with pytest.raises(ConfigError, match=r'spec: train.early_stopping.monitor = "val_loss": there is no validation'):
+        check_spec(spec)
+    plateau = {**spec, "schedule": {"name": "reduce_on_plateau"}, "train": {"epochs": 2}}
+    with pytest.raises(ConfigError, match=r'spec: schedule.monitor = "val_loss": there is no validation split'):
+        check_spec(plateau)
+    empty = data._replace(val=Split(data.val.x[:0], data.val.y[:0]))
+    with pytest.raises(ConfigError, match="the data have no validation split"):
+        run(SPEC, empty, seed=0)
+
+
+def test_data_section_n_classes_mnist1d_arguments_and_test_fraction():
+    """n_classes reaches optreg.data.load (a model with that many outputs; oracle: the head's size);
+    MNIST-1D's generation arguments are checked with the spec, test_fraction for it is refused."""
+    from optreg.errors import OptregWarning
+
+    with pytest.warns(OptregWarning, match=r"2 of n_classes = 12 classes have no example \(class 10, 11\)"):
+        result = run({**SPEC, "data": {"name": "digits", "n_classes": 12}, "train": {"epochs": 1}, "schedule": None},
+                     None, seed=0)  # fmt: skip
+    assert result.model.out.out_features == 12 and result.spec["model"]["out_features"] == 12
+    with pytest.raises(ConfigError, match="spec: data.test_fraction = 0.2: does not apply: mnist1d has an official"):
+        check_spec({**SPEC, "data": {"name": "mnist1d", "test_fraction": 0.2}})
+    with pytest.raises(ConfigError, match="spec: data.mnist1d.noise = 0.1: unknown generation argument of mnist1d"):
+        check_spec({**SPEC, "data": {"name": "mnist1d", "mnist1d": {"noise": 0.1}}})
+    with pytest.raises(ConfigError, match="spec: data.mnist1d.shuffle_seq = 1: must be true or false"):
+        check_spec({**SPEC, "data": {"name": "mnist1d", "mnist1d": {"shuffle_seq": 1}}})
+    with pytest.raises(ConfigError, match='data.mnist1d = {shuffle_seq = true}: generation arguments apply'):
+        check_spec({**SPEC, "data": {"mnist1d": {"shuffle_seq": True}}})
+    ok = check_spec({**SPEC, "data": {"name": "mnist1d", "mnist1d": {"shuffle_seq": True}}})
+    assert ok["data"]["mnist1d"] == {"shuffle_seq": True}
+
+
+def test_readout_all_gets_seq_len_from_the_data():
+    """(N, T) sequences: readout "all" feeds T * H values to the head (T from the data)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 9, generator=g), torch.arange(40) % 2
+    data = Splits(Split(x[:30], y[:30]), Split(x[30:35], y[30:35]), Split(x[35:], y[35:]), 2, (9,), "seq")
+    spec = {"model": {"kind": "gru", "hidden_size": 4, "readout": "all"}, "optimizer": {"name": "sgd"},
+            "train": {"epochs": 1}}  # fmt: skip
+    result = run(spec, data, seed=0)
+    assert result.spec["model"]["seq_len"] == 9 and result.model.head.in_features == 36
+    three = data._replace(**{k: Split(getattr(data, k).x.reshape(-1, 3, 3), getattr(data, k).y)
+                             for k in ("train", "val", "test")}, input_shape=(3, 3))  # fmt: skip
+    assert run(spec, three, seed=0).spec["model"] | {"kind": "gru"} == {
+        "kind": "gru", "hidden_size": 4, "readout": "all", "out_features": 2, "in_features": 3, "seq_len": 3}

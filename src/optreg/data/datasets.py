@@ -12,11 +12,15 @@ Built-in data, never downloaded:
   validation sets are drawn from the seed.
 - ``"mnist1d"``: MNIST-1D (Greydanus, 2020, "Scaling down deep learning"), 4000 training and 1000 test
   signals of length 40, 10 classes, *generated* by ``mnist1d.data.make_dataset`` with the package's
-  default arguments (never its downloading ``get_dataset``). The generator already centres the data
+  default arguments (never its downloading ``get_dataset``), or with the arguments given as
+  ``load("mnist1d", mnist1d={...})`` (the names of ``mnist1d.data.get_dataset_args``: ``num_samples``,
+  ``train_split``, ``template_len``, ``padding``, ``scale_coeff``, ``max_translation``,
+  ``corr_noise_scale``, ``iid_noise_scale``, ``shear_scale``, ``shuffle_seq``, ``final_seq_length``,
+  ``seed``; :data:`MNIST1D_ARGS` holds their defaults). The generator already centres the data
   and scales it to unit standard deviation; the values are kept as they are. Generation takes a few
-  seconds, so the result is cached in ``$OPTREG_CACHE`` (default ``~/.cache/optreg``), written
-  atomically; a corrupt cache file is regenerated. That cache is the only file this module writes
-  on its own.
+  seconds, so the result is cached in ``$OPTREG_CACHE`` (default ``~/.cache/optreg``) under a name
+  derived from the arguments, written atomically; a corrupt cache file is regenerated. That cache is
+  the only file this module writes on its own.
 
 The user's own data (see :func:`load` for the rules):
 
@@ -25,7 +29,8 @@ The user's own data (see :func:`load` for the rules):
   MNIST and Fashion-MNIST; :func:`read_idx` / :func:`write_idx` read and write single IDX files;
 - a ``.npz`` file with keys ``x_train, y_train, x_test, y_test`` (the layout of Keras' ``mnist.npz``)
   or ``x, y``;
-- a ``.csv`` file, one sample per row, the last column the integer label, an optional header row.
+- a ``.csv`` file, one sample per row, the last column the integer label, an optional header row
+  (blank lines are skipped; an error names the line and column, counted from 1 as an editor does).
 
 Features come back as ``float32`` tensors and labels as ``int64`` tensors. Scaling beyond the rules
 above is the job of :mod:`optreg.data.preprocess` (fit it on ``train`` only).
@@ -50,9 +55,9 @@ import numpy as np
 import torch
 
 from optreg._checks import check_int, check_range
-from optreg.errors import OptregTypeError, OptregValueError
+from optreg.errors import OptregTypeError, OptregValueError, OptregWarning
 
-__all__ = ["Split", "Splits", "available", "load", "read_idx", "write_idx"]
+__all__ = ["MNIST1D_ARGS", "Split", "Splits", "available", "check_mnist1d", "load", "read_idx", "write_idx"]
 
 _BUILTIN = ("digits", "mnist1d")
 
@@ -68,8 +73,14 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 _IDX_CODES: dict[str, int] = {dt.newbyteorder("=").str[1:]: code for code, dt in _IDX_DTYPES.items()}
 _IDX_ALLOWED = "uint8, int8, int16, int32, float32, float64"
 
-_MNIST1D_SHAPES = {"x": (4000, 40), "y": (4000,), "x_test": (1000, 40), "y_test": (1000,)}
 _CACHE_FORMAT = 1
+
+#: MNIST-1D's generation arguments and their defaults (``mnist1d.data.get_dataset_args``, less its ``url``).
+MNIST1D_ARGS: dict[str, Any] = {
+    "num_samples": 5000, "train_split": 0.8, "template_len": 12, "padding": [36, 60], "scale_coeff": 0.4,
+    "max_translation": 48, "corr_noise_scale": 0.25, "iid_noise_scale": 2e-2, "shear_scale": 0.75,
+    "shuffle_seq": False, "final_seq_length": 40, "seed": 42,
+}  # fmt: skip
 
 
 class Split(NamedTuple):
@@ -269,12 +280,59 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "optreg"
 
 
-def _mnist1d_args() -> tuple[Any, dict[str, Any]]:
+def _mnist1d_args(options: Any) -> tuple[Any, dict[str, Any]]:
+    """``mnist1d.data.get_dataset_args()`` with ``options`` applied (each checked), and the cache key."""
     import mnist1d.data
 
     args = mnist1d.data.get_dataset_args()
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise OptregTypeError(f"load: mnist1d must be a mapping of generation arguments, got {options!r}")
+    owner = "load: mnist1d"
+    for key, value in options.items():
+        if key not in MNIST1D_ARGS:
+            raise OptregValueError(
+                f"{owner}: unknown generation argument {key!r} = {value!r}; allowed: {', '.join(MNIST1D_ARGS)}"
+            )
+        if key == "shuffle_seq":
+            if not isinstance(value, bool):
+                raise OptregValueError(f"{owner}: shuffle_seq must be true or false, got {value!r}")
+        elif key == "padding":
+            ok = isinstance(value, list | tuple) and len(value) == 2
+            ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+            if not ok or value[0] > value[1]:
+                what = "padding must be [low, high], integers 0 <= low <= high"
+                raise OptregValueError(f"{owner}: {what}, got {value!r}")
+            value = list(value)
+        elif key == "train_split":
+            value = check_range(owner, key, value, 0.0, 1.0, low_open=True, high_open=True)
+        elif key in ("scale_coeff", "corr_noise_scale", "iid_noise_scale", "shear_scale"):
+            value = check_range(owner, key, value, 0.0)
+        else:
+            value = check_int(owner, key, value, 0 if key in ("seed", "max_translation") else 1)
+        setattr(args, key, value)
+    n_train = int(args.num_samples // 10 * 10 * args.train_split)
+    if n_train < 10 or args.num_samples // 10 * 10 - n_train < 10:
+        raise OptregValueError(
+            f"{owner}: num_samples = {args.num_samples} with train_split = {args.train_split} leaves fewer than "
+            "10 training or test signals"
+        )
     key = {k: v for k, v in vars(args).items() if k != "url"}
     return args, key
+
+
+def check_mnist1d(options: dict[str, Any] | None) -> dict[str, Any]:
+    """MNIST-1D's generation arguments with ``options`` applied, each checked (nothing is generated)."""
+    return _mnist1d_args(options)[1]
+
+
+def _mnist1d_shapes(args: Any) -> dict[str, tuple[int, ...]]:
+    """The array shapes make_dataset returns for ``args`` (it keeps ``(num_samples // 10) * 10`` signals)."""
+    n = args.num_samples // 10 * 10
+    n_train = int(n * args.train_split)
+    length = args.final_seq_length
+    return {"x": (n_train, length), "y": (n_train,), "x_test": (n - n_train, length), "y_test": (n - n_train,)}
 
 
 def _open_npz(fh: Any, path: Path) -> np.lib.npyio.NpzFile:
@@ -285,14 +343,14 @@ def _open_npz(fh: Any, path: Path) -> np.lib.npyio.NpzFile:
     return f
 
 
-def _read_mnist1d_cache(path: Path) -> dict[str, np.ndarray] | None:
+def _read_mnist1d_cache(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
     """The cached arrays, or None when the file is missing or not a complete, valid cache."""
     try:
         with open(path, "rb") as fh, _open_npz(fh, path) as f:
-            arrays = {k: np.array(f[k]) for k in _MNIST1D_SHAPES}
+            arrays = {k: np.array(f[k]) for k in shapes}
     except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile):
         return None
-    for k, shape in _MNIST1D_SHAPES.items():
+    for k, shape in shapes.items():
         a = arrays[k]
         if a.shape != shape or a.dtype.kind not in ("f" if k.startswith("x") else "iu"):
             return None
@@ -301,13 +359,12 @@ def _read_mnist1d_cache(path: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def _generate_mnist1d(cache_dir: str | os.PathLike[str] | None) -> _Arrays:
+def _generate_mnist1d(cache_dir: str | os.PathLike[str] | None, args: Any, key: dict[str, Any]) -> _Arrays:
     """MNIST-1D from ``make_dataset`` (cached); never ``get_dataset``, which downloads."""
-    args, key = _mnist1d_args()
     digest = hashlib.sha256(json.dumps([_CACHE_FORMAT, key], sort_keys=True).encode()).hexdigest()[:16]
     directory = _cache_dir(cache_dir)
     path = directory / f"mnist1d-{digest}.npz"
-    arrays = _read_mnist1d_cache(path)
+    arrays = _read_mnist1d_cache(path, _mnist1d_shapes(args))
     if arrays is None:
         import mnist1d.data
 
@@ -392,7 +449,12 @@ def _load_npz(path: Path) -> _Arrays:
     except OptregValueError:
         raise
     except ValueError as exc:  # object arrays (allow_pickle=False) or a broken archive
-        raise OptregValueError(f"load: {path}: cannot read the .npz file ({exc})") from None
+        why = (
+            "it holds object arrays (pickled Python objects), which optreg does not load; save numeric arrays"
+            if "allow_pickle" in str(exc)
+            else "not a valid .npz archive"
+        )
+        raise OptregValueError(f"load: {path}: cannot read the .npz file: {why}") from None
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise OptregValueError(f"load: {path}: not a valid .npz file ({exc})") from None
     raise OptregValueError(
@@ -400,29 +462,74 @@ def _load_npz(path: Path) -> _Arrays:
     )
 
 
-def _load_csv(path: Path) -> _Arrays:
-    with open(path, encoding="utf-8") as fh:
-        first = fh.readline()
-    if not first.strip():
-        raise OptregValueError(f"load: {path}: empty file (expected one sample per row, label last)")
+def _numbers(cells: list[str]) -> bool:
     try:
-        [float(v) for v in first.split(",")]
-        header = 0
+        [float(c) for c in cells]
     except ValueError:
-        header = 1
+        return False
+    return True
+
+
+def _load_csv(path: Path, n_classes: int | None) -> _Arrays:
+    """Rows of numbers, the label last; every error names the line and column as an editor counts them
+    (from 1). numpy parses (fast); where it fails, a scan finds the first bad cell for the message."""
     try:
-        with warnings.catch_warnings():  # "input contained no data": reported below as an error
-            warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2, dtype=np.float64)
-    except ValueError as exc:
-        raise OptregValueError(f"load: {path}: cannot parse the CSV file ({exc})") from None
-    if table.shape[0] == 0:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise OptregValueError(f"load: {path}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    lines = [(no, line) for no, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not lines:
+        raise OptregValueError(f"load: {path}: empty file (expected one sample per row, label last)")
+    if not _numbers(lines[0][1].split(",")):
+        lines = lines[1:]  # a header row
+    if not lines:
         raise OptregValueError(f"load: {path}: no data rows")
-    if table.shape[1] < 2:
+    first_no, first = lines[0]
+    n_cols = len(first.split(","))
+    if n_cols < 2:
         raise OptregValueError(
-            f"load: {path}: need at least 2 columns (features, then the label), got {table.shape[1]}"
+            f"load: {path}: need at least 2 columns (features, then the label), line {first_no} has {n_cols}"
         )
-    return table[:, :-1], table[:, -1], None, None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = np.loadtxt(io.StringIO("\n".join(line for _, line in lines)), delimiter=",", ndmin=2,
+                               dtype=np.float64, comments=None)  # fmt: skip
+    except ValueError:
+        table = None
+    if table is None or table.shape != (len(lines), n_cols):
+        for no, line in lines:
+            cells = line.split(",")
+            if len(cells) != n_cols:
+                raise OptregValueError(
+                    f"load: {path}: line {no} has {len(cells)} columns, line {first_no} has {n_cols}"
+                ) from None
+            for col, cell in enumerate(cells, start=1):
+                if not _numbers([cell]):
+                    raise OptregValueError(f"load: {path}: line {no}, column {col}: {cell.strip()!r} is not a number")
+        raise OptregValueError(f"load: {path}: cannot parse the CSV file") from None  # pragma: no cover
+    x, y = table[:, :-1], table[:, -1]
+
+    def at(i: int, col: int) -> str:
+        return f"load: {path}: line {lines[i][0]}, column {col}"
+
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise OptregValueError(f"{at(i, j + 1)}: {x[i, j]} is not a finite number")
+    label = "(the label) = {}: {}"
+    bad = ~np.isfinite(y) | (y != np.round(y))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise OptregValueError(f"{at(i, n_cols)} {label.format(y[i], 'labels must be integers')}")
+    if (y < 0).any():
+        i = int(np.argmax(y < 0))
+        raise OptregValueError(f"{at(i, n_cols)} {label.format(int(y[i]), 'labels must be >= 0')}")
+    if n_classes is not None and (y >= n_classes).any():
+        i = int(np.argmax(y >= n_classes))
+        what = f"out of range for n_classes = {n_classes} (labels 0 to {n_classes - 1})"
+        raise OptregValueError(f"{at(i, n_cols)} {label.format(int(y[i]), what)}")
+    return x, y.astype(np.int64), None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,11 +587,12 @@ def load(
     seed: int = 0,
     *,
     val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    test_fraction: float | None = None,
     flatten: bool = True,
     stratify: bool = True,
     n_classes: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    mnist1d: dict[str, Any] | None = None,
 ) -> Splits:
     """Load a dataset as fixed, seeded train / validation / test splits.
 
@@ -495,8 +603,9 @@ def load(
         val_fraction: fraction of the training part held out for validation (0 for no validation set;
             the validation split is then empty). For MNIST-1D and files with an official test set the
             training part is the official training set; otherwise it is what is left after the test set.
-        test_fraction: fraction of all samples held out for testing, for data without an official
-            test set (digits, ``.npz`` with keys ``x, y``, ``.csv``, IDX without ``t10k`` files).
+        test_fraction: fraction of all samples held out for testing (default 0.2), for data without an
+            official test set (digits, ``.npz`` with keys ``x, y``, ``.csv``, IDX without ``t10k`` files);
+            refused for data that have one (MNIST-1D, ``x_test`` / ``t10k`` files), where it cannot apply.
         flatten: ``True`` gives ``(N, D)`` features for MLPs; ``False`` keeps the sample shape for
             CNNs: ``(N, 1, 8, 8)`` for digits, ``(N, 1, 40)`` for MNIST-1D, and ``(N, 1, H, W)`` for
             3-D image arrays ``(N, H, W)`` from IDX/npz files (other shapes are kept as stored).
@@ -504,8 +613,12 @@ def load(
             plain random draw when a class has fewer than 2 samples or a split is smaller than the
             number of classes).
         n_classes: the number of classes; labels must lie in ``[0, n_classes)``. Default: 10 for the
-            built-in data, the largest label + 1 for files.
+            built-in data, the largest label + 1 for files. A class without any example (in the
+            training and test data together) gives an :class:`~optreg.errors.OptregWarning`: labels
+            0, 1, 2 and one 7 are probably a typo, not 8 classes.
         cache_dir: where MNIST-1D is cached (default ``$OPTREG_CACHE`` or ``~/.cache/optreg``).
+        mnist1d: MNIST-1D's generation arguments (see the module docstring and :data:`MNIST1D_ARGS`),
+            each checked; refused for other data.
 
     Scaling: digits are divided by 16 (to [0, 1]); ``uint8`` images from IDX / npz files are divided by
     255 (to [0, 1]); everything else is kept as stored, converted to float32.
@@ -519,23 +632,41 @@ def load(
     if seed >= 2**32:
         raise OptregValueError(f"load: seed must be an integer in [0, 2**32), got {seed}")
     val_fraction = check_range("load", "val_fraction", val_fraction, 0.0, 1.0, high_open=True)
+    given_test_fraction = test_fraction is not None
     test_fraction = check_range(
-        "load", "test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True
-    )
+        "load", "test_fraction", 0.2 if test_fraction is None else test_fraction, 0.0, 1.0,
+        low_open=True, high_open=True,
+    )  # fmt: skip
     if n_classes is not None:
         check_int("load", "n_classes", n_classes, 1)
 
     name, path = _resolve(name_or_path)
     where = name if path is None else str(path)
+    if mnist1d is not None and name != "mnist1d":
+        raise OptregValueError(f"load: mnist1d (generation arguments) applies to the mnist1d dataset only, not {where}")
+
+    def official_test_set() -> None:
+        if given_test_fraction:
+            raise OptregValueError(
+                f"load: {where}: test_fraction = {test_fraction:g} does not apply: these data have an official "
+                "test set (leave test_fraction out)"
+            )
+
     if path is None:
-        x, y, xt, yt = _load_digits() if name == "digits" else _generate_mnist1d(cache_dir)
+        if name == "digits":
+            x, y, xt, yt = _load_digits()
+        else:
+            official_test_set()
+            x, y, xt, yt = _generate_mnist1d(cache_dir, *_mnist1d_args(mnist1d))
         n_classes = 10 if n_classes is None else n_classes
     elif path.is_dir():
         x, y, xt, yt = _load_idx_dir(path)
     elif path.suffix.lower() == ".npz":
         x, y, xt, yt = _load_npz(path)
     else:
-        x, y, xt, yt = _load_csv(path)
+        x, y, xt, yt = _load_csv(path, n_classes)
+    if xt is not None:
+        official_test_set()
 
     images = path is not None and np.asarray(x).ndim == 3
     uint8 = path is not None and np.asarray(x).dtype == np.uint8
@@ -555,6 +686,17 @@ def load(
         n_classes = top + 1
     elif top >= n_classes:
         raise OptregValueError(f"load: {where}: label {top} is out of range for n_classes={n_classes}")
+    counts = np.bincount(y if yt is None else np.concatenate([y, yt]), minlength=n_classes)
+    if (counts == 0).any():
+        empty = np.flatnonzero(counts == 0).tolist()
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        warnings.warn(
+            f"load: {where}: {len(empty)} of n_classes = {n_classes} classes have no example (class {shown}); "
+            f"the labels found are {', '.join(map(str, np.flatnonzero(counts).tolist()[:20]))}. A typo in a "
+            "label, or a wrong n_classes? (n_classes defaults to the largest label + 1 for a file)",
+            OptregWarning,
+            stacklevel=2,
+        )
 
     rs = np.random.RandomState(seed)
     if xt is None or yt is None:

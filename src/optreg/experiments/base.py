@@ -192,6 +192,7 @@ class RunHistory(History):
         return cls(
             iterations=result.history.iterations,
             epochs=result.history.epochs,
+            evaluations=result.history.evaluations,
             run_id=run_id,
             label=label,
             seed=seed,

@@ -68,7 +68,7 @@ def make_schedules(lr: float, total_steps: int, steps_per_epoch: int) -> dict[st
         "inverse_sqrt": S.inverse_sqrt(lr, warmup=spe),
         "linear_to_floor": S.linear_to_floor(lr, final_lr=lr / 100.0, decay_steps=t),
         "cosine": S.cosine(lr, total_steps=t),
-        "warmup_cosine": S.warmup(S.cosine(lr, total_steps=t - warm), warmup_steps=warm),
+        "warmup_cosine": S.warmup(S.cosine(lr, total_steps=t), warmup_steps=warm),  # the warm-up counts inside t
     }
 
 

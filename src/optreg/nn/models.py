@@ -5,23 +5,35 @@ A spec is a plain dict, as it comes from a TOML table; :func:`build` validates e
 
 ``mlp``
     ``{"kind": "mlp", "in_features": 64, "hidden": [128, 128], "out_features": 10, "activation": "relu",
-    "norm": None, "dropout": 0.0, "input_dropout": 0.0}``. Each hidden block is
+    "norm": None, "dropout": 0.0, "input_dropout": 0.0, "residual": False}``. Each hidden block is
     ``Linear -> norm -> activation -> dropout``; the output layer is a plain ``Linear`` producing logits.
-    The input is flattened first, so ``(N, 8, 8)`` images work with ``in_features = 64``.
+    The input is flattened first, so ``(N, 8, 8)`` images work with ``in_features = 64``. With
+    ``residual = true`` a block whose input and output widths match adds its input back (an identity
+    shortcut, He et al. 2016, "Deep residual learning"): ``h <- h + block(h)``, i.e. ``h + act(W h + b)``
+    without norm and dropout; blocks that change the width stay plain.
 
 ``cnn1d`` / ``cnn2d``
     ``{"kind": "cnn2d", "in_channels": 1, "input_shape": [8, 8], "channels": [16, 32], "kernel_size": 3,
-    "pool": 2, "hidden": [64], "out_features": 10, ...}``. Each conv block is
-    ``Conv(padding=kernel_size // 2) -> norm -> activation -> MaxPool(pool)`` (``pool = 1``: no pooling),
-    then ``Flatten -> dropout`` and the same dense head as an MLP. Any input with ``in_channels *
-    prod(input_shape)`` values per sample is accepted (``(N, 64)``, ``(N, 8, 8)``, ``(N, 1, 8, 8)``).
+    "stride": 1, "pool": 2, "hidden": [64], "out_features": 10, ...}``. Each conv block is
+    ``Conv(kernel_size, stride, padding) -> norm -> activation -> MaxPool(pool)`` (``pool = 1``: no
+    pooling), then ``Flatten -> dropout`` and the same dense head as an MLP. ``kernel_size``, ``stride``,
+    ``padding`` and ``pool`` are each one integer for every conv block or a list with one per block
+    (``kernel_size = [5, 3], stride = [2, 1], pool = 1``: downsampling by strides alone); ``padding``
+    defaults to ``kernel_size // 2`` for each block. A map of length ``n`` comes out of a block with
+    length ``floor((n + 2 padding - kernel_size) / stride) + 1``, then ``floor(. / pool)`` (torch's
+    ``ConvNd`` and ``MaxPoolNd``). Any input with ``in_channels * prod(input_shape)`` values per sample is
+    accepted (``(N, 64)``, ``(N, 8, 8)``, ``(N, 1, 8, 8)``).
 
 ``rnn`` / ``gru`` / ``lstm``
     ``{"kind": "lstm", "in_features": 1, "hidden_size": 64, "num_layers": 1, "out_features": 10,
-    "dropout": 0.0, "bidirectional": False, "norm": None}`` (``rnn`` also takes ``activation``: ``tanh``
-    or ``relu``). A sequence classifier: input ``(N, T, F)`` (or ``(N, T)`` when ``in_features == 1``),
-    logits from the last layer's final hidden state (both directions concatenated when bidirectional).
-    ``dropout`` acts between stacked layers (torch's own) and on the final state before the output layer.
+    "dropout": 0.0, "bidirectional": False, "norm": None, "readout": "last"}`` (``rnn`` also takes
+    ``activation``: ``tanh`` or ``relu``). A sequence classifier: input ``(N, T, F)`` (or ``(N, T)`` when
+    ``in_features == 1``); the head reads the last layer's outputs ``o_1 .. o_T`` (both directions
+    concatenated when bidirectional) as ``readout`` says: ``"last"``, the final hidden state (``o_T`` of
+    the forward direction, ``o_1`` of the backward one); ``"mean"``, ``(1/T) sum_t o_t``; ``"all"``, every
+    step's output concatenated (``T * H`` values; needs ``seq_len = T``, which :func:`optreg.train.run`
+    fills in from the data). ``dropout`` acts between stacked layers (torch's own) and on the readout
+    before the output layer.
     ``rnn`` with ``norm = "layer"`` is the layer-normalized recurrent net of eqs. (7.52)-(7.53)
     (:class:`optreg.nn.norm.LayerNormRNN`); no other norm fits a recurrent kind (batch normalization:
     exercise 7-2; ``gru`` / ``lstm`` are torch's fused layers).
@@ -64,7 +76,9 @@ __all__ = [
     "build",
     "count_parameters",
     "describe",
+    "keys",
     "make_activation",
+    "validate",
 ]
 
 ACTIVATIONS = ("relu", "tanh", "logistic", "sigmoid", "leaky_relu", "elu", "gelu", "identity", "linear")
@@ -95,32 +109,30 @@ _NORM_MISFIT = {
 }
 
 _KINDS = ("mlp", "cnn1d", "cnn2d", "rnn", "gru", "lstm")
+READOUTS = ("last", "all", "mean")
+"""What a recurrent classifier's head reads (see the module docstring)."""
 
 # key -> default (a required key has no entry in the defaults)
 _DENSE = {"activation": "relu", "norm": None, "dropout": 0.0, "input_dropout": 0.0, "hidden": []}
+_CONV = {"in_channels": 1, "kernel_size": 3, "stride": 1, "padding": None, "pool": 2}  # padding None: k // 2
+_RECURRENT = {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "norm": None, "readout": "last",
+              "seq_len": None}  # fmt: skip
 _KEYS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "mlp": (("in_features", "out_features"), dict(_DENSE)),
-    "cnn1d": (
-        ("input_shape", "channels", "out_features"),
-        {**_DENSE, "in_channels": 1, "kernel_size": 3, "pool": 2},
-    ),
-    "cnn2d": (
-        ("input_shape", "channels", "out_features"),
-        {**_DENSE, "in_channels": 1, "kernel_size": 3, "pool": 2},
-    ),
-    "rnn": (
-        ("in_features", "hidden_size", "out_features"),
-        {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "activation": "tanh", "norm": None},
-    ),
-    "gru": (
-        ("in_features", "hidden_size", "out_features"),
-        {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "norm": None},
-    ),
-    "lstm": (
-        ("in_features", "hidden_size", "out_features"),
-        {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "norm": None},
-    ),
+    "mlp": (("in_features", "out_features"), {**_DENSE, "residual": False}),
+    "cnn1d": (("input_shape", "channels", "out_features"), {**_DENSE, **_CONV}),
+    "cnn2d": (("input_shape", "channels", "out_features"), {**_DENSE, **_CONV}),
+    "rnn": (("in_features", "hidden_size", "out_features"), {**_RECURRENT, "activation": "tanh"}),
+    "gru": (("in_features", "hidden_size", "out_features"), dict(_RECURRENT)),
+    "lstm": (("in_features", "hidden_size", "out_features"), dict(_RECURRENT)),
 }
+_PER_LAYER = ("kernel_size", "stride", "padding", "pool")
+
+
+def keys(kind: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """``(required keys, {optional key: default})`` of a model kind (a default of None: see the docstring)."""
+    check_choice("models", "kind", kind, _KINDS)
+    required, defaults = _KEYS[kind]
+    return required, dict(defaults)
 
 
 def available() -> list[str]:
@@ -159,6 +171,15 @@ def _int_list(owner: str, key: str, value: Any, *, nonempty: bool) -> list[int]:
     return list(value)
 
 
+def _per_layer(owner: str, key: str, value: Any, n: int, low: int) -> list[int]:
+    """One integer >= ``low`` for every conv block, or a list of ``n`` of them; returns the list."""
+    what = f"{key} must be an integer >= {low} or a list of {n} (one per conv block) integers >= {low}"
+    values = list(value) if isinstance(value, list | tuple) else [value] * n
+    if len(values) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
+        raise OptregValueError(f"{owner}: {what}, got {value!r}")
+    return values
+
+
 def _check_norm_fits(kind: str, norm: str | None) -> str | None:
     """``norm`` (already ``None`` for none) must be one of :data:`NORMS_BY_KIND` ``[kind]``."""
     fits = NORMS_BY_KIND[kind]
@@ -171,8 +192,10 @@ def _check_norm_fits(kind: str, norm: str | None) -> str | None:
     return norm
 
 
-def _validate(spec: Any) -> dict[str, Any]:
-    """Check every key of ``spec`` and return it completed with the defaults."""
+def validate(spec: Any) -> dict[str, Any]:
+    """Check every key of ``spec`` and return it completed with the defaults (per-layer conv settings as
+    lists, ``padding`` filled in); :func:`build` builds what this accepts, except for a conv net whose
+    maps vanish (that needs the sizes, and is checked when building)."""
     if not isinstance(spec, Mapping):
         raise OptregValueError(f"models: spec must be a mapping (a dict / TOML table), got {spec!r}")
     if "kind" not in spec:
@@ -191,10 +214,7 @@ def _validate(spec: Any) -> dict[str, Any]:
             raise OptregValueError(f"{owner}: missing required key {key!r}")
     s = {**defaults, **spec}
 
-    for key in ("in_features", "out_features", "hidden_size", "in_channels", "kernel_size"):
-        if key in s:
-            check_int(owner, key, s[key], low=1)
-    for key in ("num_layers", "pool"):
+    for key in ("in_features", "out_features", "hidden_size", "in_channels", "num_layers"):
         if key in s:
             check_int(owner, key, s[key], low=1)
     for key in ("dropout", "input_dropout"):
@@ -204,6 +224,22 @@ def _validate(spec: Any) -> dict[str, Any]:
         s["hidden"] = _int_list(owner, "hidden", s["hidden"], nonempty=False)
     if "channels" in s:
         s["channels"] = _int_list(owner, "channels", s["channels"], nonempty=True)
+        n = len(s["channels"])
+        s["kernel_size"] = _per_layer(owner, "kernel_size", s["kernel_size"], n, 1)
+        if s["padding"] is None:
+            s["padding"] = [k // 2 for k in s["kernel_size"]]
+        for key, low in (("stride", 1), ("padding", 0), ("pool", 1)):
+            s[key] = _per_layer(owner, key, s[key], n, low)
+    if "residual" in s and not isinstance(s["residual"], bool):
+        raise OptregValueError(f"{owner}: residual must be true or false, got {s['residual']!r}")
+    if "readout" in s:
+        check_choice(owner, "readout", s["readout"], READOUTS)
+        if s["readout"] == "all":
+            if s["seq_len"] is None:
+                raise OptregValueError(f"{owner}: readout 'all' needs seq_len (the number of time steps T)")
+            check_int(owner, "seq_len", s["seq_len"], low=1)
+        elif s["seq_len"] is not None:
+            check_int(owner, "seq_len", s["seq_len"], low=1)
     if "input_shape" in s:
         ndim = 1 if kind == "cnn1d" else 2
         shape = s["input_shape"]
@@ -251,13 +287,18 @@ def _dense_layers(
     if drop_first and s["dropout"] > 0:
         layers["drop0"] = nn.Dropout(s["dropout"])
     for i, width in enumerate(s["hidden"], start=1):
-        layers[f"fc{i}"] = _affine(nn.Linear(n_in, width), s["norm"])
+        block: OrderedDict[str, nn.Module] = OrderedDict()
+        block[f"fc{i}"] = _affine(nn.Linear(n_in, width), s["norm"])
         norm = _norm(s["norm"], width)
         if norm is not None:
-            layers[f"norm{i}"] = norm
-        layers[f"act{i}"] = make_activation(s["activation"])
+            block[f"norm{i}"] = norm
+        block[f"act{i}"] = make_activation(s["activation"])
         if s["dropout"] > 0:
-            layers[f"drop{i}"] = nn.Dropout(s["dropout"])
+            block[f"drop{i}"] = nn.Dropout(s["dropout"])
+        if s.get("residual") and width == n_in:
+            layers[f"res{i}"] = Residual(nn.Sequential(block))
+        else:
+            layers.update(block)
         n_in = width
     layers["out"] = nn.Linear(n_in, s["out_features"])
 
@@ -268,6 +309,17 @@ def _mlp(s: dict[str, Any]) -> nn.Sequential:
         layers["input_drop"] = nn.Dropout(s["input_dropout"])
     _dense_layers(layers, s, s["in_features"], drop_first=False)
     return nn.Sequential(layers)
+
+
+class Residual(nn.Module):
+    """``x + body(x)``: an identity shortcut around a block of the same width (He et al. 2016)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
 
 
 class _ToShape(nn.Module):
@@ -295,15 +347,21 @@ def _cnn(s: dict[str, Any]) -> nn.Sequential:
     dims = 1 if kind == "cnn1d" else 2
     conv = nn.Conv1d if dims == 1 else nn.Conv2d
     pool = nn.MaxPool1d if dims == 1 else nn.MaxPool2d
-    k, p = s["kernel_size"], s["pool"]
     spatial = list(s["input_shape"])
     c_in = s["in_channels"]
     layers: OrderedDict[str, nn.Module] = OrderedDict(reshape=_ToShape(f"models.{kind}", [c_in, *spatial]))
     if s["input_dropout"] > 0:
         layers["input_drop"] = nn.Dropout(s["input_dropout"])
     for i, c_out in enumerate(s["channels"], start=1):
-        layers[f"conv{i}"] = _affine(conv(c_in, c_out, k, padding=k // 2), s["norm"])
-        spatial = [n + 2 * (k // 2) - k + 1 for n in spatial]
+        k, stride, pad, p = (s[key][i - 1] for key in _PER_LAYER)
+        layers[f"conv{i}"] = _affine(conv(c_in, c_out, k, stride=stride, padding=pad), s["norm"])
+        spatial = [(n + 2 * pad - k) // stride + 1 for n in spatial]
+        if min(spatial) < 1:
+            raise OptregValueError(
+                f"models.{kind}: input_shape {s['input_shape']} is too small for channels {s['channels']} "
+                f"with kernel_size {s['kernel_size']}, stride {s['stride']}, padding {s['padding']} and "
+                f"pool {s['pool']} (the maps vanish in block {i})"
+            )
         norm = _norm(s["norm"], [c_out, *spatial])
         if norm is not None:
             layers[f"norm_c{i}"] = norm
@@ -316,7 +374,8 @@ def _cnn(s: dict[str, Any]) -> nn.Sequential:
         if min(spatial) < 1:
             raise OptregValueError(
                 f"models.{kind}: input_shape {s['input_shape']} is too small for channels {s['channels']} "
-                f"with kernel_size {k} and pool {p} (the maps vanish after block {i})"
+                f"with kernel_size {s['kernel_size']}, stride {s['stride']}, padding {s['padding']} and "
+                f"pool {s['pool']} (the maps vanish after block {i})"
             )
         c_in = c_out
     layers["flatten"] = nn.Flatten()
@@ -325,14 +384,15 @@ def _cnn(s: dict[str, Any]) -> nn.Sequential:
 
 
 class SequenceClassifier(nn.Module):
-    """An RNN / GRU / LSTM (``batch_first``) whose last layer's final hidden state feeds a Linear head.
+    """An RNN / GRU / LSTM (``batch_first``) whose last layer's outputs feed a Linear head (``readout``:
+    the final state, ``"last"``; the mean over the steps, ``"mean"``; all steps, ``"all"``, with ``seq_len``).
 
     ``norm="layer"`` (``kind="rnn"`` only): the recurrent layer is :class:`optreg.nn.norm.LayerNormRNN`,
     :math:`h_t = f(\\mathrm{LN}(U h_{t-1} + W x_t))` (eqs. 7.52-7.53), in place of ``torch.nn.RNN``.
 
     ``forward(x)``: ``x`` is ``(N, T, F)``, or ``(N, T)`` when ``F == 1``; returns ``(N, out_features)``
     logits. With ``bidirectional`` the forward direction's state at ``T`` and the backward direction's
-    state at 1 are concatenated.
+    state at 1 are concatenated (``"last"``); ``"mean"`` and ``"all"`` read both directions' outputs.
     """
 
     def __init__(
@@ -347,10 +407,16 @@ class SequenceClassifier(nn.Module):
         bidirectional: bool = False,
         activation: str = "tanh",
         norm: str | None = None,
+        readout: str = "last",
+        seq_len: int | None = None,
     ) -> None:
         super().__init__()
         self.kind = check_choice("models", "kind", kind, ("rnn", "gru", "lstm"))
         self.norm = _check_norm_fits(self.kind, norm)
+        self.readout = check_choice(f"models.{kind}", "readout", readout, READOUTS)
+        if readout == "all":
+            check_int(f"models.{kind}", "seq_len", seq_len, low=1)
+        self.seq_len = seq_len
         self.in_features = in_features
         kwargs: dict[str, Any] = dict(
             num_layers=num_layers,
@@ -367,7 +433,8 @@ class SequenceClassifier(nn.Module):
         else:
             self.rnn = nn.LSTM(in_features, hidden_size, **kwargs)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), out_features)
+        width = hidden_size * (2 if bidirectional else 1)
+        self.head = nn.Linear(width * (seq_len if readout == "all" else 1), out_features)  # type: ignore[operator]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2 and self.in_features == 1:
@@ -377,7 +444,16 @@ class SequenceClassifier(nn.Module):
                 f"models.{self.kind}: input must be (N, T, {self.in_features})"
                 f"{' or (N, T)' if self.in_features == 1 else ''}, got shape {tuple(x.shape)}"
             )
-        _, h = self.rnn(x)
+        out, h = self.rnn(x)  # out: (N, T, dirs * H), the last layer's outputs
+        if self.readout == "mean":
+            return self.head(self.dropout(out.mean(dim=1)))
+        if self.readout == "all":
+            if out.shape[1] != self.seq_len:
+                raise OptregValueError(
+                    f"models.{self.kind}: readout 'all' was built for seq_len {self.seq_len} steps, got input "
+                    f"of shape {tuple(x.shape)}"
+                )
+            return self.head(self.dropout(out.flatten(1)))
         if isinstance(h, tuple):  # LSTM: (h_n, c_n)
             h = h[0]
         dirs = 2 if self.rnn.bidirectional else 1
@@ -392,7 +468,7 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
     allowed. The result is an ``nn.Sequential`` with named layers (``fc1``, ``norm1``, ``act1``,
     ``drop1``, ..., ``out``) for ``mlp`` / ``cnn*``, a :class:`SequenceClassifier` for recurrent kinds.
     """
-    s = _validate(spec)
+    s = validate(spec)
     if s["kind"] == "mlp":
         return _mlp(s)
     if s["kind"] in ("cnn1d", "cnn2d"):
@@ -407,6 +483,8 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
         bidirectional=s["bidirectional"],
         activation=s.get("activation", "tanh"),
         norm=s["norm"],
+        readout=s["readout"],
+        seq_len=s["seq_len"],
     )
 
 
@@ -425,7 +503,7 @@ def describe(spec: Mapping[str, Any]) -> str:
     >>> describe({"kind": "mlp", "in_features": 64, "hidden": [32], "out_features": 10})
     'mlp 64 -> 32 -> 10, activation relu, norm none, dropout 0; 2,410 parameters'
     """
-    s = _validate(spec)
+    s = validate(spec)
     n = count_parameters(build(s))
     kind = s["kind"]
     if kind == "mlp":
@@ -435,7 +513,8 @@ def describe(spec: Mapping[str, Any]) -> str:
         shape = "x".join(map(str, s["input_shape"]))
         sizes = " -> ".join(map(str, [*s["hidden"], s["out_features"]]))
         body = (
-            f"{s['in_channels']}x{shape} conv {s['channels']} (kernel {s['kernel_size']}, pool {s['pool']})"
+            f"{s['in_channels']}x{shape} conv {s['channels']} (kernel {s['kernel_size']}, stride {s['stride']}, "
+            f"padding {s['padding']}, pool {s['pool']})"
             f" -> {sizes}, activation {s['activation']}, norm {s['norm'] or 'none'}, dropout {s['dropout']:g}"
         )
     else:

@@ -48,12 +48,14 @@ from optreg.train.batches import Batches, TensorBatches, as_batches
 from optreg.train.callbacks import Callback
 from optreg.train.checkpoint import FORMAT, load_checkpoint
 
-__all__ = ["EPOCH_FIELDS", "ITERATION_FIELDS", "METRICS", "History", "Trainer"]
+__all__ = ["EPOCH_FIELDS", "EVALUATION_FIELDS", "ITERATION_FIELDS", "METRICS", "History", "Trainer"]
 
 #: Fields of a per-iteration record (``None`` where a metric is not measured).
 ITERATION_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "grad_norm")
 #: Fields of a per-epoch record. ``time`` (wall-clock seconds) is the one field that is not reproducible.
 EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time")
+#: Fields of an evaluation record (``eval_every``): ``step`` is the number of updates done.
+EVALUATION_FIELDS = ("step", "epoch", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 #: What the trainer can measure per iteration; the loss is always measured.
 METRICS = ("loss", "accuracy", "grad_norm")
 
@@ -66,16 +68,20 @@ class History:
     loss and accuracy are those of the mini-batch before the update, ``lr`` is the rate the update used,
     ``grad_norm`` the global norm before clipping). An epoch record has :data:`EPOCH_FIELDS` (train
     metrics are means over the epoch's mini-batches weighted by batch size; ``val_*`` are ``None``
-    without a validation split).
+    without a validation split). ``evaluations`` (the trainer's ``eval_every``) has :data:`EVALUATION_FIELDS`:
+    the validation and test scores after every ``eval_every`` updates (``None`` where there is no split).
     """
 
     iterations: list[dict[str, Any]] = field(default_factory=list)
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
     def _records(self, which: str) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
-        check_choice("history", "which", which, ("epochs", "iterations"))
+        check_choice("history", "which", which, ("epochs", "iterations", "evaluations"))
         if which == "epochs":
             return EPOCH_FIELDS, self.epochs
+        if which == "evaluations":
+            return EVALUATION_FIELDS, self.evaluations
         return ITERATION_FIELDS, self.iterations
 
     def to_rows(self, which: str = "epochs") -> tuple[list[str], list[list[Any]]]:
@@ -90,11 +96,16 @@ class History:
         return [r[name] for r in records]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"iterations": [dict(r) for r in self.iterations], "epochs": [dict(r) for r in self.epochs]}
+        return {
+            "iterations": [dict(r) for r in self.iterations],
+            "epochs": [dict(r) for r in self.epochs],
+            "evaluations": [dict(r) for r in self.evaluations],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iterations = [dict(r) for r in state["iterations"]]
         self.epochs = [dict(r) for r in state["epochs"]]
+        self.evaluations = [dict(r) for r in state.get("evaluations", [])]  # absent in older checkpoints
 
 
 class Trainer:
@@ -126,6 +137,13 @@ class Trainer:
         metrics: what to measure per iteration among :data:`METRICS`; the loss is always measured, the
             accuracy only for integer targets, the gradient norm is always measured when clipping.
         eval_batch_size: batch size of :meth:`evaluate` (only bounds memory; the result is the mean loss).
+        max_steps: stop after this many updates in all (the last epoch may then be partial; its record
+            covers the batches it had), or at ``epochs``, whichever comes first. ``None``: epochs only.
+        shuffle: ``False`` trains on tensors in a fixed batch order, the slices ``x[i*K:(i+1)*K]`` every
+            epoch (a DataLoader keeps its own order either way).
+        eval_every: after every ``eval_every`` updates, score the model on the validation split and on
+            ``fit``'s ``test`` split (eval mode, no gradient; training is not changed by it) and append the
+            scores to ``history.evaluations`` (:data:`EVALUATION_FIELDS`). ``None``: never.
 
     After ``fit``: ``history`` (a :class:`History`), ``step`` (updates done), ``epoch`` (epochs done).
     A callback may set ``trainer.stop = True`` to end the run after the current update.
@@ -154,6 +172,9 @@ class Trainer:
         log_every: int = 1,
         metrics: Sequence[str] = ("loss", "accuracy", "grad_norm"),
         eval_batch_size: int = 1024,
+        max_steps: int | None = None,
+        shuffle: bool = True,
+        eval_every: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise OptregTypeError(f"trainer: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -170,8 +191,12 @@ class Trainer:
         self.seed = check_int("trainer", "seed", seed, 0)
         self.log_every = check_int("trainer", "log_every", log_every, 1)
         self.eval_batch_size = check_int("trainer", "eval_batch_size", eval_batch_size, 1)
-        if not isinstance(drop_last, bool):
-            raise OptregTypeError(f"trainer: drop_last must be a bool, got {drop_last!r}")
+        self.max_steps = None if max_steps is None else check_int("trainer", "max_steps", max_steps, 1)
+        self.eval_every = None if eval_every is None else check_int("trainer", "eval_every", eval_every, 1)
+        for name, flag in (("drop_last", drop_last), ("shuffle", shuffle)):
+            if not isinstance(flag, bool):
+                raise OptregTypeError(f"trainer: {name} must be a bool, got {flag!r}")
+        self.shuffle = shuffle
         if isinstance(metrics, str):
             raise OptregTypeError(f"trainer: metrics must be a sequence of names, got the string {metrics!r}")
         for m in metrics:
@@ -207,6 +232,7 @@ class Trainer:
         self._accuracy: bool | None = "accuracy" in self.metrics
         self._source: Batches | None = None
         self._val: Batches | None = None
+        self._test: Batches | None = None
         self._generator = torch.Generator().manual_seed(self.seed)
 
     def measures(self, metric: str) -> bool:
@@ -219,8 +245,11 @@ class Trainer:
         return not metric.endswith("accuracy") or self._accuracy is not False
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train: Any, val: Any = None, *, resume_from: str | Path | dict[str, Any] | None = None) -> History:
-        """Train for ``epochs`` epochs (or until a callback sets ``stop``) and return the history.
+    def fit(
+        self, train: Any, val: Any = None, *, test: Any = None, resume_from: str | Path | dict[str, Any] | None = None
+    ) -> History:
+        """Train for ``epochs`` epochs (or ``max_steps`` updates, or until a callback sets ``stop``) and
+        return the history. ``test`` is scored only by ``eval_every``.
 
         ``train`` and ``val`` are ``Split`` objects or ``(x, y)`` tuples of tensors, DataLoaders or other
         re-iterables of ``(x, y)`` batches, or :class:`~optreg.train.batches.Batches`. ``resume_from`` is a
@@ -228,11 +257,12 @@ class Trainer:
         run goes on exactly as if it had never stopped (same parameters, bit for bit, and the same history;
         with a DataLoader, see :mod:`optreg.train.batches` for what that covers).
         """
-        source = self._batches("trainer.fit: train", train, shuffle=True)
-        val_source = None if val is None else self._batches("trainer.fit: val", val, shuffle=False)
+        source = self._batches("trainer.fit: train", train, training=True)
+        val_source = None if val is None else self._batches("trainer.fit: val", val, training=False)
+        test_source = None if test is None else self._batches("trainer.fit: test", test, training=False)
         self._reset()
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self._source, self._val = source, val_source
+        self._source, self._val, self._test = source, val_source, test_source
         self.has_val = val_source is not None
         accelerated = self.device.type != "cpu"
         devices = [self.device] if accelerated else []
@@ -247,7 +277,7 @@ class Trainer:
                 state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
                 self.load_state_dict(state)
             self._net = distributed.wrap(self.model, self.device)  # DDP in a group of several ranks
-            while self.epoch < self.epochs and not self.stop:
+            while self.epoch < self.epochs and not self.stop and not self._step_limit():
                 start = time.perf_counter()
                 train_loss, train_acc = self._train_epoch(source)
                 scores = self._evaluate(val_source) if val_source is not None else {"loss": None, "accuracy": None}
@@ -282,13 +312,24 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         return lr.item() if isinstance(lr, Tensor) else float(lr)
 
-    def _batches(self, owner: str, data: Any, *, shuffle: bool) -> Batches:
-        size = self.batch_size if shuffle else self.eval_batch_size
-        drop_last = self.drop_last and shuffle
+    def _step_limit(self) -> bool:
+        return self.max_steps is not None and self.step >= self.max_steps
+
+    def _batches(self, owner: str, data: Any, *, training: bool) -> Batches:
+        size = self.batch_size if training else self.eval_batch_size
+        drop_last, shuffle = self.drop_last and training, self.shuffle and training
         source = as_batches(owner, data, batch_size=size, drop_last=drop_last, shuffle=shuffle, device=self.device)
         if self.world_size > 1 and isinstance(source, TensorBatches):  # a loader shards itself (DistributedSampler)
             return distributed.Shares(source)
         return source
+
+    def _evaluate_now(self) -> None:
+        """``eval_every``: the validation and test scores after ``self.step`` updates, into the history."""
+        record: dict[str, Any] = {"step": self.step, "epoch": self.epoch}
+        for name, source in (("val", self._val), ("test", self._test)):
+            scores = self._evaluate(source) if source is not None else {"loss": None, "accuracy": None}
+            record[f"{name}_loss"], record[f"{name}_accuracy"] = scores["loss"], scores["accuracy"]
+        self.history.evaluations.append(record)
 
     def _train_epoch(self, source: Batches) -> tuple[float, float | None]:
         """One pass over the source's batches of this epoch (a fresh permutation of tensors in memory);
@@ -352,7 +393,9 @@ class Trainer:
                 for cb in callbacks:
                     cb.on_step_end(self, record)
             self.step += 1
-            if self.stop:
+            if self.eval_every is not None and self.step % self.eval_every == 0:
+                self._evaluate_now()
+            if self.stop or self._step_limit():
                 break
         if seen == 0:
             raise OptregValueError(f"trainer: the training data yielded no batch in epoch {self.epoch}")
@@ -406,7 +449,7 @@ class Trainer:
         ``{"loss": float, "accuracy": float | None}`` (accuracy only for integer targets): the mean over
         examples, ``sum_b loss_b * n_b / N``.
         """
-        return self._evaluate(self._batches("trainer.evaluate", split, shuffle=False))
+        return self._evaluate(self._batches("trainer.evaluate", split, training=False))
 
     @torch.no_grad()
     def _evaluate(self, source: Batches) -> dict[str, float | None]:
