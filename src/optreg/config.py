@@ -433,5 +433,9 @@ def template() -> str:
         "# [train.early_stopping]                 # optional (section 7.7.3)",
         *(_line(k, v, f"allowed: {', '.join(MONITORS)}" if k == "monitor" else "", active=False)
           for k, v in _signature_defaults(EarlyStopping).items()),  # fmt: skip
+        _line("alpha", _Raw("5.0"), "Prechelt's threshold: GL_alpha / PQ_alpha (criterion gl, pq); default: none",
+              active=False),
+        _line("strips", _Raw("3"), "Prechelt's UP_s: s successive strips with a rise (criterion up); default: none",
+              active=False),
     ]
     return "\n".join(out) + "\n"
