@@ -15,11 +15,16 @@ An experiment is a function ``run(ctx: Context) -> Result`` registered under a n
             h.test_accuracy, h.iterations, h.epochs      # a RunHistory (a train.History)
         return Result(table=[{"optimizer": "adam", ...}], figures={"loss": fig}, notes="...")
 
-:func:`optreg.experiments.run` then saves, under ``<out>/<name>/``: every figure as ``<fig>.png``
-(matplotlib's Agg backend), the table as ``table.csv`` and ``table.md``, and ``metrics.csv`` (one row per
-recorded step and epoch of every run the experiment trained, with its label and seed). Every run is also
-recorded live in ``<out>/runs.sqlite`` (:class:`optreg.report.store.RunStore`): config, seed, versions,
-status, per-step and per-epoch metrics, and a summary (test loss / accuracy, time).
+:func:`optreg.experiments.run` then saves, in a new folder ``<out>/<name>/<invocation id>/`` (never one
+that exists, so a rerun replaces nothing): every figure as ``<fig>.png`` (matplotlib's Agg backend), the
+table as ``table.csv`` and ``table.md``, and ``metrics.csv`` (one row per recorded step and epoch of every
+run the experiment trained, with its label and seed). Every run is also recorded live in
+``<out>/runs.sqlite`` (:class:`optreg.report.store.RunStore`), in the invocation's id: the values it used
+(the resolved spec, the optimizer's hyperparameters with defaults), seed, versions, environment (threads,
+device, git commit, command line, data file and hash), status, per-step and per-epoch metrics, and a
+summary (test loss / accuracy, time). Work that does not go through the trainer is recorded with
+:meth:`Context.record_run`. An experiment declares the settings it honours (``register(options=...)``);
+the others are refused before it starts.
 
 Rules for experiment authors:
 
