@@ -499,3 +499,11 @@ def test_environment_names_threads_device_command_and_git(monkeypatch, tmp_path)
     shutil.copy(package / "__init__.py", tmp_path / "__init__.py")
     monkeypatch.setattr(optreg, "__file__", str(tmp_path / "__init__.py"))
     assert git_state.__wrapped__() is None  # a copy outside any git checkout
+
+
+def test_a_store_in_memory_creates_no_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with RunStore(":memory:") as store:
+        invocation = store.start_invocation("exp", "exp")
+        assert store.invocation_folder(invocation) == Path("exp") / "1"
+    assert list(tmp_path.iterdir()) == []

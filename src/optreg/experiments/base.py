@@ -385,6 +385,7 @@ class _SaveCheckpoints(Callback):
     Runs after every other callback (``order = 100``, like :class:`~optreg.train.Checkpoint`)."""
 
     order = 100
+    rank_zero_only = True  # in data-parallel training only rank 0 writes files
 
     def __init__(self, record: _Record) -> None:
         self.record = record
@@ -451,7 +452,7 @@ class Context:
         quick: tiny settings for tests and smoke runs (a few seconds in all).
         out: the output folder: the store is ``out/runs.sqlite``, and each invocation writes its files
             under ``out/<name>/<invocation id>/`` (:meth:`output_folder`). Checked when the context is made
-            (not a file, writable); an existing store is opened then (and checked).
+            (not a file, writable); an existing store is checked then (opened and closed).
         progress: a :data:`ProgressFn` (the CLI's progress bars) or None.
         device: the torch device training runs on; checked when the context is made (:func:`check_device`).
         store: the :class:`RunStore` of ``out`` (opened on first use when not given).
@@ -508,7 +509,7 @@ class Context:
         check_device(self.device)
         self.out = check_out(self.out)
         if self.store is None and (self.out / "runs.sqlite").is_file():
-            self.store = RunStore(self.out / "runs.sqlite")  # a foreign or broken file fails here, before any work
+            RunStore(self.out / "runs.sqlite").close()  # a foreign or broken file fails here, before any work
 
     # -------------------------------------------------------------- settings
     def seed_list(self, default: int, quick: int = 1) -> list[int]:

@@ -507,8 +507,11 @@ class RunStore:
 
     def invocation_folder(self, invocation_id: int) -> Path:
         """The output folder of an invocation: ``<store's folder>/<name>/<id>``, created on the first call
-        and recorded; never an existing folder (``<id>-2``, ``<id>-3``, ... if that one is taken)."""
+        and recorded; never an existing folder (``<id>-2``, ``<id>-3``, ... if that one is taken). A store
+        in memory (``":memory:"``) creates nothing and returns ``<name>/<id>``."""
         inv = self.invocation(invocation_id)
+        if os.fspath(self.path) == ":memory:":  # a store in memory (e.g. a non-zero rank's) owns no folder
+            return Path(inv["name"]) / str(invocation_id)
         if inv["folder"] is not None:
             inv["folder"].mkdir(parents=True, exist_ok=True)
             return inv["folder"]
