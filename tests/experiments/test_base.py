@@ -2,19 +2,29 @@
 
 Oracles: the returned history against the rows read back from the run store and the CSV files;
 ``statistics`` for mean / standard deviation; a second identical run for determinism (the model the
-context trains is built by the engine: tests/train/test_run.py checks it against a plain seeded build).
+context trains is built by the engine: tests/train/test_run.py checks it against a plain seeded build);
+an uninterrupted run for a resumed one (bit for bit); hashlib for the recorded data file; torch for
+which devices exist.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import inspect
 import math
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import textwrap
 
+import numpy as np
 import pytest
 import torch
 
-from optreg import experiments
+from optreg import experiments, optim
 from optreg.errors import OptregTypeError, OptregValueError
 from optreg.experiments import Context, Result, complete_spec, register
 from optreg.experiments.base import curves, mean_std
@@ -35,7 +45,16 @@ def test_train_records_the_run_as_returned(tmp_path):
     store = ctx.open_store()
     (run,) = store.runs("unit")
     assert run["id"] == h.run_id and run["label"] == "sgd" and run["status"] == "finished"
-    assert run["config"]["hparams"] == {"lr": 0.1} and run["config"]["batch_size"] == 64
+    # the values actually used, defaults filled in (oracle: the signature of optreg.optim.sgd)
+    defaults = {k: v.default for k, v in inspect.signature(optim.get("sgd")).parameters.items()}
+    assert run["config"]["hparams"] == {**defaults, "lr": 0.1} and run["config"]["batch_size"] == 64
+    spec = run["config"]["spec"]
+    assert spec["optimizer"] == {"name": "sgd", "lr": 0.1} and spec["train"]["epochs"] == 2
+    assert spec["model"] == run["config"]["model"]
+    env = run["environment"]
+    assert env["threads"] == torch.get_num_threads() and env["device"] == "cpu" and env["quick"] is True
+    assert env["data"] == {"name": "digits", "dataset": "digits", "seed": 0, "options": {}}
+    assert run["invocation"] == ctx.invocation and run["pid"] == os.getpid()
     assert run["config"]["model"] == {"kind": "mlp", "hidden": [16], "in_features": 64, "out_features": 10}
     assert store.steps(h.run_id) == h.iterations
     assert store.epochs(h.run_id) == h.epochs
@@ -159,7 +178,8 @@ def _toy(ctx: Context) -> Result:
 def test_run_saves_figures_tables_and_metrics(tmp_path):
     ctx = Context(out=tmp_path, quick=True, seeds=2)
     result = experiments.run("unit-toy-run", ctx)
-    folder = tmp_path / "unit-toy-run"
+    folder = tmp_path / "unit-toy-run" / "1"
+    assert result.paths["table.csv"] == folder / "table.csv"
     assert set(result.paths) == {"loss", "table.csv", "table.md", "metrics.csv"}
     assert (folder / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(folder / "table.csv", newline="") as fh:
@@ -203,3 +223,199 @@ def test_each_builtin_module_imports_first_in_a_fresh_process(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip()) >= 6
+
+
+def test_rerunning_an_experiment_never_replaces_its_files(tmp_path):
+    """Two invocations: two folders, the first's bytes untouched, each one's runs sharing its id."""
+    first = experiments.run("unit-toy-run", Context(out=tmp_path, quick=True, seeds=1))
+    before = {name: path.read_bytes() for name, path in first.paths.items()}
+    ctx = Context(out=tmp_path, quick=True, seeds=2)
+    second = experiments.run("unit-toy-run", ctx)
+    assert first.paths["metrics.csv"].parent != second.paths["metrics.csv"].parent
+    assert {name: path.read_bytes() for name, path in first.paths.items()} == before
+    store = ctx.open_store()
+    assert [[r["id"] for r in store.runs(invocation=i)] for i in (1, 2)] == [[1], [2, 3]]
+    assert store.invocation(2)["folder"] == second.paths["metrics.csv"].parent
+
+
+def test_save_result_refuses_to_replace_and_writes_nothing(tmp_path):
+    result = Result(table=[{"a": 1}], figures={"fig": curves_figure([Panel({"a": [[1.0, 2.0]]})])})
+    (tmp_path / "table.md").write_text("someone's notes")
+    with pytest.raises(OptregValueError, match="table.md' exists; a result is never replaced"):
+        experiments.save_result(result, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]
+    assert (tmp_path / "table.md").read_text() == "someone's notes"
+    paths = experiments.save_result(result, tmp_path, overwrite=True)
+    assert paths["table.md"].read_text().startswith("# ")
+
+
+def _device_types() -> list[str]:
+    """Every device type torch parses (its c10 DeviceType names), but the ones this machine has."""
+    names = ["cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga", "maia", "xla",
+             "lazy", "vulkan", "mps", "meta", "hpu", "mtia", "privateuseone", "cuda:7"]  # fmt: skip
+    usable = []
+    for name in names:
+        backend = getattr(torch, name.split(":")[0], None)
+        if getattr(backend, "is_available", lambda: False)() and name != "cuda:7":
+            usable.append(name)
+    return [n for n in names if n not in usable]
+
+
+@pytest.mark.parametrize("device", _device_types())
+@pytest.mark.filterwarnings("ignore:'mkldnn' is no longer used")
+def test_unusable_devices_are_refused_before_anything_is_written(tmp_path, device):
+    with pytest.raises(OptregValueError, match="device") as info:
+        Context(out=tmp_path, device=device)
+    assert "\n" not in str(info.value) and str(info.value).startswith("experiments: device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_out_that_is_a_file_is_refused_at_once(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OptregValueError, match="out must be a folder, got the file"):
+        Context(out=tmp_path / "file")
+    with pytest.raises(OptregValueError, match="'.*file' is a file"):
+        Context(out=tmp_path / "file" / "below")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "runs.sqlite").write_bytes(b"not a database" * 64)
+    with pytest.raises(OptregValueError, match="not an optreg run store"):
+        Context(out=tmp_path / "bad")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_settings_an_experiment_does_not_take_are_refused_first(tmp_path):
+    for ctx in (
+        Context(out=tmp_path, epochs=3),
+        Context(out=tmp_path, seeds=2),
+        Context(out=tmp_path, dataset="mnist1d"),
+    ):
+        with pytest.raises(OptregValueError, match="optimizers-2d does not take .*toy problems"):
+            experiments.run("optimizers-2d", ctx)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_diverged_run_says_where_its_history_is_without_a_python_hint(tmp_path):
+    ctx = Context(out=tmp_path, quick=True)
+    h = _train(ctx, hparams={"lr": 1e12})
+    assert ".history" not in h.error and f"the steps before it are stored in run {h.run_id}" in h.error
+    assert ctx.open_store().run(h.run_id)["error"] == h.error
+
+
+def test_a_data_file_is_recorded_by_absolute_path_and_sha256(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "own.npz", x=rng.normal(size=(120, 5)).astype("float32"), y=rng.integers(0, 3, 120))
+    monkeypatch.chdir(tmp_path)
+    ctx = Context(out="out", dataset="own.npz", quick=True)
+    h = _train(ctx)
+    data = ctx.open_store().run(h.run_id)["environment"]["data"]
+    assert data["path"] == str((tmp_path / "own.npz").resolve()) and data["dataset"] == "own.npz"
+    assert data["sha256"] == hashlib.sha256((tmp_path / "own.npz").read_bytes()).hexdigest()
+
+
+def test_ctrl_c_marks_the_run_interrupted(tmp_path):
+    def stop(trainer, record):
+        raise KeyboardInterrupt
+
+    ctx = Context(out=tmp_path, quick=True)
+    with pytest.raises(KeyboardInterrupt):
+        _train(ctx, callbacks=[Lambda(on_epoch_end=stop)])
+    (run,) = ctx.open_store().runs()
+    assert run["status"] == "interrupted" and len(ctx.open_store().epochs(run["id"])) == 1
+
+
+def _final_state(ctx: Context, run_id: int) -> dict:
+    return torch.load(ctx.run_folder(run_id) / "last.pt", weights_only=True)
+
+
+def _same_tensors(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same_tensors(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _records(ctx: Context, run_id: int) -> tuple[list, list]:
+    store = ctx.open_store()
+    return store.steps(run_id), [dict(e, time=0) for e in store.epochs(run_id)]
+
+
+def test_a_stopped_run_resumed_equals_an_uninterrupted_one_bit_for_bit(tmp_path):
+    """Oracle: the same run trained in one go. A run stopped by Ctrl-C in its third epoch (after its second
+    epoch's checkpoint) and resumed from last.pt ends with the same parameters, optimizer state, best.pt
+    and records."""
+    kw = {"epochs": 5, "schedule": {"name": "exponential", "lr": 0.2, "beta": 0.99}}
+    whole = Context(out=tmp_path / "whole", quick=True, checkpoints=True)
+    h = _train(whole, **kw)
+
+    def stop(trainer, record):
+        if trainer.epoch == 2 and record["step"] == trainer.step == 2 * 6 + 3:  # mid-way through epoch 3
+            raise KeyboardInterrupt
+
+    cut = Context(out=tmp_path / "cut", quick=True, checkpoints=True)
+    with pytest.raises(KeyboardInterrupt):
+        _train(cut, callbacks=[Lambda(on_step_end=stop)], **kw)
+    (run,) = cut.open_store().runs()
+    assert run["status"] == "interrupted" and len(cut.open_store().epochs(run["id"])) == 2
+    again = Context(out=tmp_path / "cut", quick=True, checkpoints=True, resume=run["id"])
+    resumed = _train(again, **kw)
+    assert resumed.run_id == run["id"] and resumed.status == "finished"
+    a, b = _final_state(whole, h.run_id), _final_state(again, run["id"])
+    assert _same_tensors(a["model"], b["model"]) and _same_tensors(a["optimizer"], b["optimizer"])
+    assert a["step"] == b["step"] == 5 * 6
+    best_a = torch.load(whole.run_folder(h.run_id) / "best.pt", weights_only=True)
+    best_b = torch.load(again.run_folder(run["id"]) / "best.pt", weights_only=True)
+    assert _same_tensors(best_a["model"], best_b["model"]) and best_a["epoch"] == best_b["epoch"]
+    assert _records(whole, h.run_id) == _records(again, run["id"])
+    with pytest.raises(OptregValueError, match="it is finished .*all 5 epochs"):
+        _train(Context(out=tmp_path / "cut", quick=True, resume=run["id"]), **kw)
+    with pytest.raises(OptregValueError, match="cannot resume run 1: its optimizer was"):
+        _train(Context(out=tmp_path / "cut", quick=True, resume=run["id"]), **{**kw, "hparams": {"lr": 0.3}})
+
+
+_KILLED = textwrap.dedent(
+    """
+    import sys, json
+    from optreg.experiments import Context
+    from optreg.train import Lambda
+
+    ctx = Context(out=sys.argv[1], quick=True, checkpoints=True)
+    ctx.train("long", model_spec={"kind": "mlp", "hidden": [16]}, optimizer="adam", hparams={"lr": 0.01},
+              seed=0, batch_size=64, epochs=100000,
+              callbacks=[Lambda(on_epoch_end=lambda t, r: print(r["epoch"], flush=True))])
+    """
+)
+
+
+@pytest.mark.slow  # a fresh interpreter and 60 epochs, ~20 s; the in-process resume test above is the fast one
+def test_a_killed_run_is_reported_interrupted_and_resumes_exactly(tmp_path):
+    """SIGKILL a training process mid-run; the store reports it interrupted; resumed to 30 epochs it equals a
+    30-epoch run trained in one go (the epoch count is the one setting a resumed run may change)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED, str(tmp_path / "k")], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        for line in proc.stdout:
+            if int(line) >= 2:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    ctx = Context(out=tmp_path / "k", quick=True, checkpoints=True)
+    (run,) = ctx.open_store().runs()
+    assert run["status"] == "interrupted" and run["pid"] == proc.pid
+    done = len(ctx.open_store().epochs(run["id"]))
+    assert 3 <= done < 30
+    spec = {"model_spec": {"kind": "mlp", "hidden": [16]}, "optimizer": "adam", "hparams": {"lr": 0.01}}
+    kw = {**spec, "seed": 0, "batch_size": 64, "epochs": 30}
+    ctx.resume = run["id"]
+    resumed = ctx.train("long", **kw)
+    whole = Context(out=tmp_path / "w", quick=True, checkpoints=True)
+    h = whole.train("long", **kw)
+    assert _same_tensors(_final_state(ctx, resumed.run_id)["model"], _final_state(whole, h.run_id)["model"])
+    assert _records(ctx, resumed.run_id) == _records(whole, h.run_id)
+    assert ctx.open_store().run(run["id"])["environment"]["resumes"][0]["before"]["status"] == "interrupted"

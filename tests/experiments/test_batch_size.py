@@ -22,14 +22,15 @@ def quick_run(run_quick):
 
 def test_quick_run_writes_its_files_and_one_run_per_batch_size(quick_run, read_csv):
     result, ctx, out = quick_run
-    folder = out / "batch-size"
+    folder = ctx.output_folder()
+    assert folder == out / "batch-size" / str(ctx.invocation)
     assert (folder / "figure-7.3.png").stat().st_size > 10_000
     table = read_csv(folder / "table.csv")
     n = 384  # quick mode's training examples
     assert [int(r["batch_size"]) for r in table] == [k or n for k in BATCH_SIZES]
     runs = ctx.open_store().runs("batch-size")
     assert len(runs) == len(BATCH_SIZES) and all(r["status"] == "finished" for r in runs)
-    assert all(r["config"]["hparams"] == {"lr": LEARNING_RATE} for r in runs)  # one lr for every K
+    assert all(r["config"]["hparams"]["lr"] == LEARNING_RATE for r in runs)  # one lr for every K
     assert (folder / "metrics.csv").is_file() and result.table[0]["batch_size"] == 1
 
 

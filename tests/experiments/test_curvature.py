@@ -21,7 +21,7 @@ def test_saddle_claims_and_figures(run_quick):
     newton = next(v for k, v in verdicts.items() if k.startswith("Newton's method is attracted"))
     assert newton == "holds"
     assert {"trajectories", "saddle"} <= set(result.figures)
-    assert (ctx.out / "saddle" / "table.csv").exists()
+    assert (ctx.out / "saddle" / str(ctx.invocation) / "table.csv").exists()
 
 
 def test_cliff_clipping_bounds_the_step(run_quick):

@@ -33,7 +33,7 @@ def quick_run(run_quick):
 
 def test_quick_run_writes_figure_tables_metrics_and_store_rows(quick_run, read_csv):
     result, ctx, out = quick_run
-    folder = out / "optimizers"
+    folder = ctx.output_folder()
     assert (folder / "figure-7.6.png").stat().st_size > 10_000
     table = read_csv(folder / "table.csv")
     assert [r["optimizer"] for r in table] == list(OPTIMIZERS)
@@ -63,12 +63,12 @@ def test_every_optimizer_lowers_the_loss(quick_run):
 def test_same_seed_same_numbers(quick_run, tmp_path, read_csv):
     """Run the experiment again in another folder: every recorded step and epoch (but the time) agrees."""
     _, ctx, out = quick_run
-    experiments.run("optimizers", Context(out=tmp_path, quick=True))
+    again = experiments.run("optimizers", Context(out=tmp_path, quick=True))
 
     def rows(path):
         return [{k: v for k, v in r.items() if k not in ("time", "run_id")} for r in read_csv(path)]
 
-    assert rows(tmp_path / "optimizers" / "metrics.csv") == rows(out / "optimizers" / "metrics.csv")
+    assert rows(again.paths["metrics.csv"]) == rows(ctx.output_folder() / "metrics.csv")
 
 
 def test_gradient_descent_on_the_quadratic_matches_the_closed_form():
@@ -108,3 +108,21 @@ def test_steps_to_tol():
     assert steps_to_tol(np.array([0.5, 0.1]), 1.0) == 0
     assert steps_to_tol(np.array([0.5, 2.0]), 1.0) is None
     assert steps_to_tol(np.array([0.5, np.nan]), 1.0) is None
+
+
+@pytest.mark.slow  # the full toy problems and their contour figures, ~12 s
+def test_optimizers_2d_stores_every_trajectory(tmp_path, read_csv):
+    """Oracle: toy_run's iterates through the function itself; each trajectory is a stored run whose step
+    losses are f(x_t), and metrics.csv holds them all."""
+    ctx = Context(out=tmp_path)
+    result = experiments.run("optimizers-2d", ctx)
+    store = ctx.open_store()
+    runs = store.runs("optimizers-2d")
+    assert len(runs) == len(TOY_FUNCTIONS) * len(OPTIMIZERS) and {r["invocation"] for r in runs} == {1}
+    (sgd,) = [r for r in runs if r["label"] == "quadratic/sgd"]
+    f = TOY_FUNCTIONS["quadratic"]
+    path = toy_run(f, "sgd")
+    assert [s["loss"] for s in store.steps(sgd["id"])] == [float(v) for v in f.f(path[:, 0], path[:, 1])]
+    assert sgd["config"]["hparams"] == {"lr": f.lrs["sgd"]} and sgd["status"] == "finished"
+    rows = read_csv(result.paths["metrics.csv"])
+    assert len(rows) == sum(len(store.steps(r["id"])) for r in runs)

@@ -5,6 +5,8 @@
 ['batch-size', 'init', 'lr-decay', 'optimizers', 'optimizers-2d', 'preprocessing']
 >>> ctx = experiments.Context(dataset="digits", out=Path("runs/demo"))
 >>> result = experiments.run("optimizers", ctx)              # doctest: +SKIP
+>>> result.paths["table.csv"]                                 # doctest: +SKIP
+PosixPath('runs/demo/optimizers/1/table.csv')
 
 The contract (``register``, ``Context``, ``Result``) is in :mod:`optreg.experiments.base`; the built-in
 experiments live in this package's modules, imported on first use of :func:`available` / :func:`get`.
@@ -26,10 +28,13 @@ from optreg.errors import OptregTypeError, OptregValueError
 from optreg.experiments.base import (
     _REGISTRY,
     DEFAULT_DATASET,
+    OPTIONS,
     Context,
     Experiment,
     Result,
     RunHistory,
+    check_device,
+    check_out,
     complete_spec,
     register,
 )
@@ -42,6 +47,9 @@ __all__ = [
     "Result",
     "RunHistory",
     "available",
+    "check_device",
+    "check_options",
+    "check_out",
     "complete_spec",
     "describe",
     "format_table",
@@ -135,17 +143,32 @@ def format_table(table: list[dict[str, Any]]) -> str:
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def save_result(result: Result, folder: Path, ctx: Context | None = None) -> dict[str, Path]:
+def save_result(
+    result: Result, folder: Path, ctx: Context | None = None, *, overwrite: bool = False
+) -> dict[str, Path]:
     """Write a result's figures (PNG), ``table.csv`` and ``table.md`` (the table, then the notes) under
     ``folder``, and with ``ctx`` the runs it trained (``ctx.run_ids``) to ``metrics.csv`` from its store;
     returns ``{what: path}``. Figure names must be file-name safe. In data-parallel training only rank 0
-    writes (the other ranks return ``{}``)."""
+    writes (the other ranks return ``{}``).
+
+    Nothing is written when a file to be written exists already (unless ``overwrite``) or a name is
+    unsafe: a result never silently replaces another.
+    """
     for name in result.figures:
         if not isinstance(name, str) or not _SAFE.match(name):
             raise OptregValueError(f"experiments: figure names must be file-name safe, got {name!r}")
     columns = _columns(result.table)
     if distributed.rank() != 0:
         return {}
+    folder = Path(folder)
+    targets = [folder / f"{name}.png" for name in result.figures] + [folder / "table.csv", folder / "table.md"]
+    if ctx is not None and ctx.run_ids:
+        targets.append(folder / "metrics.csv")
+    taken = [t for t in targets if t.exists()]
+    if taken and not overwrite:
+        raise OptregValueError(
+            f"experiments: '{taken[0]}' exists; a result is never replaced (choose another folder or pass overwrite)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for name, fig in result.figures.items():
@@ -171,21 +194,36 @@ def save_result(result: Result, folder: Path, ctx: Context | None = None) -> dic
     return paths
 
 
-def run(name: str, ctx: Context) -> Result:
-    """Run the experiment ``name`` in ``ctx`` and save everything under ``ctx.out / name``.
+def check_options(experiment: Experiment, ctx: Context) -> None:
+    """Refuse a context that sets a setting the experiment does not honour (see ``register(options=)``)."""
+    given = {"dataset": ctx.dataset is not None, "seeds": ctx.seeds is not None, "epochs": ctx.epochs is not None}
+    ignored = [name for name, is_set in given.items() if is_set and name not in experiment.options]
+    if ignored:
+        why = f" ({experiment.why})" if experiment.why else ""
+        takes = ", ".join(experiment.options) or f"none of {', '.join(OPTIONS)}"
+        raise OptregValueError(
+            f"experiments: {experiment.name} does not take {' or '.join(ignored)}{why}; it takes {takes}"
+        )
 
-    Writes the figures (``<fig>.png``), ``table.csv``, ``table.md`` and ``metrics.csv`` (every step and
-    epoch of the runs it trained, from the store); the runs themselves are in ``ctx.out / runs.sqlite``.
-    Returns the :class:`Result` with ``paths`` filled in.
+
+def run(name: str, ctx: Context) -> Result:
+    """Run the experiment ``name`` in ``ctx`` and save everything in a new folder, ``ctx.out / name / <id>``.
+
+    The runs it trains form one invocation (id ``<id>`` in ``ctx.out / runs.sqlite``). Writes the figures
+    (``<fig>.png``), ``table.csv``, ``table.md`` and ``metrics.csv`` (every step and epoch of the runs it
+    trained, from the store) in that folder, which did not exist before: nothing earlier is replaced.
+    A setting of ``ctx`` the experiment does not honour is refused first. Returns the :class:`Result` with
+    ``paths`` filled in.
     """
     experiment = get(name)
     if not isinstance(ctx, Context):
         raise OptregTypeError(f"experiments: ctx must be a Context, got {ctx!r}")
-    ctx.experiment, ctx.run_ids = name, []
+    check_options(experiment, ctx)
+    ctx.begin(name)
     result = experiment.fn(ctx)
     if not isinstance(result, Result):
         raise OptregTypeError(f"experiments: {name} must return a Result, got {type(result).__name__}")
     result.name = result.name or name
     result.title = result.title or experiment.title
-    result.paths = save_result(result, Path(ctx.out) / name, ctx)
+    result.paths = save_result(result, ctx.output_folder(), ctx)
     return result

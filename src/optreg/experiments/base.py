@@ -15,11 +15,16 @@ An experiment is a function ``run(ctx: Context) -> Result`` registered under a n
             h.test_accuracy, h.iterations, h.epochs      # a RunHistory (a train.History)
         return Result(table=[{"optimizer": "adam", ...}], figures={"loss": fig}, notes="...")
 
-:func:`optreg.experiments.run` then saves, under ``<out>/<name>/``: every figure as ``<fig>.png``
-(matplotlib's Agg backend), the table as ``table.csv`` and ``table.md``, and ``metrics.csv`` (one row per
-recorded step and epoch of every run the experiment trained, with its label and seed). Every run is also
-recorded live in ``<out>/runs.sqlite`` (:class:`optreg.report.store.RunStore`): config, seed, versions,
-status, per-step and per-epoch metrics, and a summary (test loss / accuracy, time).
+:func:`optreg.experiments.run` then saves, in a new folder ``<out>/<name>/<invocation id>/`` (never one
+that exists, so a rerun replaces nothing): every figure as ``<fig>.png`` (matplotlib's Agg backend), the
+table as ``table.csv`` and ``table.md``, and ``metrics.csv`` (one row per recorded step and epoch of every
+run the experiment trained, with its label and seed). Every run is also recorded live in
+``<out>/runs.sqlite`` (:class:`optreg.report.store.RunStore`), in the invocation's id: the values it used
+(the resolved spec, the optimizer's hyperparameters with defaults), seed, versions, environment (threads,
+device, git commit, command line, data file and hash), status, per-step and per-epoch metrics, and a
+summary (test loss / accuracy, time). Work that does not go through the trainer is recorded with
+:meth:`Context.record_run`. An experiment declares the settings it honours (``register(options=...)``);
+the others are refused before it starts.
 
 Rules for experiment authors:
 
@@ -47,7 +52,7 @@ import torch
 from optreg import train as engine
 from optreg._checks import check_int
 from optreg.errors import DivergenceError, OptregTypeError, OptregValueError
-from optreg.report.store import RecordRun, RunStore, to_jsonable
+from optreg.report.store import RecordRun, RunStore, environment, fingerprint, to_jsonable
 from optreg.train import Callback, History, RunResult, Trainer, distributed
 from optreg.train.run import complete_model_spec as complete_spec
 
@@ -94,27 +99,43 @@ class Experiment:
     figure: str
     help: str
     module: str
+    options: tuple[str, ...] = ("dataset", "seeds", "epochs")
+    why: str = ""
 
+
+#: The settings of a :class:`Context` an experiment may declare that it honours (``register(options=...)``).
+OPTIONS = ("dataset", "seeds", "epochs")
 
 _REGISTRY: dict[str, Experiment] = {}
 
 
 def register(
-    name: str, *, title: str, figure: str = "", help: str = ""
+    name: str,
+    *,
+    title: str,
+    figure: str = "",
+    help: str = "",
+    options: Sequence[str] = OPTIONS,
+    why: str = "",
 ) -> Callable[[Callable[[Context], Result]], Callable[[Context], Result]]:
     """Decorator: register ``fn(ctx: Context) -> Result`` as the experiment ``name``.
 
     ``title`` heads its figures and ``optreg list``; ``figure`` is the chapter's figure (``"7.6"``) or
     exercise (``"ex. 7-3"``) it reproduces; ``help`` is one line on what it shows. Names are lowercase
     words joined by ``-`` (``batch-size``); registering a name twice from another function raises.
+    ``options``: the settings of :data:`OPTIONS` it honours (``ctx.dataset``, ``ctx.seeds``,
+    ``ctx.epochs``); :func:`optreg.experiments.run` refuses a context that sets any other, before any
+    work, with ``why`` (e.g. "toy problems: no data") in the message.
     """
     if not isinstance(name, str) or not name or not all(part.isalnum() for part in name.split("-")):
         raise OptregValueError(f"experiments: name must be lowercase words joined by '-', got {name!r}")
     if name != name.lower():
         raise OptregValueError(f"experiments: name must be lowercase, got {name!r}")
-    for key, value in (("title", title), ("figure", figure), ("help", help)):
+    for key, value in (("title", title), ("figure", figure), ("help", help), ("why", why)):
         if not isinstance(value, str):
             raise OptregTypeError(f"experiments: {key} of {name!r} must be a string, got {value!r}")
+    if isinstance(options, str) or not all(o in OPTIONS for o in options):
+        raise OptregValueError(f"experiments: options of {name!r} must be among {', '.join(OPTIONS)}, got {options!r}")
 
     def decorate(fn: Callable[[Context], Result]) -> Callable[[Context], Result]:
         if not callable(fn):
@@ -130,7 +151,7 @@ def register(
         old = _REGISTRY.get(name)
         if old is not None and (old.module, old.fn.__qualname__) != (module, fn.__qualname__):
             raise OptregValueError(f"experiments: {name!r} is already registered by {old.module}")
-        _REGISTRY[name] = Experiment(name, fn, title, figure, help, module)
+        _REGISTRY[name] = Experiment(name, fn, title, figure, help, module, tuple(options), why)
         return fn
 
     return decorate
@@ -231,36 +252,118 @@ def _subset(split: Any, n: int) -> Any:
     return split if len(split.y) <= n else type(split)(split.x[:n], split.y[:n])
 
 
+#: The trainer's divergence message ends with a hint for Python callers; the lab (and the command line)
+#: says where the history is kept instead.
+_PYTHON_HINT = "; the history so far is on this error's .history."
+
+
+def check_device(device: str | torch.device, owner: str = "experiments") -> torch.device:
+    """``device`` as a :class:`torch.device` that can train here, or a one-line error before any work.
+
+    ``cpu`` always can; ``meta`` never can (its tensors hold no data); any other type (``cuda``, ``mps``,
+    ``xpu``, ``mtia``, a registered backend, ...) must report ``torch.<type>.is_available()``, have the
+    index asked for, and allocate a tensor.
+    """
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise OptregValueError(f"{owner}: device must be a torch device such as 'cpu', got {device!r}") from None
+    if d.type == "cpu":
+        return d
+    if d.type == "meta":
+        raise OptregValueError(
+            f"{owner}: device 'meta' holds shapes, not data, so nothing can be trained on it; use 'cpu'"
+        )
+    backend = getattr(torch, d.type, None)
+    is_available = getattr(backend, "is_available", None)
+    try:
+        available = bool(is_available()) if callable(is_available) else False
+    except Exception:  # a backend module that cannot even answer
+        available = False
+    if not available:
+        raise OptregValueError(
+            f"{owner}: device {str(device)!r} asked for, but {d.type} is not available on this machine"
+        )
+    count = getattr(backend, "device_count", None)
+    n = count() if callable(count) else None
+    if d.index is not None and n is not None and d.index >= n:
+        raise OptregValueError(
+            f"{owner}: device {str(device)!r} asked for, but this machine has {n} {d.type} device(s)"
+        )
+    try:
+        torch.empty(1, device=d)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise OptregValueError(f"{owner}: device {str(device)!r} cannot hold a tensor ({first})") from None
+    return d
+
+
+def check_out(out: str | os.PathLike[str], owner: str = "experiments") -> Path:
+    """``out`` as a Path that is, or can become, a writable output folder (not a file, not under a file);
+    a ``runs.sqlite`` in it must be a file. Raises a one-line error; creates nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OptregValueError(f"{owner}: out must be a folder, got the file '{out}'")
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise OptregValueError(f"{owner}: out '{out}' cannot be created: '{existing}' is a file")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise OptregValueError(f"{owner}: out '{out}' is not writable ('{existing}' refuses new files)")
+    store = out / "runs.sqlite"
+    if store.exists() and not store.is_file():
+        raise OptregValueError(f"{owner}: '{store}' must be a run store file, got a folder")
+    return out
+
+
 class _Record(Callback):
     """Records a run in the context's store from the moment its training starts, so that input the engine
     refuses (a bad spec or model) records nothing; then hands the records to a :class:`RecordRun`
-    and announces the run to the progress function."""
+    and announces the run to the progress function. With ``run_id`` it continues that (resumed) run."""
 
-    def __init__(self, ctx: Context, spec: dict[str, Any], data: Splits, extra: dict[str, Any]) -> None:
+    def __init__(
+        self, ctx: Context, spec: dict[str, Any], data: Splits, extra: dict[str, Any], run_id: int | None = None
+    ) -> None:
         self.ctx, self.spec, self.data, self.extra = ctx, spec, data, extra
-        self.run_id: int | None = None
+        self.run_id: int | None = run_id
+        self.resumed = run_id is not None
         self.recorder: RecordRun | None = None
 
     def config(self, trainer: Trainer) -> dict[str, Any]:
+        """What the run used: the lab's summary keys (the optimizer's hyperparameters as it was built, its
+        defaults filled in), the resolved run spec (``spec``, what ``optreg train --resume`` retrains) and
+        the caller's ``config``."""
         spec, train = self.spec, self.spec["train"]
         return {
-            "dataset": getattr(self.data, "name", os.fspath(self.ctx.dataset)),
+            "dataset": getattr(self.data, "name", os.fspath(self.ctx.dataset or DEFAULT_DATASET)),
             "model": complete_spec(spec["model"], self.data),
             "init": spec["init"],
             "optimizer": spec["optimizer"]["name"],
-            "hparams": {k: v for k, v in spec["optimizer"].items() if k != "name"},
+            "hparams": {k: v for k, v in trainer.optimizer.defaults.items() if k != "params"},
             "schedule": trainer.schedule,
             "batch_size": train["batch_size"],
             "epochs": train["epochs"],
             "clip_grad_norm": train["clip_grad_norm"],
             "n_train": len(self.data.train.y),
+            "spec": self.ctx._spec_record(spec, self.data),
             **self.extra,
         }
 
     def on_fit_start(self, trainer: Trainer) -> None:
         ctx, label, seed = self.ctx, self.spec["name"], self.spec["train"]["seed"]
         store = ctx.open_store()
-        self.run_id = store.start_run(ctx.experiment, label, seed=seed, config=to_jsonable(self.config(trainer)))
+        if self.run_id is None:
+            self.run_id = store.start_run(
+                ctx.experiment,
+                label,
+                seed=seed,
+                config=to_jsonable(self.config(trainer)),
+                invocation=ctx.start_invocation(),
+                environment=ctx.environment(self.data),
+            )
         ctx.run_ids.append(self.run_id)
         self.recorder = RecordRun(store, self.run_id)
         if ctx.progress is not None:
@@ -273,6 +376,54 @@ class _Record(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self.recorder.on_epoch_end(trainer, record)  # type: ignore[union-attr]
+
+
+class _SaveCheckpoints(Callback):
+    """Writes the whole training state (weights, optimizer state, RNGs, history: a
+    :func:`optreg.train.save_checkpoint` file) to ``<run folder>/last.pt`` after every epoch, and to
+    ``best.pt`` after each epoch that improves the monitored validation metric (early stopping's monitor
+    and mode if the run has one, else ``val_loss``, lower is better; no ``best.pt`` without validation).
+    Runs after every other callback (``order = 100``, like :class:`~optreg.train.Checkpoint`)."""
+
+    order = 100
+    rank_zero_only = True  # in data-parallel training only rank 0 writes files
+
+    def __init__(self, record: _Record) -> None:
+        self.record = record
+        self.monitor: str | None = None
+        self.mode = "min"
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        from optreg.train import EarlyStopping
+
+        stopping = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
+        if stopping is not None and stopping.monitor.startswith("val_"):
+            self.monitor, self.mode = stopping.monitor, stopping.mode
+        elif trainer.has_val:
+            self.monitor, self.mode = "val_loss", "min"
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        from optreg.train import save_checkpoint
+
+        value = record.get(self.monitor) if self.monitor else None
+        improved = value is not None and (
+            self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        )
+        if improved:
+            self.best, self.best_epoch = value, record["epoch"]
+        folder = self.record.ctx.run_folder(self.record.run_id)  # type: ignore[arg-type]
+        state = trainer.state_dict()
+        save_checkpoint(state, folder / "last.pt")
+        if improved:
+            save_checkpoint(state, folder / "best.pt")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.monitor is None else {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
 
 
 class _Notify(Callback):
@@ -295,20 +446,29 @@ class Context:
 
     Attributes:
         dataset: a built-in dataset name (``"digits"``, ``"mnist1d"``) or a path (an IDX directory, an
-            ``.npz`` or ``.csv`` file), as :func:`optreg.data.load` takes.
+            ``.npz`` or ``.csv`` file), as :func:`optreg.data.load` takes; None: the experiment's default
+            (:data:`DEFAULT_DATASET`).
         seeds: how many seeds to average over; ``None``: the experiment's default (see :meth:`seed_list`).
         epochs: epochs per run; ``None``: the experiment's default (see :meth:`epoch_count`).
         quick: tiny settings for tests and smoke runs (a few seconds in all).
-        out: the output folder; each experiment writes under ``out/<name>/``, the store is
-            ``out/runs.sqlite``.
+        out: the output folder: the store is ``out/runs.sqlite``, and each invocation writes its files
+            under ``out/<name>/<invocation id>/`` (:meth:`output_folder`). Checked when the context is made
+            (not a file, writable); an existing store is checked then (opened and closed).
         progress: a :data:`ProgressFn` (the CLI's progress bars) or None.
-        device: the torch device training runs on.
+        device: the torch device training runs on; checked when the context is made (:func:`check_device`).
         store: the :class:`RunStore` of ``out`` (opened on first use when not given).
-        experiment: the name of the experiment being run (set by :func:`optreg.experiments.run`).
-        run_ids: the store ids of the runs trained since ``experiment`` was set.
+        experiment: the name of the experiment being run (set by :meth:`begin`).
+        name: the name of the invocation's folder (default: ``experiment``).
+        run_ids: the store ids of the runs trained since :meth:`begin`.
+        command: the command line recorded with every run (default ``sys.argv``).
+        checkpoints: save each run's training state as ``last.pt`` (every epoch) and ``best.pt`` (best
+            validation epoch) in :meth:`run_folder` (``optreg train`` does; experiments do not).
+        resume: the id of a stored run that the next run trained continues, from its ``last.pt``
+            (``optreg train --resume``): the same spec (``epochs`` may grow) on the same data.
+        invocation: the store id of the current invocation (made when its first run starts).
     """
 
-    dataset: str | os.PathLike[str] = DEFAULT_DATASET
+    dataset: str | os.PathLike[str] | None = None
     seeds: int | None = None
     epochs: int | None = None
     quick: bool = False
@@ -317,29 +477,40 @@ class Context:
     device: str | torch.device = "cpu"
     store: RunStore | None = None
     experiment: str = "adhoc"
+    name: str | None = None
     run_ids: list[int] = field(default_factory=list)
+    command: Sequence[str] | None = None
+    checkpoints: bool = False
+    resume: int | None = None
+    invocation: int | None = None
+    folder: Path | None = None
     _data: dict[tuple[Any, ...], Splits] = field(default_factory=dict, init=False, repr=False)
+    _fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.dataset, str | os.PathLike) or not os.fspath(self.dataset):
+        if self.dataset is not None and (
+            not isinstance(self.dataset, str | os.PathLike) or not os.fspath(self.dataset)
+        ):
             raise OptregValueError(f"experiments: dataset must be a name or a path, got {self.dataset!r}")
         if self.seeds is not None:
             check_int("experiments", "seeds", self.seeds, 1)
         if self.epochs is not None:
             check_int("experiments", "epochs", self.epochs, 1)
-        if not isinstance(self.quick, bool):
-            raise OptregTypeError(f"experiments: quick must be a bool, got {self.quick!r}")
+        for name in ("quick", "checkpoints"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptregTypeError(f"experiments: {name} must be a bool, got {getattr(self, name)!r}")
         if self.progress is not None and not callable(self.progress):
             raise OptregTypeError(f"experiments: progress must be callable, got {self.progress!r}")
-        self.out = Path(self.out)
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise OptregValueError(
-                f"experiments: device must be a torch device such as 'cpu', got {self.device!r}"
-            ) from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise OptregValueError(f"experiments: device {self.device!r} asked for, but CUDA is not available")
+        if self.resume is not None:
+            check_int("experiments", "resume", self.resume, 1)
+        if self.command is not None and (
+            isinstance(self.command, str) or not all(isinstance(a, str) for a in self.command)
+        ):
+            raise OptregTypeError(f"experiments: command must be a list of strings, got {self.command!r}")
+        check_device(self.device)
+        self.out = check_out(self.out)
+        if self.store is None and (self.out / "runs.sqlite").is_file():
+            RunStore(self.out / "runs.sqlite").close()  # a foreign or broken file fails here, before any work
 
     # -------------------------------------------------------------- settings
     def seed_list(self, default: int, quick: int = 1) -> list[int]:
@@ -356,12 +527,106 @@ class Context:
         if self.progress is not None:
             self.progress("message", {"text": str(text)})
 
+    # -------------------------------------------------------------- store, invocation, folders
     def open_store(self) -> RunStore:
         """The run store of ``out`` (``out/runs.sqlite``), opened on first use. In data-parallel training
         only rank 0 records: the other ranks get a store in memory."""
         if self.store is None:
             self.store = RunStore(self.out / "runs.sqlite" if distributed.rank() == 0 else ":memory:")
         return self.store
+
+    def close(self) -> None:
+        """Close the store (its WAL checkpointed into ``runs.sqlite``)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def begin(self, experiment: str, name: str | None = None) -> None:
+        """Start a new invocation named ``name`` (default ``experiment``): the runs trained from now on share
+        its id in the store, and its files go to a fresh :meth:`output_folder`."""
+        self.experiment, self.name, self.run_ids = experiment, name, []
+        self.invocation, self.folder = None, None
+
+    def start_invocation(self) -> int:
+        """The current invocation's store id, recorded on the first call after :meth:`begin`."""
+        if self.invocation is None:
+            name = self.name or self.experiment
+            self.invocation = self.open_store().start_invocation(self.experiment, name, command=self.command)
+        return self.invocation
+
+    def output_folder(self) -> Path:
+        """The current invocation's folder, ``out/<name>/<id>/`` (created on first use, never one that exists)."""
+        if self.folder is None:
+            self.folder = self.open_store().invocation_folder(self.start_invocation())
+        return self.folder
+
+    def run_folder(self, run_id: int) -> Path:
+        """Where a run's checkpoints are: ``<its invocation's folder>/run-<id>/``."""
+        store = self.open_store()
+        invocation = store.run(run_id)["invocation"]
+        if invocation is None:
+            raise OptregValueError(f"experiments: run {run_id} belongs to no invocation, so it has no folder")
+        return store.invocation_folder(invocation) / f"run-{run_id}"
+
+    def environment(self, data: Splits | None) -> dict[str, Any]:
+        """What a run records about where and on what it ran: :func:`optreg.report.store.environment` (host,
+        threads, device, git commit, command line, ...), quick mode, and the data (:meth:`data_source`)."""
+        env = environment(device=self.device, command=self.command)
+        return {**env, "quick": self.quick, "data": None if data is None else self.data_source(data)}
+
+    def data_source(self, data: Splits) -> dict[str, Any]:
+        """Where ``data`` came from: the dataset :meth:`load_data` read it from (name or absolute path and
+        sha256 of a file or folder), its seed and options; for data built elsewhere, its name and every
+        dataset this context loaded."""
+        for (dataset, seed, options), loaded in self._data.items():
+            if loaded is data:
+                return {"name": data.name, **self._source(dataset), "seed": seed, "options": dict(options)}
+        loaded = [{**self._source(d), "seed": s} for d, s, _ in self._data]
+        return {"name": getattr(data, "name", None), "from": loaded}
+
+    def _source(self, dataset: str) -> dict[str, Any]:
+        from optreg.data import available
+
+        if dataset in available():
+            return {"dataset": dataset}
+        if dataset not in self._fingerprints:
+            self._fingerprints[dataset] = fingerprint(dataset)
+        return {"dataset": dataset, **self._fingerprints[dataset]}
+
+    def _spec_record(self, spec: Mapping[str, Any], data: Splits) -> dict[str, Any]:
+        """A resolved spec as the store keeps it: JSON data, the model's sizes filled in from the data."""
+        return to_jsonable({**spec, "model": complete_spec(spec["model"], data)}, "spec")
+
+    def record_run(
+        self,
+        label: str,
+        *,
+        seed: int,
+        config: Mapping[str, Any],
+        steps: Sequence[Mapping[str, Any]] = (),
+        summary: Mapping[str, Any] | None = None,
+        status: str = "finished",
+    ) -> int:
+        """Record a run computed without the trainer (e.g. an optimizer on a 2-D function): its config, its
+        iteration records (fields :data:`~optreg.report.store.STEP_COLUMNS`) and summary, in the current
+        invocation; returns its id."""
+        store = self.open_store()
+        run_id = store.start_run(
+            self.experiment,
+            label,
+            seed=seed,
+            config=config,
+            invocation=self.start_invocation(),
+            environment=self.environment(None),
+        )
+        try:
+            store.log(run_id, steps=steps)
+        except BaseException as e:
+            store.finish_run(run_id, "failed", error=f"{type(e).__name__}: {e}")
+            raise
+        store.finish_run(run_id, status, summary=summary)
+        self.run_ids.append(run_id)
+        return run_id
 
     # -------------------------------------------------------------- data
     def load_data(self, seed: int = 0, *, dataset: str | os.PathLike[str] | None = None, **options: Any) -> Splits:
@@ -372,7 +637,7 @@ class Context:
         """
         from optreg.data import load
 
-        dataset = self.dataset if dataset is None else dataset
+        dataset = (self.dataset or DEFAULT_DATASET) if dataset is None else dataset
         key = (os.fspath(dataset), seed, tuple(sorted(options.items())))
         if key not in self._data:
             data = load(dataset, seed, **options)
@@ -432,9 +697,7 @@ class Context:
             },
         }
         data = self.load_data(seed) if data is None else data
-        return self.train_spec(
-            spec, data, callbacks=callbacks, config=config, raise_on_divergence=raise_on_divergence
-        )
+        return self.train_spec(spec, data, callbacks=callbacks, config=config, raise_on_divergence=raise_on_divergence)
 
     def train_spec(
         self,
@@ -452,37 +715,97 @@ class Context:
         A spec the engine refuses records nothing. A run that diverges (NaN / Inf) is recorded as
         ``diverged`` with the history up to that step and returned with ``status == "diverged"``
         (``raise_on_divergence=True`` re-raises the :class:`~optreg.errors.DivergenceError` instead). Any
-        other error during training marks the run ``failed`` and propagates.
+        other error during training marks the run ``failed`` (``interrupted`` for Ctrl-C) and propagates.
+        With ``ctx.checkpoints`` the run's state is saved in :meth:`run_folder`; with ``ctx.resume`` this
+        call continues that stored run from its ``last.pt`` (then ``ctx.resume`` is cleared).
         """
         resolved = engine.check_spec(spec)
         label, seed = resolved["name"], resolved["train"]["seed"]
-        record = _Record(self, resolved, data, dict(config or {}))
+        resume_id, state = (None, None) if self.resume is None else self._prepare_resume(resolved, data)
+        record = _Record(self, resolved, data, dict(config or {}), run_id=resume_id)
         # the recorder first: an epoch is stored before any other callback sees it (or stops the run)
         hooks: list[Callback] = [record, *callbacks]
         if self.progress is not None:
             hooks.append(_Notify(self.progress, label, seed))
+        if self.checkpoints or state is not None:
+            hooks.append(_SaveCheckpoints(record))
         try:
             result = engine.run(
-                resolved, data, seed=seed, callbacks=hooks, device=self.device, raise_on_divergence=True
+                resolved,
+                data,
+                seed=seed,
+                callbacks=hooks,
+                device=self.device,
+                raise_on_divergence=True,
+                resume_from=state,
             )
         except DivergenceError as e:
             result = e.result
             record.recorder.flush()  # type: ignore[union-attr]
+            result.error = str(e).replace(_PYTHON_HINT, f"; the steps before it are stored in run {record.run_id}.")
             history = RunHistory.of(result, run_id=record.run_id, label=label, seed=seed)  # type: ignore[arg-type]
-            self._finish(history, result, error=str(e))
+            self._finish(history, result, error=result.error)
             if raise_on_divergence:
                 raise
             return history
         except BaseException as e:
             if record.run_id is not None:
-                self.open_store().finish_run(record.run_id, "failed", error=f"{type(e).__name__}: {e}")
+                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                self.open_store().finish_run(record.run_id, status, error=f"{type(e).__name__}: {e}")
             raise
         history = RunHistory.of(result, run_id=record.run_id, label=label, seed=seed)  # type: ignore[arg-type]
         self._finish(history, result)
         return history
 
+    def _prepare_resume(self, resolved: dict[str, Any], data: Splits) -> tuple[int, dict[str, Any]]:
+        """Check that ``resolved`` on ``data`` is the stored run ``ctx.resume`` (``train.epochs`` may grow),
+        load its ``last.pt``, and reopen the run in the store; returns ``(run id, checkpoint state)``."""
+        from optreg.train import load_checkpoint
+
+        run_id, self.resume = self.resume, None
+        store = self.open_store()
+        run = store.run(run_id)
+        owner = f"experiments: cannot resume run {run_id}"
+        stored = (run["config"] or {}).get("spec")
+        if stored is None:
+            raise OptregValueError(f"{owner}: it has no stored spec (recorded by an older optreg)")
+        mine = self._spec_record(resolved, data)
+        for key in sorted(set(stored) | set(mine)):
+            a, b = stored.get(key), mine.get(key)
+            if key == "data":  # the file may have moved: its content is compared below
+                a, b = ({k: v for k, v in (x or {}).items() if k != "path"} for x in (a, b))
+            if key == "train":
+                a, b = ({k: v for k, v in x.items() if k != "epochs"} for x in (a, b))
+            if a != b:
+                raise OptregValueError(f"{owner}: its {key} was {a!r}, this run's is {b!r}")
+        was, now = (run["environment"] or {}).get("data") or {}, self.data_source(data)
+        if was.get("sha256") != now.get("sha256"):
+            raise OptregValueError(
+                f"{owner}: its data had sha256 {was.get('sha256')}, '{now.get('path', now.get('dataset'))}' now "
+                f"has {now.get('sha256')}"
+            )
+        path = self.run_folder(run_id) / "last.pt"
+        if not path.is_file():
+            raise OptregValueError(f"{owner}: it has no checkpoint '{path}' (it was trained without checkpoints)")
+        state = load_checkpoint(path)
+        epochs = resolved["train"]["epochs"]
+        if state["epoch"] > epochs:
+            raise OptregValueError(f"{owner}: its checkpoint is at epoch {state['epoch']}, past epochs = {epochs}")
+        if run["status"] == "finished" and (state["epoch"] >= epochs or state["stop"]):
+            why = "it stopped early" if state["stop"] else f"it has trained all {epochs} epochs"
+            raise OptregValueError(f"{owner}: it is finished ({why}); give more epochs to train it further")
+        store.resume_run(run_id, step=state["step"], epoch=state["epoch"], environment=self.environment(data))
+        self.invocation = run["invocation"]
+        self.folder = store.invocation_folder(run["invocation"])
+        return run_id, state
+
     def _finish(self, history: RunHistory, result: RunResult, error: str | None = None) -> None:
         summary = result.summary()
+        if self.checkpoints:  # relative to the store's folder, so that the folder can move
+            folder = self.run_folder(history.run_id)
+            base = self.open_store().path.parent
+            files = {k: folder / f"{k}.pt" for k in ("last", "best")}
+            summary["checkpoints"] = {k: f.relative_to(base).as_posix() for k, f in files.items() if f.is_file()}
         self.open_store().finish_run(history.run_id, result.status, summary=summary, error=error)
         self._notify_end(history, summary)
 

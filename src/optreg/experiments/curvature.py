@@ -85,7 +85,8 @@ def positive_definite_fraction(n: int, samples: int, generator: torch.Generator)
 
 
 @register("saddle", title="Saddle points", figure="7.1",
-          help="optimizers near the saddle of x^2 - y^2 + y^4/4; how rare minima are among critical points")
+          help="optimizers near the saddle of x^2 - y^2 + y^4/4; how rare minima are among critical points",
+          options=(), why="2-D problems and random matrices: no data, fixed seeds, step budgets")
 def run_saddle(ctx: Context) -> Result:
     start, steps = (1.0, 1e-3), 120  # 2-D problems: cheap, so quick mode runs the same
     methods = {
@@ -158,7 +159,8 @@ def run_saddle(ctx: Context) -> Result:
 
 @register("cliff", title="The exploding-gradient cliff", figure="7.5",
           help="one-neuron RNN h_t = sigmoid(w h_{t-1} + b): its loss surface and gradient descent with and "
-               "without clipping")
+               "without clipping",
+          options=(), why="a one-neuron RNN on a fixed sequence: no data, no randomness, a step budget")
 def run_cliff(ctx: Context) -> Result:
     n = 81 if ctx.quick else 241
     ws = torch.linspace(-2.0, 8.0, n, dtype=torch.float64)
@@ -252,7 +254,8 @@ def _trace(make_model, x, y, wd, name: str, hp: dict[str, Any], budget: int) -> 
 
 
 @register("second-order", title="Second-order methods against Adam", figure="",
-          help="Newton, Newton-CG, CG, BFGS, L-BFGS vs Adam, full batch: loss against evaluations and wall time")
+          help="Newton, Newton-CG, CG, BFGS, L-BFGS vs Adam, full batch: loss against evaluations and wall time",
+          options=("dataset",), why="full-batch runs from one fixed initialization with an evaluation budget")
 def run_second_order(ctx: Context) -> Result:
     data = ctx.load_data(0)
     x, y = data.train.x.double(), data.train.y

@@ -293,9 +293,38 @@ def toy_table(
     title="Optimizers on 2-D test functions",
     figure="7.4",
     help="trajectories of SGD ... AdamW on 0.1 x1^2 + 2 x2^2 and on Rosenbrock's function (contours)",
+    options=(),
+    why="toy problems: a fixed start, no data, no randomness, and a step budget per function instead of epochs",
 )
 def run_2d(ctx: Context) -> Result:
-    rows, paths = toy_table()
+    """Each optimizer's trajectory on each toy function, drawn on its contours; every trajectory is also a
+    run in the store (experiment ``optimizers-2d``, label ``<function>/<optimizer>``): one step record per
+    iterate with ``loss = f(x_t)`` and the lr, and the table row as its summary."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        rows, paths = toy_table()
+    for row in rows:
+        function = TOY_FUNCTIONS[row["function"]]
+        path = paths[row["function"]][row["optimizer"]]
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = function.f(path[:, 0], path[:, 1])
+        finite = int(np.argmin(np.isfinite(values))) if not np.isfinite(values).all() else len(values)
+        steps = [
+            {"step": t, "epoch": 0, "loss": float(v), "accuracy": None, "lr": row["lr"], "grad_norm": None}
+            for t, v in enumerate(values[:finite])
+        ]
+        config = {
+            "function": function.name,
+            "formula": function.formula,
+            "start": function.start,
+            "steps": function.steps,
+            "tol": function.tol,
+            "optimizer": row["optimizer"],
+            "hparams": {"lr": row["lr"]},
+        }
+        summary = {k: row[k] for k in ("steps_to_tol", "final_value", "diverged")}
+        status = "diverged" if row["diverged"] else "finished"
+        label = f"{row['function']}/{row['optimizer']}"
+        ctx.record_run(label, seed=0, config=config, steps=steps, summary=summary, status=status)
     figures = {}
     for fname, by_optimizer in paths.items():
         function = TOY_FUNCTIONS[fname]

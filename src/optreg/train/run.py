@@ -722,6 +722,7 @@ def run(
     callbacks: Sequence[Callback] = (),
     device: str | torch.device = "cpu",
     raise_on_divergence: bool = False,
+    resume_from: str | Path | dict[str, Any] | None = None,
 ) -> RunResult:
     """Train the run ``spec`` describes and score it on the test split (see the module docstring).
 
@@ -735,6 +736,8 @@ def run(
         device: where training runs.
         raise_on_divergence: re-raise the trainer's :class:`~optreg.errors.DivergenceError` (with the
             partial :class:`RunResult` as its ``result``) instead of returning ``status == "diverged"``.
+        resume_from: a checkpoint of this run (a path or the loaded state,
+            :class:`~optreg.train.Checkpoint`) to continue from, bit for bit (``Trainer.fit(resume_from=)``).
 
     Any other error (a bad model spec, a callback's) propagates.
     """
@@ -789,7 +792,8 @@ def run(
     )
     try:
         test = data.test if train["eval_every"] is not None and _has_examples(data.test) else None
-        history = trainer.fit(data.train, data.val if _has_examples(data.val) else None, test=test)
+        history = trainer.fit(data.train, data.val if _has_examples(data.val) else None, test=test,
+                              resume_from=resume_from)
     except DivergenceError as e:
         partial = History(list(e.history.iterations), list(e.history.epochs), list(e.history.evaluations))
         result = RunResult(
