@@ -306,7 +306,7 @@ def test_train_resume_continues_a_finished_run_exactly(tmp_path, capsys):
     [
         (["train"], "give a CONFIG file or --resume RUN"),
         (["train", "CFG", "--resume", "1"], "give a CONFIG file or --resume RUN"),
-        (["train", "CFG", "--epochs", "3"], "--epochs goes with --resume"),
+        (["train", "--resume", "OUT:1", "--set", "optimizer.lr=1"], "--set and --seed do not go with --resume"),
         (["train", "--resume", "OUT:1"], "only `optreg train` runs resume"),
     ],
 )

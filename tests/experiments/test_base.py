@@ -47,7 +47,9 @@ def test_train_records_the_run_as_returned(tmp_path):
     assert run["id"] == h.run_id and run["label"] == "sgd" and run["status"] == "finished"
     # the values actually used, defaults filled in (oracle: the signature of optreg.optim.sgd)
     defaults = {k: v.default for k, v in inspect.signature(optim.get("sgd")).parameters.items()}
-    assert run["config"]["hparams"] == {**defaults, "lr": 0.1} and run["config"]["batch_size"] == 64
+    # (and the adapter's group key maximize, which every optreg optimizer honours)
+    assert run["config"]["hparams"] == {**defaults, "lr": 0.1, "maximize": False}
+    assert run["config"]["batch_size"] == 64
     spec = run["config"]["spec"]
     assert spec["optimizer"] == {"name": "sgd", "lr": 0.1} and spec["train"]["epochs"] == 2
     assert spec["model"] == run["config"]["model"]
@@ -346,7 +348,7 @@ def test_a_stopped_run_resumed_equals_an_uninterrupted_one_bit_for_bit(tmp_path)
     """Oracle: the same run trained in one go. A run stopped by Ctrl-C in its third epoch (after its second
     epoch's checkpoint) and resumed from last.pt ends with the same parameters, optimizer state, best.pt
     and records."""
-    kw = {"epochs": 5, "schedule": {"name": "exponential", "lr": 0.2, "beta": 0.99}}
+    kw = {"epochs": 5, "schedule": {"name": "exponential", "lr": 0.2, "beta": 0.99}, "hparams": {"lr": 0.2}}
     whole = Context(out=tmp_path / "whole", quick=True, checkpoints=True)
     h = _train(whole, **kw)
 
@@ -372,7 +374,7 @@ def test_a_stopped_run_resumed_equals_an_uninterrupted_one_bit_for_bit(tmp_path)
     with pytest.raises(OptregValueError, match="it is finished .*all 5 epochs"):
         _train(Context(out=tmp_path / "cut", quick=True, resume=run["id"]), **kw)
     with pytest.raises(OptregValueError, match="cannot resume run 1: its optimizer was"):
-        _train(Context(out=tmp_path / "cut", quick=True, resume=run["id"]), **{**kw, "hparams": {"lr": 0.3}})
+        _train(Context(out=tmp_path / "cut", quick=True, resume=run["id"]), **{**kw, "hparams": {"lr": 0.2, "momentum": 0.5}})
 
 
 _KILLED = textwrap.dedent(
