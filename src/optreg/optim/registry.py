@@ -24,6 +24,10 @@ _REGISTRY: dict[str, Factory] = {
         aliases.nadam,
         aliases.adamw,
         aliases.delta_bar_delta,
+        aliases.rprop,
+        aliases.asgd,
+        aliases.adafactor,
+        aliases.muon,
         second_order.sgd_linesearch,
     )
 }
