@@ -178,9 +178,11 @@ def newton_schulz(x: Tensor, coefficients: tuple[float, float, float], steps: in
     """``O ~ U V^T`` for ``x = U S V^T``: the quintic Newton-Schulz iteration of Jordan et al. (2024), in bfloat16.
 
     ``X_0 = x / max(||x||_F, eps)`` (so every singular value is at most 1), then ``steps`` times
-    ``A = X X^T``, ``X <- a X + (b A + c A A) X``: each step maps a singular value ``s`` to
-    ``a s + b s^3 + c s^5``, whose coefficients (3.4445, -4.7750, 2.0315) push every ``s`` in (0, 1] into about
-    [0.7, 1.2] in five steps. Computed on the wider orientation of ``x`` and in bfloat16, exactly as
+    ``A = X X^T``, ``X <- a X + (b A + c A A) X``: each step maps every singular value ``s`` to
+    ``a s + b s^3 + c s^5`` and leaves the singular vectors alone. The default coefficients (3.4445, -4.7750,
+    2.0315) have a steep slope at 0, so that five steps bring the singular values near 1 (into roughly
+    [0.5, 1.5], not onto 1: Jordan et al. found that does not hurt); the classic cubic (1.5, -0.5, 0) converges
+    to ``U V^T`` itself, slowly. Computed on the wider orientation of ``x`` and in bfloat16, exactly as
     torch.optim.Muon does (same operations), and returned in ``x``'s dtype (contiguous).
     """
     a, b, c = coefficients
