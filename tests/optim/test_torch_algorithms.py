@@ -155,6 +155,33 @@ def test_any_shape_follows_torch_and_write_path_equals_update(name, per_tensor, 
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["rprop", "asgd"])
+def test_complex_parameters_follow_torch_optim(name):
+    """torch's Rprop and ASGD take a complex parameter as two real ones (view_as_real); so do ours."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(4, 3, generator=g, dtype=torch.complex128)
+    grads = [torch.randn(4, 3, generator=g, dtype=torch.complex128) for _ in range(20)]
+    ours, theirs = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
+    opt = oo.create(name, [ours], **DIRECT_HP[name])
+    ref = TORCH[name]([theirs], **DIRECT_HP[name])
+    for grad in grads:
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        opt.step()
+        ref.step()
+    assert _max_rel([torch.view_as_real(ours)], [torch.view_as_real(theirs)]) < 1e-6
+    assert _max_rel([torch.view_as_real(ours)], [torch.view_as_real(start)]) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["adafactor", "muon"])
+def test_complex_parameters_are_refused(name):
+    """torch's Adafactor and Muon refuse complex parameters at the first step; ours too (no silent bfloat16 cast)."""
+    p = torch.zeros(3, 2, dtype=torch.complex64, requires_grad=True)
+    opt = oo.create(name, [p])
+    p.grad = torch.ones_like(p)
+    with pytest.raises(OptregValueError, match=rf"^{name}: parameters must be real, got one of dtype torch.complex64$"):
+        opt.step()
+
+
 # --------------------------------------------------------------------------------------------- averaging
 
 

@@ -29,6 +29,13 @@ def _rms(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
 
 
+def _refuse_complex(name: str, params: Params) -> None:
+    """Factored moments and orthogonalization are defined for real matrices (torch refuses complex ones too)."""
+    for p in params:
+        if p.is_complex():
+            raise OptregValueError(f"{name}: parameters must be real, got one of dtype {p.dtype}")
+
+
 class ScaleByFactoredRmsState(NamedTuple):
     count: Tensor
     row_var: list[Tensor | None]  # R, shape (..., n, 1), for a tensor of two or more dimensions
@@ -58,6 +65,7 @@ def scale_by_factored_rms(
         eps1 = _checks.check_nonneg(name, "eps1", eps1)
 
     def init(params: Params) -> ScaleByFactoredRmsState:
+        _refuse_complex(name, params)
         rows, cols, full = [], [], []
         for p in params:
             factored = p.ndim > 1
@@ -232,6 +240,7 @@ def orthogonalize(
     eps = _checks.check_nonneg(name, "eps", eps)
 
     def init(params: Params) -> EmptyState:
+        _refuse_complex(name, params)
         for p in params:
             if p.ndim != 2:
                 raise OptregValueError(

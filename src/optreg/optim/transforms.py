@@ -556,18 +556,24 @@ def scale_by_rprop(
         raise OptregValueError(f"{name}: step_sizes must satisfy 0 <= min <= max, got {step_sizes!r}")
 
     def init(params: Params) -> ScaleByRpropState:
-        return ScaleByRpropState(prev=F.zeros_like(params), step_size=F.full_like(params, float(lr)))
+        # a complex parameter is two real ones (as in torch): a step size for each part
+        sizes = [torch.full_like(p, complex(lr, lr) if p.is_complex() else float(lr)) for p in params]
+        return ScaleByRpropState(prev=F.zeros_like(params), step_size=sizes)
 
     def update(updates: Updates, state: ScaleByRpropState, params: Params | None = None):
         out = []
         for g, prev, step in zip(updates, state.prev, state.step_size):
+            is_complex = g.is_complex()
+            if is_complex:
+                g, prev, step = torch.view_as_real(g), torch.view_as_real(prev), torch.view_as_real(step)
             factor = torch.mul(g, prev).sign_()
             flipped = factor < 0
             factor.masked_fill_(factor > 0, eta_plus).masked_fill_(flipped, eta_minus).masked_fill_(factor == 0, 1.0)
             step.mul_(factor).clamp_(step_min, step_max)
             g = g.masked_fill(flipped, 0.0)
             prev.copy_(g)
-            out.append(g.sign_().mul_(step))
+            u = g.sign_().mul_(step)
+            out.append(torch.view_as_complex(u) if is_complex else u)
         return out, state
 
     return Transform(init, update, True)
