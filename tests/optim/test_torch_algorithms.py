@@ -151,7 +151,7 @@ def test_any_shape_follows_torch_and_write_path_equals_update(name, per_tensor, 
         torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-12)
     if name == "asgd":
         assert _max_rel(oo.averaged_parameters(opt), oo.averaged_parameters(ref)) < 1e-6
-        for a, b in zip(oo.averaged_parameters(opt), state.states[-1].ax):
+        for a, b in zip(oo.averaged_parameters(opt), state.ax):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
@@ -209,7 +209,7 @@ def test_polyak_average_matches_torch_averaged_model(decay, batches, problem):
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     model = problem.make_model()
-    tx = oo.chain(oo.trace(0.9), oo.scale_by_learning_rate(0.05), oo.polyak_average(decay=decay))
+    tx = oo.polyak_average(oo.momentum(lr=0.05, momentum=0.9), decay=decay)
     opt = oo.Optimizer(model.parameters(), tx)
     averaged = AveragedModel(model, multi_avg_fn=None if decay is None else get_ema_multi_avg_fn(decay))
     x, y = batches
@@ -362,3 +362,12 @@ BAD = [
 def test_bad_input_raises_in_the_one_format(name, hp, message, problem):
     with pytest.raises(OptregValueError, match=message):
         oo.create(name, problem.make_model().parameters(), **hp)
+
+
+def test_polyak_average_needs_a_transform_to_average():
+    from optreg.errors import OptregTypeError
+
+    with pytest.raises(OptregTypeError, match=r"^polyak_average: inner must be a Transform, got function$"):
+        oo.polyak_average(oo.adam)
+    with pytest.raises(OptregValueError, match=r"^polyak_average: decay must be in \[0, 1\), got 1.0$"):
+        oo.polyak_average(oo.adam(), decay=1.0)

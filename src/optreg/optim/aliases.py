@@ -219,11 +219,8 @@ def asgd(
     """
     name = "asgd"
     t0 = _checks.check_nonneg(name, "t0", t0)
-    return chain(
-        T.add_l2(weight_decay, name=name),
-        averaging.scale_by_asgd(lr, lambd, alpha, name=name),
-        averaging.polyak_average(t0 + 1.0, name=name),
-    )
+    step = chain(T.add_l2(weight_decay, name=name), averaging.scale_by_asgd(lr, lambd, alpha, name=name))
+    return averaging.polyak_average(step, start=t0 + 1.0, name=name)
 
 
 def _product(lr: Any, weight_decay: Any) -> Any:

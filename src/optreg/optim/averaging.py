@@ -5,8 +5,8 @@ Polyak averaging keeps, next to the point ``theta_t`` the optimizer moves, the m
 gradients the average converges at the best rate while the iterates keep bouncing. For neural networks file 002
 recommends an exponentially decaying average instead, ``theta_bar_t = a theta_bar_{t-1} + (1 - a) theta_t``.
 
-:func:`polyak_average` is a transform that keeps either average (as the state ``ax``, torch's name) and leaves the
-updates unchanged; :func:`scale_by_asgd` is the step of averaged SGD; ``aliases.asgd`` (torch.optim.ASGD) chains
+:func:`polyak_average` wraps an optimizer (a transform): the same steps, and either average kept in the state as
+``ax`` (torch's name); :func:`scale_by_asgd` is the step of averaged SGD; ``aliases.asgd`` (torch.optim.ASGD) chains
 the two. :func:`averaged_parameters`, :func:`use_averaged` and :func:`load_averaged` read the average back out of
 an optimizer.
 """
@@ -14,29 +14,32 @@ an optimizer.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from optreg import _checks
-from optreg.errors import OptregValueError
+from optreg.errors import OptregTypeError, OptregValueError
 from optreg.optim import _foreach as F
 from optreg.optim import transforms as T
 from optreg.optim.transforms import Params, Transform, Updates, counter
 
 
 class PolyakAverageState(NamedTuple):
+    inner: Any  # the state of the optimizer whose iterates are averaged
     count: Tensor
     ax: list[Tensor]  # the average of the iterates (torch.optim.ASGD's name)
 
 
-def polyak_average(start: float = 0.0, decay: float | None = None, *, name: str = "polyak_average") -> Transform:
-    """Polyak averaging of the iterates (file 002): the updates pass through, the state keeps their average.
+def polyak_average(
+    inner: Transform, start: float = 0.0, decay: float | None = None, *, name: str = "polyak_average"
+) -> Transform:
+    """Polyak averaging (file 002) of the iterates of ``inner``: the same steps, and their average in the state.
 
-    With ``theta_t = theta_{t-1} + u_t`` the parameters after step ``t``, the average starts at iterate
-    ``start + 1`` (``ax = theta_t`` up to there) and then follows
+    With ``theta_t`` the parameters after ``inner``'s step ``t``, the average starts at iterate ``start + 1``
+    (``ax = theta_t`` up to there) and then follows
 
     - ``decay=None``: the arithmetic mean, ``ax_t = ax_{t-1} + mu_t (theta_t - ax_{t-1})`` with
       ``mu_t = 1 / max(1, t - start)``; for an integer ``start`` that is ``mean(theta_{start+1}, ..., theta_t)``,
@@ -44,15 +47,18 @@ def polyak_average(start: float = 0.0, decay: float | None = None, *, name: str 
     - ``decay=a``: file 002's exponential average, ``ax_t = a ax_{t-1} + (1 - a) theta_t``.
 
     Both are what ``torch.optim.swa_utils.AveragedModel`` computes (plain, and with ``get_ema_multi_avg_fn(a)``)
-    when updated after every step from ``start`` on. The transform must come *last* in a chain, after the
-    learning rate, so that ``theta + u`` is the new iterate. Read the average with :func:`averaged_parameters`.
+    when updated after every step from ``start`` on. ``polyak_average(adamw(...), decay=0.999)`` is AdamW with
+    an exponential average of its weights; ``inner`` keeps its own fast path (its ``write``). Read the average
+    with :func:`averaged_parameters`, evaluate with it under :func:`use_averaged`.
     """
+    if not isinstance(inner, Transform):
+        raise OptregTypeError(f"{name}: inner must be a Transform, got {type(inner).__name__}")
     start = _checks.check_nonneg(name, "start", start)
     if decay is not None:
         decay = _checks.check_unit(name, "decay", decay)
 
     def init(params: Params) -> PolyakAverageState:
-        return PolyakAverageState(count=counter(params), ax=[p.detach().clone() for p in params])
+        return PolyakAverageState(inner.init(params), counter(params), [p.detach().clone() for p in params])
 
     def weight(count: Any) -> Any:
         """``mu_t`` for the iterate number ``count``."""
@@ -63,28 +69,36 @@ def polyak_average(start: float = 0.0, decay: float | None = None, *, name: str 
             return 1.0 if since <= 1.0 else 1.0 - decay
         return 1.0 - decay * (since > 1.0).to(torch.float64)
 
-    def average_(ax: list[Tensor], theta: list[Tensor], mu: Any) -> None:
+    def average_(state: PolyakAverageState, theta: Sequence[Tensor]) -> Tensor:
+        """Moves the average towards the new iterate ``theta``; returns the new count."""
+        count = F.element(state.count) + 1
+        mu = weight(count)
         if F.is_number(mu):
-            for a, x in zip(ax, theta):
-                a.lerp_(x, mu)
+            for a, x in zip(state.ax, theta):
+                a.copy_(x) if mu == 1 else a.lerp_(x, mu)
         else:
-            (mu,) = F.hoist(mu, like=ax)
-            torch._foreach_add_(ax, torch._foreach_mul(torch._foreach_sub(theta, ax), mu))
+            (mu,) = F.hoist(mu, like=state.ax)
+            torch._foreach_add_(state.ax, torch._foreach_mul(torch._foreach_sub(theta, state.ax), mu))
+        return count
 
-    def update(updates: Updates, state: PolyakAverageState, params: Params | None = None):
+    def update(updates: Updates, state: PolyakAverageState, params: Params | None = None, **extra: Any):
         if params is None:
             raise OptregValueError(f"{name}: needs the parameters, got params=None")
-        count = F.element(state.count) + 1
-        average_(state.ax, F.add_scaled(params, updates, 1.0), weight(count))
-        return updates, PolyakAverageState(count, state.ax)
+        updates, new_inner = inner.update(updates, state.inner, params, **extra)
+        count = average_(state, F.add_scaled(params, updates, 1.0))
+        return updates, PolyakAverageState(new_inner, count, state.ax)
 
     def write(updates: Updates, state: PolyakAverageState, params: Params, alpha: Any, keep: Any):
-        F.axpby_(params, updates, alpha, keep)  # theta_t, in place; then the average moves towards it
-        count = F.element(state.count) + 1
-        average_(state.ax, params, weight(count))
-        return PolyakAverageState(count, state.ax)
+        if inner.write is None:
+            step, new_inner = inner.update(updates, state.inner, params)
+            F.axpby_(params, step, alpha, keep)
+        else:
+            new_inner = inner.write(updates, state.inner, params, alpha, keep)
+        return PolyakAverageState(new_inner, average_(state, params), state.ax)  # params: theta_t, in place
 
-    return Transform(init, update, True, write=write)
+    return Transform(
+        init, update, inner.elementwise, inner.needs_closure, write=None if inner.needs_closure else write
+    )
 
 
 class ScaleByAsgdState(NamedTuple):
@@ -116,12 +130,24 @@ def scale_by_asgd(
             raise OptregValueError(f"{name}: needs the parameters, got params=None")
         count = F.element(state.count) + 1
         (step,) = F.hoist(-F.element(state.eta), like=updates)
-        out = F.add_scaled(updates, params, lambd) if lambd != 0 else list(updates)
-        out = F.mul(out, step)
-        eta = lr / (1.0 + lambd * lr * T.count_as_float(count)) ** alpha
-        return out, ScaleByAsgdState(count, eta)
+        if lambd != 0:
+            out = F.add_scaled(updates, params, lambd)
+            F.scale_(out, step)  # (in place on the new tensors: one temporary per parameter, not two)
+        else:
+            out = F.mul(updates, step)
+        return out, next_state(count)
 
-    return Transform(init, update, True)
+    def next_state(count: Any) -> ScaleByAsgdState:
+        """The counter after this step, and ``eta`` for the next one (from this step's ``lr``)."""
+        return ScaleByAsgdState(count, lr / (1.0 + lambd * lr * T.count_as_float(count)) ** alpha)
+
+    def write(updates: Updates, state: ScaleByAsgdState, params: Params, scale: Any, keep: Any):
+        # theta <- (keep - s eta lambd) theta - s eta u, no temporary: torch's param.mul_(1 - lambd eta), add_(g, -eta)
+        eta = F.element(state.eta)
+        F.axpby_(params, updates, -scale * eta, keep - scale * eta * lambd)
+        return next_state(F.element(state.count) + 1)
+
+    return Transform(init, update, True, write=write)
 
 
 # ------------------------------------------------------------------------------------ reading it back

@@ -137,16 +137,23 @@ def scale_by_relative_step(lr: float = 0.01, *, name: str = "scale_by_relative_s
         return ScaleByRelativeStepState(count=counter(params))
 
     def update(updates: Updates, state: ScaleByRelativeStepState, params: Params | None = None):
-        count = F.element(state.count) + 1
-        cap = 1.0 / T.count_as_float(count) ** 0.5
-        if F.is_number(lr) and F.is_number(cap):
-            rho = min(lr, cap)
-        else:
-            rho = torch.minimum(torch.as_tensor(lr, dtype=torch.float64), torch.as_tensor(cap, dtype=torch.float64))
+        count, rho = relative_step(state)
         (step,) = F.hoist(-rho, like=updates)
         return F.mul(updates, step), ScaleByRelativeStepState(count)
 
-    return Transform(init, update, True)
+    def relative_step(state: ScaleByRelativeStepState) -> tuple[Any, Any]:
+        count = F.element(state.count) + 1
+        cap = 1.0 / T.count_as_float(count) ** 0.5
+        if F.is_number(lr) and F.is_number(cap):
+            return count, min(lr, cap)
+        return count, torch.minimum(torch.as_tensor(lr, dtype=torch.float64), torch.as_tensor(cap, dtype=torch.float64))
+
+    def write(updates: Updates, state: ScaleByRelativeStepState, params: Params, scale: Any, keep: Any):
+        count, rho = relative_step(state)  # theta <- keep theta - scale rho u, with no temporary
+        F.axpby_(params, updates, -scale * rho, keep)
+        return ScaleByRelativeStepState(count)
+
+    return Transform(init, update, True, write=write)
 
 
 def _product(lr: Any, weight_decay: Any) -> Any:
