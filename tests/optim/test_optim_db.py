@@ -7,17 +7,15 @@ default configuration with each of torch's implementation flags it supports (``f
 float64 MLP from the same start for 50 steps, with one parameter group and with two (the second with its own
 torch keywords), and must agree to 1e-6 (relative). Each configuration either matches, or is in
 ``DOCUMENTED`` (refused with an OptregError, the reason given), or its flag is in ``IMPLEMENTATION_FLAGS``
-(dropped, or accepted by the adapter and then matching, or refused), or it waits in ``_PENDING`` (strict xfail:
-it must fail until the part it waits for lands). None mismatches, none is silently ignored.
+(dropped, or accepted by the adapter and then matching, or refused). None mismatches, none is silently ignored.
 
 The ``error_inputs_func`` cases on the CPU: where torch raises, ``from_torch`` (or the first step) raises an
 OptregError; where torch warns, ours warns too.
 
 Counts, torch 2.13 (each configuration runs with one group and with two):
-  configurations  154 = 93 match (45 CPU inputs, 26 CUDA-only inputs without capturable, 22 implementation
-                  flags) + 9 documented (LBFGS, SparseAdam) + 52 pending (29 rprop / asgd / adafactor / muon,
-                  23 maximize)
-  error inputs    124 = 75 raise (or warn) like torch + 16 documented + 33 pending (rprop / asgd / adafactor / muon)
+  configurations  154 = 145 match (CPU inputs, CUDA-only inputs without capturable, implementation flags;
+                  maximize everywhere) + 9 documented (LBFGS, SparseAdam)
+  error inputs    124 = 108 raise (or warn) like torch + 16 documented
 """
 
 from __future__ import annotations
@@ -53,12 +51,6 @@ IMPLEMENTATION_FLAGS = {
     "fused": "torch's fused kernels; the adapter accepts it (the trajectory must match) or refuses it",
     "differentiable": "autograd through the step; the adapter accepts it (the trajectory must match) or refuses it "
     "(torch's own run is the oracle without it: in grad mode it cannot update leaf parameters)",
-}
-
-# Parts of issue 8 other helpers deliver; each case here is a strict xfail. The lead removes this after merging.
-_PENDING = {
-    "rprop / asgd / adafactor / muon: the new algorithms":
-        lambda cls, kw: cls in ("Rprop", "ASGD", "Adafactor", "Muon"),
 }
 
 # The second group's own torch keywords (besides half the learning rate): group-level translation is tested too.
@@ -102,11 +94,6 @@ def _configurations() -> list[tuple[str, object, str, dict]]:
 CONFIGS = _configurations()
 
 
-def _marks(cls: str, kwargs: dict) -> list:
-    reason = _reason(_PENDING, cls, kwargs)
-    return [pytest.mark.xfail(strict=True, reason=reason)] if reason and not _reason(DOCUMENTED, cls, kwargs) else []
-
-
 def _params(model: torch.nn.Module, cls: str, groups: int, kwargs: dict) -> list:
     """The MLP's first and last layer, as one group or as two (the second with its own torch keywords)."""
     first, last = list(model[0].parameters()), list(model[2].parameters())
@@ -121,7 +108,7 @@ def _params(model: torch.nn.Module, cls: str, groups: int, kwargs: dict) -> list
 @pytest.mark.parametrize("groups", [1, 2], ids=["one-group", "two-groups"])
 @pytest.mark.parametrize(
     ("info", "where", "kwargs"),
-    [pytest.param(info, where, kw, id=id_, marks=_marks(info.name, kw)) for id_, info, where, kw in CONFIGS],
+    [pytest.param(info, where, kw, id=id_) for id_, info, where, kw in CONFIGS],
 )
 def test_from_torch_follows_torch_on_optim_db(info, where, kwargs, groups, batches, problem):
     """torch.optim (the oracle) and optreg's from_torch on the same model: 50 steps, agreement to 1e-6 relative."""
@@ -159,7 +146,7 @@ def _error_cases() -> list:
         for n, case in enumerate(info.optim_error_inputs_func("cpu", torch.float64)):
             inp = case.optimizer_error_input
             slug = re.sub(r"[^A-Za-z0-9]+", "_", inp.desc).strip("_")
-            out.append(pytest.param(info, case, id=f"{info.name}-{n}-{slug}", marks=_marks(info.name, inp.kwargs)))
+            out.append(pytest.param(info, case, id=f"{info.name}-{n}-{slug}"))
     return out
 
 

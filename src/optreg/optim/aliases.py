@@ -10,9 +10,12 @@ rho), ``beta`` (RMSprop / AdaDelta averages), ``beta1``, ``beta2``, ``eps`` (out
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from optreg import _checks
 from optreg.errors import OptregValueError
 from optreg.optim import _foreach as F
+from optreg.optim import averaging, matrix
 from optreg.optim import transforms as T
 from optreg.optim.combine import chain
 from optreg.optim.transforms import Transform
@@ -229,4 +232,114 @@ def delta_bar_delta(
     return chain(
         T.scale_by_delta_bar_delta(lr, increase, decrease, beta, name="delta_bar_delta"),
         T.scale(-1.0, name="delta_bar_delta"),
+    )
+
+
+# ---- the rest of torch.optim
+
+
+def rprop(
+    lr: float = 0.01, etas: tuple[float, float] = (0.5, 1.2), step_sizes: tuple[float, float] = (1e-6, 50)
+) -> Transform:
+    """Rprop (Riedmiller & Braun, 1993), torch.optim.Rprop with the same arguments: a step size per element,
+    ``theta <- theta - Delta_t sign(g_t)``, grown by ``eta_plus`` while the gradient keeps its sign and shrunk by
+    ``eta_minus`` when it flips (:func:`~optreg.optim.transforms.scale_by_rprop`). ``lr`` is the initial step size.
+    Full-batch training, like its relative delta-bar-delta (file 002)."""
+    return chain(T.scale_by_rprop(lr, etas, step_sizes, name="rprop"), T.scale(-1.0, name="rprop"))
+
+
+def asgd(
+    lr: float = 0.01, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0
+) -> Transform:
+    """Averaged SGD (Polyak & Juditsky, 1992; Bottou, 2012), torch.optim.ASGD with the same arguments.
+
+    ``g <- g + w theta`` (coupled ``weight_decay``, eq. 7.58), ``theta_t = theta_{t-1} (1 - lambd eta_t) - eta_t g``
+    with ``eta_t = lr / (1 + lambd lr (t-1))^alpha`` (:func:`~optreg.optim.averaging.scale_by_asgd`), and the
+    Polyak average of file 002 over the iterates from ``theta_{t0+2}`` on,
+    ``ax_t = ax_{t-1} + (theta_t - ax_{t-1}) / max(1, t-1-t0)`` (torch's ``mu``;
+    :func:`~optreg.optim.averaging.polyak_average` with ``start = t0 + 1``). The default ``t0 = 1e6`` averages
+    nothing in a short run (``ax = theta``). Evaluate the average with :func:`optreg.optim.use_averaged`.
+    """
+    name = "asgd"
+    t0 = _checks.check_nonneg(name, "t0", t0)
+    step = chain(T.add_l2(weight_decay, name=name), averaging.scale_by_asgd(lr, lambd, alpha, name=name))
+    return averaging.polyak_average(step, start=t0 + 1.0, name=name)
+
+
+def _product(lr: Any, weight_decay: Any) -> Any:
+    """``lr * weight_decay``, a Python zero when either is one (so no decay is compiled in)."""
+    return 0.0 if F.is_zero(lr) or F.is_zero(weight_decay) else lr * weight_decay
+
+
+def adafactor(
+    lr: float = 0.01,
+    beta2_decay: float = -0.8,
+    eps: tuple[float | None, float] = (None, 1e-3),
+    d: float = 1.0,
+    weight_decay: float = 0.0,
+) -> Transform:
+    """Adafactor (Shazeer & Stern, 2018) in torch.optim.Adafactor's variant, which it reproduces with the same
+    arguments (torch's names; ``eps = (eps1, eps2)`` stays a pair, ``eps1=None`` the dtype's machine epsilon)::
+
+        U_t = G_t / max(sqrt(V_t), eps1)              factored second moment (matrix.scale_by_factored_rms)
+        U_t <- U_t / max(1, RMS(U_t) / d)             update clipping (matrix.clip_by_block_rms)
+        alpha_t = max(eps2, RMS(theta_{t-1})) rho_t,  rho_t = min(lr, 1/sqrt(t))   relative step size
+        theta_t = theta_{t-1} - lr w theta_{t-1} - alpha_t U_t
+
+    Weight decay is decoupled and scaled by ``lr`` (not by ``alpha_t``), as in torch. There is no first moment
+    (the paper's beta1 = 0): the state of an n x m matrix is n + m numbers.
+    """
+    name = "adafactor"
+    if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+        raise OptregValueError(f"{name}: eps must be a pair (eps1 or None, eps2), got {eps!r}")
+    eps1, eps2 = eps
+    if eps1 is not None:
+        _checks.check_nonneg(name, "eps[0]", eps1)
+    _checks.check_nonneg(name, "eps[1]", eps2)
+    lr = T._check(_checks.check_nonneg, name, "lr", lr)
+    weight_decay = T._check(_checks.check_nonneg, name, "weight_decay", weight_decay)
+    return chain(
+        matrix.scale_by_factored_rms(beta2_decay, eps1, name=name),
+        matrix.clip_by_block_rms(d, name=name),
+        matrix.scale_by_param_block_rms(eps2, name=name),
+        matrix.scale_by_relative_step(lr, name=name),
+        T.decay_weights(_product(lr, weight_decay), name=name),
+    )
+
+
+def muon(
+    lr: float = 1e-3,
+    weight_decay: float = 0.1,
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    ns_coefficients: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+    eps: float = 1e-7,
+    ns_steps: int = 5,
+    adjust_lr_fn: str | None = None,
+) -> Transform:
+    """Muon (Jordan et al., 2024, "Muon: an optimizer for hidden layers"): momentum, orthogonalized.
+
+    For each weight matrix::
+
+        B_t = mu B_{t-1} + (1 - mu) g_t;   B~_t = (1 - mu) g_t + mu B_t  (nesterov)  or  B_t
+        O_t = NS(B~_t) ~ U V^T  where B~_t = U S V^T    (Newton-Schulz, ns_steps, in bfloat16)
+        theta_t = (1 - lr w) theta_{t-1} - lr r(shape) O_t
+
+    Every singular value of the step is about 1: it moves all directions of the matrix alike, however
+    ill-conditioned the gradient. Decoupled, lr-scaled weight decay (default 0.1) and ``r(shape)``
+    (``adjust_lr_fn``) as in torch.optim.Muon, which this reproduces with the same arguments. 2-D parameters only,
+    refused at the first step (see :func:`~optreg.optim.matrix.orthogonalize`): give biases and embeddings to
+    another optimizer, e.g. adamw.
+    """
+    name = "muon"
+    lr = T._check(_checks.check_nonneg, name, "lr", lr)
+    weight_decay = T._check(_checks.check_nonneg, name, "weight_decay", weight_decay)
+    if not isinstance(nesterov, bool):
+        raise OptregValueError(f"{name}: nesterov must be True or False, got {nesterov!r}")
+    return chain(
+        matrix.ema_momentum(momentum, nesterov=nesterov, name=name),
+        matrix.orthogonalize(ns_coefficients, ns_steps, eps, name=name),
+        matrix.scale_by_shape(adjust_lr_fn, name=name),
+        T.scale_by_learning_rate(lr, name=name),
+        T.decay_weights(_product(lr, weight_decay), name=name),
     )

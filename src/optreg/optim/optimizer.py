@@ -506,6 +506,12 @@ class Optimizer(torch.optim.Optimizer):
             super().add_param_group(param_group)
         except (TypeError, ValueError) as e:  # torch's own checks of params (and their message)
             raise (OptregTypeError if isinstance(e, TypeError) else OptregValueError)(f"{self._name}: {e}") from e
+        group = self.param_groups[-1]
+        try:  # what init refuses (Muon: a vector) is refused here, as torch's constructor does, at no memory cost
+            self._transform(self._hparams(group)).init([p.detach().to("meta") for p in group["params"]])
+        except BaseException:
+            self.param_groups.pop()
+            raise
 
     # ----------------------------------------------------------------------------------------- state
 

@@ -23,7 +23,9 @@ Contract (every transform here keeps it, and so must a user's own):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from numbers import Real
 from typing import Any, NamedTuple
 
 import torch
@@ -661,3 +663,82 @@ def decay_weights(weight_decay: float = 0.0, *, name: str = "decay_weights") -> 
     it equals :func:`add_l2` with ``lambda = w / alpha`` for SGD at a constant learning rate.
     """
     return _add_scaled_params(weight_decay, name, sign=-1.0)
+
+
+# ------------------------------------------------------------------------------ the rest of torch.optim
+
+
+def count_as_float(count: Any) -> Any:
+    """A step counter as a float: a Python float, or a float64 tensor under torch.compile (``int64 - 1.5`` and
+    ``int64 ** -0.5`` would give float32)."""
+    return float(count) if F.is_number(count) else count.to(torch.float64)
+
+
+def _check_numbers(owner: str, field: str, value: Any, n: int, what: str) -> tuple[float, ...]:
+    """A tuple (or list) of ``n`` finite real numbers, e.g. Rprop's ``etas``; ``what`` names its entries."""
+    if not isinstance(value, (tuple, list)) or len(value) != n:
+        raise OptregValueError(f"{owner}: {field} must be a tuple of {n} numbers {what}, got {value!r}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
+            raise OptregValueError(f"{owner}: {field} must be a tuple of {n} finite numbers {what}, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+class ScaleByRpropState(NamedTuple):
+    prev: list[Tensor]  # the previous gradient, zero where its sign flipped
+    step_size: list[Tensor]  # Delta, one step size per element
+
+
+def scale_by_rprop(
+    lr: float = 0.01,
+    etas: tuple[float, float] = (0.5, 1.2),
+    step_sizes: tuple[float, float] = (1e-6, 50),
+    *,
+    name: str = "scale_by_rprop",
+) -> Transform:
+    """Rprop (Riedmiller & Braun, 1993): a step size per element, driven by the sign of the gradient alone.
+
+    A relative of delta-bar-delta (file 002, :func:`scale_by_delta_bar_delta`), but both changes are
+    multiplicative and only the gradient's sign moves the parameter. With ``g'_{t-1}`` the stored gradient::
+
+        Delta_t = min(eta_plus  Delta_{t-1}, Delta_max)   if g'_{t-1} g_t > 0   (same sign: accelerate)
+        Delta_t = max(eta_minus Delta_{t-1}, Delta_min)   if g'_{t-1} g_t < 0   (sign flipped: overshot)
+        Delta_t = Delta_{t-1}                             otherwise
+        g'_t = 0 where the sign flipped, else g_t;    u_t = sign(g'_t) Delta_t
+
+    Setting ``g'_t = 0`` after a flip skips that element's step and its next adaptation: the variant without
+    weight-backtracking that Igel & Huesken (2000) call iRprop-, which torch.optim.Rprop implements.
+    ``Delta_0 = lr``; later learning rates are not read (as in torch). ``etas = (eta_minus, eta_plus)`` with
+    ``0 < eta_minus < 1 < eta_plus``, ``step_sizes = (Delta_min, Delta_max)``. Meant for full batches (the sign
+    of a mini-batch gradient is noise), like delta-bar-delta. The alias flips the sign of ``u``.
+    """
+    lr = _check(_checks.check_nonneg, name, "lr", lr)
+    eta_minus, eta_plus = _check_numbers(name, "etas", etas, 2, "(eta_minus, eta_plus)")
+    if not 0.0 < eta_minus < 1.0 < eta_plus:
+        raise OptregValueError(f"{name}: etas must satisfy 0 < eta_minus < 1 < eta_plus, got {etas!r}")
+    step_min, step_max = _check_numbers(name, "step_sizes", step_sizes, 2, "(min, max)")
+    if not 0.0 <= step_min <= step_max:
+        raise OptregValueError(f"{name}: step_sizes must satisfy 0 <= min <= max, got {step_sizes!r}")
+
+    def init(params: Params) -> ScaleByRpropState:
+        # a complex parameter is two real ones (as in torch): a step size for each part
+        sizes = [torch.full_like(p, complex(lr, lr) if p.is_complex() else float(lr)) for p in params]
+        return ScaleByRpropState(prev=F.zeros_like(params), step_size=sizes)
+
+    def update(updates: Updates, state: ScaleByRpropState, params: Params | None = None):
+        out = []
+        for g, prev, step in zip(updates, state.prev, state.step_size):
+            is_complex = g.is_complex()
+            if is_complex:
+                g, prev, step = torch.view_as_real(g), torch.view_as_real(prev), torch.view_as_real(step)
+            factor = torch.mul(g, prev).sign_()
+            flipped = factor < 0
+            factor.masked_fill_(factor > 0, eta_plus).masked_fill_(flipped, eta_minus).masked_fill_(factor == 0, 1.0)
+            step.mul_(factor).clamp_(step_min, step_max)
+            g = g.masked_fill(flipped, 0.0)
+            prev.copy_(g)
+            u = g.sign_().mul_(step)
+            out.append(torch.view_as_complex(u) if is_complex else u)
+        return out, state
+
+    return Transform(init, update, True)
