@@ -374,7 +374,8 @@ def test_a_stopped_run_resumed_equals_an_uninterrupted_one_bit_for_bit(tmp_path)
     with pytest.raises(OptregValueError, match="it is finished .*all 5 epochs"):
         _train(Context(out=tmp_path / "cut", quick=True, resume=run["id"]), **kw)
     with pytest.raises(OptregValueError, match="cannot resume run 1: its optimizer was"):
-        _train(Context(out=tmp_path / "cut", quick=True, resume=run["id"]), **{**kw, "hparams": {"lr": 0.2, "momentum": 0.5}})
+        other = {**kw, "hparams": {"lr": 0.2, "momentum": 0.5}}
+        _train(Context(out=tmp_path / "cut", quick=True, resume=run["id"]), **other)
 
 
 _KILLED = textwrap.dedent(
