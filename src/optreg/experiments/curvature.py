@@ -351,7 +351,8 @@ def _sign_flips(values: np.ndarray) -> int:
 
 
 @register("trajectories", title="Optimizer trajectories", figure="7.4",
-          help="every optimizer on the ill-conditioned quadratic, Rosenbrock and a saddle; momentum vs Nesterov")
+          help="every optimizer on the ill-conditioned quadratic, Rosenbrock and a saddle; momentum vs Nesterov",
+          options=(), why="2-D test functions: no data, no randomness, step budgets")
 def run_trajectories(ctx: Context) -> Result:
     functions = {**TOY_FUNCTIONS, "saddle": SADDLE}
     rows, figures = [], {}

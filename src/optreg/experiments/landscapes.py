@@ -4,8 +4,8 @@ minima, loss landscapes with and without batch normalization, and the ill-condit
 - ``spectrum``: stochastic Lanczos quadrature of an MLP's Hessian on digits at initialization and after training.
 - ``flat-minima`` (figure 7.2): small against large batches: sharpness (top eigenvalue, worst increase in a
   ball) and test accuracy (Keskar et al., 2017).
-- ``landscape``: filter-normalized 2-D loss planes (Li et al., 2018) of a deep MLP with and without batch
-  normalization, and a 1-D interpolation from the initial to the trained weights.
+- ``landscape``: filter-normalized 2-D loss planes (Li et al., 2018) of a deep MLP, plain, with batch
+  normalization and with skip connections, and a 1-D interpolation from the initial to the trained weights.
 - ``conditioning`` (file 002): ``g^T g`` against ``g^T H g`` along a training run.
 
 Each returns a table of the claims it measures with a verdict (holds / does not hold here).
@@ -35,7 +35,8 @@ def _probe(data: Any, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register("spectrum", title="Hessian spectrum of an MLP", figure="7.1",
-          help="eigenvalue density (stochastic Lanczos quadrature) of an MLP's Hessian at init and after training")
+          help="eigenvalue density (stochastic Lanczos quadrature) of an MLP's Hessian at init and after training",
+          options=("dataset", "epochs"), why="one trained model (seed 0) is measured")
 def run_spectrum(ctx: Context) -> Result:
     data = ctx.load_data(0)
     spec = {"kind": "mlp", "hidden": [32], "activation": "tanh"}
@@ -84,7 +85,8 @@ def run_spectrum(ctx: Context) -> Result:
 
 @register("flat-minima", title="Sharp and flat minima", figure="7.2",
           help="small vs large batches: sharpness (top Hessian eigenvalue, worst loss increase in a ball) and "
-               "test accuracy")
+               "test accuracy",
+          options=("dataset", "epochs", "seeds"))
 def run_flat_minima(ctx: Context) -> Result:
     spec = {"kind": "mlp", "hidden": [64], "activation": "relu"}
     epochs = ctx.epoch_count(default=40, quick=3)
@@ -133,8 +135,9 @@ def run_flat_minima(ctx: Context) -> Result:
 # --------------------------------------------------------------------------------------------- landscape
 
 
-@register("landscape", title="Loss landscapes with and without batch normalization", figure="",
-          help="filter-normalized 2-D loss planes (Li et al., 2018) of a deep MLP with and without BN")
+@register("landscape", title="Loss landscapes with and without batch normalization and skip connections",
+          figure="", help="filter-normalized 2-D loss planes (Li et al., 2018) of a deep MLP: plain, BN, residual",
+          options=("dataset", "epochs"), why="one run per architecture (seed 0): the planes are the measurement")
 def run_landscape(ctx: Context) -> Result:
     data = ctx.load_data(0)
     epochs = ctx.epoch_count(default=20, quick=2)
@@ -143,6 +146,8 @@ def run_landscape(ctx: Context) -> Result:
     specs = {
         "no norm": {"kind": "mlp", "hidden": [64] * (3 if ctx.quick else 6), "activation": "relu"},
         "batch norm": {"kind": "mlp", "hidden": [64] * (3 if ctx.quick else 6), "activation": "relu", "norm": "batch"},
+        "skip connections": {"kind": "mlp", "hidden": [64] * (3 if ctx.quick else 6), "activation": "relu",
+                             "residual": True},
     }
     planes, lines, rows = {}, {}, []
     for label, spec in specs.items():
@@ -158,12 +163,17 @@ def run_landscape(ctx: Context) -> Result:
         centre = float(p[steps // 2, steps // 2])
         rows.append({"model": label, "test_accuracy": run.test_accuracy, "loss_at_centre": centre,
                      "mean_rise_on_plane": float((p - centre).mean()), "max_on_plane": float(p.max())})
-    nb, bn = rows[0], rows[1]
-    claims = [claim(
-        "batch normalization makes the landscape smoother (Santurkar et al., 2018): a smaller rise around the "
-        "trained point along filter-normalized directions",
-        f"mean rise over the plane: no norm {nb['mean_rise_on_plane']:.3g}, BN {bn['mean_rise_on_plane']:.3g}",
-        bn["mean_rise_on_plane"] < nb["mean_rise_on_plane"])]
+    nb, bn, skip = rows[0], rows[1], rows[2]
+    claims = [
+        claim("batch normalization makes the landscape smoother (Santurkar et al., 2018): a smaller rise around the "
+              "trained point along filter-normalized directions",
+              f"mean rise over the plane: no norm {nb['mean_rise_on_plane']:.3g}, BN {bn['mean_rise_on_plane']:.3g}",
+              bn["mean_rise_on_plane"] < nb["mean_rise_on_plane"]),
+        claim("skip connections make a deep net's landscape smoother (Li et al., 2018, figure 5)",
+              f"mean rise over the plane: no skips {nb['mean_rise_on_plane']:.3g}, skips "
+              f"{skip['mean_rise_on_plane']:.3g}",
+              skip["mean_rise_on_plane"] < nb["mean_rise_on_plane"]),
+    ]
     fig, axes = new_figure(len(planes), title="Loss on a filter-normalized plane through the trained weights")
     for ax, (label, pl) in zip(axes, planes.items()):
         cs = ax.contourf(pl.alphas.numpy(), pl.betas.numpy(), np.log10(pl.losses.numpy().T + 1e-12), levels=20)
@@ -184,7 +194,8 @@ def run_landscape(ctx: Context) -> Result:
 
 
 @register("conditioning", title="The ill-conditioning monitor", figure="",
-          help="g^T g and g^T H g along training (file 002): when the curvature term outgrows the gradient term")
+          help="g^T g and g^T H g along training (file 002): when the curvature term outgrows the gradient term",
+          options=("dataset", "epochs"), why="one run per learning rate (seed 0)")
 def run_conditioning(ctx: Context) -> Result:
     data = ctx.load_data(0)
     epochs = ctx.epoch_count(default=20, quick=2)
