@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     tn.add_argument("--method", default=None, help="a search method (default: tune.method, else random)")
     tn.add_argument("--trials", type=_positive, default=None, help="number of trials (default: tune.trials, else 20)")
     tn.add_argument("--out", type=Path, default=Path("tune"), help="output folder: study.sqlite, best.toml, figures")
-    tn.add_argument("--resume", action="store_true", help="continue the study stored in OUT/study.sqlite")
+    tn.add_argument("--resume", action="store_true", help="continue the study stored in OUT/study.sqlite "
+                    "(after a crash or a kill; starts it if there is none yet)")
     tn.add_argument("--workers", type=_positive, default=1, help="trials at a time (backend processes or ray)")
     tn.add_argument("--backend", choices=("serial", "processes", "ray"), default=None, help="default: serial, or "
                     "processes with --workers > 1")  # fmt: skip

@@ -459,10 +459,11 @@ def dumps_toml(document: Mapping[str, Any], header: str = "") -> str:
 
 @dataclass
 class TuneResult:
-    """What :func:`tune` returns: the study, the ``table`` (the best trials, best first), the best trial
-    (None if none completed), the ``paths`` written and ``notes``."""
+    """What :func:`tune` returns: every ``trials`` of the study (its storage is closed), the ``table`` (the
+    best trials, best first), the ``best`` trial (None if none completed), the ``paths`` written and
+    ``notes``."""
 
-    study: hpo.Study
+    trials: list[hpo.Trial]
     table: list[dict[str, Any]]
     best: hpo.Trial | None
     paths: dict[str, Path]
@@ -516,7 +517,8 @@ def tune(
     """Run the search ``tc`` describes in ``out/study.sqlite`` (study name: the config's name) and write the
     results (see the module docstring). ``method`` / ``n_trials`` default to ``[tune]``'s ``method`` /
     ``trials`` (else ``random`` / 20; one pass over the brackets for ``hyperband``, the whole grid for
-    ``grid``). A study of that name already in the file is an error unless ``resume``; ``resume`` needs one.
+    ``grid``). A study of that name already in the file is an error unless ``resume`` (which starts the study when
+there is none yet: a run killed before its first trial resumes too).
     ``on_start(study)`` is called once the study is open, ``callback(study, trial)`` after every trial."""
     from optreg.hpo.storage import stored_studies
 
@@ -535,10 +537,6 @@ def tune(
         raise ConfigError(
             f"tune: '{storage}' already holds study {tc.name!r} ({existing[tc.name]} trials); pass --resume to "
             f"continue it, or choose another --out"
-        )
-    if resume and tc.name not in existing:
-        raise ConfigError(
-            f"tune: --resume: '{storage}' holds no study {tc.name!r} (found: {sorted(existing) or 'none'})"
         )
     data = _data(_checked(tc.base)["data"])
     if not len(getattr(data.val, "y", ())):
@@ -606,7 +604,7 @@ def _results(tc: TuneConfig, study: hpo.Study, out: Path, method: str) -> TuneRe
         notes += f" First failure (trial {failed[0].number}): {failed[0].error}"
     if best is None:
         notes += " No trial completed: no best.toml."
-    return TuneResult(study, table, best, paths, notes)
+    return TuneResult(trials, table, best, paths, notes)
 
 
 def _shown(tc: TuneConfig, name: str, value: Any) -> Any:
