@@ -38,7 +38,8 @@ values: the validation ``metric`` (never the test split) after the last (or best
 every epoch (so ``median-stop`` can stop a trial below the median curve). Multi-fidelity methods
 (``halving``, ``hyperband``, ``coarse-to-fine`` with ``budgets``) give ``train.epochs = budget``; a config
 seen before at a smaller budget resumes from its checkpoint (one file per config under
-``OUT/checkpoints/``), bit for bit as if it had trained the larger budget from the start. A run that
+``OUT/checkpoints/``), bit for bit as if it had trained the larger budget from the start (a schedule whose
+length is fixed in steps, such as cosine's ``total_steps``, is not rescaled with the budget). A run that
 diverges is a failed trial with its error.
 
 :func:`tune` runs the study in ``OUT/study.sqlite`` (``resume=True`` continues one that was killed) and
@@ -353,9 +354,12 @@ def _data(section: Mapping[str, Any]) -> Any:
     return _DATA[key]
 
 
-def config_key(params: Mapping[str, Any]) -> str:
-    """A file-name-safe key of a configuration (the hash of its canonical JSON)."""
-    return hashlib.sha256(json.dumps(dict(params), sort_keys=True).encode()).hexdigest()[:20]
+def config_key(document: Mapping[str, Any]) -> str:
+    """A file-name-safe key of a configuration: the hash of its config document's canonical JSON without
+    ``train.epochs`` (so every budget of one configuration shares it, and no other configuration does)."""
+    doc = copy.deepcopy(dict(document))
+    doc.get("train", {}).pop("epochs", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 @dataclass
@@ -388,7 +392,7 @@ class SpecObjective:
         data = _data(spec["data"])
         callbacks: list[Callback] = [] if trial is None else [_Report(trial, self.config.metric)]
         if self.checkpoints is not None and budget is not None:
-            path = Path(self.checkpoints) / f"{config_key(params)}.pt"
+            path = Path(self.checkpoints) / f"{config_key(doc)}.pt"
             if path.is_file():
                 state = load_checkpoint(path)
                 if state["epoch"] <= budget:
