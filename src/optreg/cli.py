@@ -7,6 +7,7 @@
     optreg train --resume RUN [--epochs E]                                         # continue a stored run
     optreg runs list|show|compare|plot|export ...                                  # work with stored runs
     optreg template                                                                # an annotated config
+    optreg tune CONFIG.toml --method M --trials N --out DIR [--resume] [--workers K --backend B]  # a search
     optreg list [experiments|optimizers|schedules|datasets|init|models]            # what is available
     optreg toy [--function quadratic|rosenbrock]                                   # optimizers on 2-D functions
 
@@ -101,6 +102,20 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("template", help="print an annotated config: every key, its default and allowed values")
     _runs_parser(sub)
+
+    tn = sub.add_parser("tune", help="search the hyperparameters of a TOML config's [tune] table (optreg.tuning)")
+    tn.add_argument("config", type=Path, help="the TOML file with a [tune] table")
+    tn.add_argument("--method", default=None, help="a search method (default: tune.method, else random)")
+    tn.add_argument("--trials", type=_positive, default=None, help="number of trials (default: tune.trials, else 20)")
+    tn.add_argument("--out", type=Path, default=Path("tune"), help="output folder: study.sqlite, best.toml, figures")
+    tn.add_argument("--resume", action="store_true", help="continue the study stored in OUT/study.sqlite "
+                    "(after a crash or a kill; starts it if there is none yet)")
+    tn.add_argument("--workers", type=_positive, default=1, help="trials at a time (backend processes or ray)")
+    tn.add_argument("--backend", choices=("serial", "processes", "ray"), default=None, help="default: serial, or "
+                    "processes with --workers > 1")  # fmt: skip
+    tn.add_argument("--address", default=None, help="a Ray cluster's address (backend ray; default: a local Ray)")
+    tn.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    tn.add_argument("--threads", type=_positive, default=1, help=THREADS_HELP)
 
     ls = sub.add_parser("list", help="list experiments, optimizers, schedules, datasets, init schemes, models")
     ls.add_argument("what", nargs="?", choices=LISTS, default=None, metavar="WHAT", help=", ".join(LISTS))
@@ -720,6 +735,44 @@ def _cmd_runs(args: argparse.Namespace, console: Console) -> int:
     return _RUNS[args.runs_command](args, console)
 
 
+def _cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    from optreg import tuning
+
+    conf = tuning.load(args.config)
+    backend = args.backend or ("processes" if args.workers > 1 else "serial")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+                        disable=not console.is_terminal)  # fmt: skip
+    state: dict[str, Any] = {}
+
+    def status(study: Any) -> str:
+        done = [t for t in study.trials if t.state == "complete"]
+        return f"best {conf.metric} {study.best_value:.4g} (trial {study.best_trial.number})" if done else ""
+
+    def start(study: Any) -> None:
+        finished = sum(t.finished for t in study.trials)
+        name = f"tune {conf.name} ({study.method.name})"
+        state["task"] = progress.add_task(name, total=tuning.expected_trials(study), completed=finished, status="")
+
+    def trial_done(study: Any, trial: Any) -> None:
+        progress.update(state["task"], advance=1, status=status(study))
+        if not console.is_terminal:
+            value = "-" if trial.value is None else f"{trial.value:.4g}"
+            console.print(f"trial {trial.number}: {trial.state} {conf.metric} {value}  {status(study)}")
+
+    start_time = time.perf_counter()
+    with progress:
+        result = tuning.tune(conf, args.out, method=args.method, n_trials=args.trials, resume=args.resume,
+                             n_workers=args.workers, backend=backend, address=args.address, device=args.device,
+                             threads=args.threads, callback=trial_done, on_start=start)  # fmt: skip
+    console.print(_rich_table(result.table, title=f"{conf.name}: the best trials (validation {conf.metric})"))
+    console.print(result.notes, highlight=False)
+    for path in result.paths.values():
+        console.print(f"wrote {path}", highlight=False)
+    console.print(f"done in {time.perf_counter() - start_time:.1f}s", highlight=False)
+    return 0 if result.best is not None else 1
+
+
 def _list_rows(what: str) -> list[dict[str, Any]]:
     if what == "experiments":
         from optreg import experiments
@@ -779,7 +832,7 @@ def _cmd_template(args: argparse.Namespace, console: Console) -> int:
 
 
 _COMMANDS = {
-    "run": _cmd_run, "train": _cmd_train, "runs": _cmd_runs, "list": _cmd_list, "toy": _cmd_toy,
+    "run": _cmd_run, "train": _cmd_train, "tune": _cmd_tune, "runs": _cmd_runs, "list": _cmd_list, "toy": _cmd_toy,
     "template": _cmd_template,
 }
 

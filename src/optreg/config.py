@@ -143,6 +143,7 @@ def parse(config: Mapping[str, Any], source: str = "<config>") -> Config:
     """Check a config mapping (a parsed TOML document) and return a :class:`Config`."""
     if not isinstance(config, Mapping):
         raise ConfigError(f"config: expected a table, got {config!r}")
+    config = {k: v for k, v in config.items() if k != "tune"}  # [tune] is optreg tune's (optreg.tuning)
     spec = check_spec(config, owner="config")
     name = config.get("name") or (Path(source).stem if source != "<config>" else "run")
     if not _SAFE_NAME.match(name):

@@ -240,7 +240,7 @@ def test_keyboard_interrupt_marks_the_trial_interrupted(tmp_path):
         ({"n_trials": 0}, OptregValueError, "hpo: n_trials must be an integer >= 1, got 0"),
         ({"n_trials": None}, OptregValueError, "hpo: method 'random' needs n_trials, an integer >= 1, got None"),
         ({"seed": -1}, OptregValueError, "hpo: seed must be an integer in [0, 2**63), got -1"),
-        ({"backend": "ray"}, OptregValueError, "hpo: backend must be one of 'serial', 'processes', got 'ray'"),
+        ({"backend": "dask"}, OptregValueError, "hpo: backend must be one of 'serial', 'processes', 'ray', got 'dask'"),
         ({"n_workers": 2}, OptregValueError, "hpo: n_workers > 1 needs backend='processes'"),
         ({"name": ""}, OptregValueError, "hpo: name must be a non-empty string, got ''"),
         ({"storage": 3}, OptregValueError, "hpo: storage must be a file path or None, got 3"),

@@ -7,7 +7,9 @@
 ['act', 'lr']
 
 Methods (:func:`methods`): ``grid`` (7.6.1), ``random`` (7.6.2), ``halving`` (Algorithm 7.2) and
-``hyperband`` (7.6.4), and Bayesian optimization with a Gaussian process (Algorithm 7.1, 7.6.3):
+``hyperband`` (7.6.4), ``median-stop`` (:mod:`optreg.hpo.median`: stop a trial whose learning curve is
+below the median; the objective reports through :class:`RunningTrial`), and Bayesian optimization with a
+Gaussian process (Algorithm 7.1, 7.6.3):
 ``gp-ei``, ``gp-pi``, ``gp-ucb`` (:mod:`optreg.hpo.bayes`, imported with torch on first use); and file 001's
 ``coarse-to-fine`` (:mod:`optreg.hpo.coarse`).
 Spaces: :mod:`optreg.hpo.space` (conditional parameters with ``when=``). Studies, storage and resuming:
@@ -16,11 +18,12 @@ Spaces: :mod:`optreg.hpo.space` (conditional parameters with ``when=``). Studies
 
 from optreg.hpo import coarse as _coarse  # noqa: F401  (registers coarse-to-fine)
 from optreg.hpo import halving as _halving  # noqa: F401  (registers halving, hyperband)
+from optreg.hpo import median as _median  # noqa: F401  (registers median-stop)
 from optreg.hpo import search as _search  # noqa: F401  (registers grid, random)
 from optreg.hpo.method import Method, methods
 from optreg.hpo.space import Categorical, Distribution, Fixed, Float, Int, Space
 from optreg.hpo.study import Study, maximize, minimize
-from optreg.hpo.trial import STATES, Proposal, Trial
+from optreg.hpo.trial import STATES, Proposal, RunningTrial, Trial
 
 __all__ = [
     "STATES",
@@ -31,6 +34,7 @@ __all__ = [
     "Int",
     "Method",
     "Proposal",
+    "RunningTrial",
     "Space",
     "Study",
     "Trial",

@@ -1,5 +1,5 @@
-"""Where a study's trials run: ``serial`` (:meth:`optreg.hpo.Study.optimize` in this process) or
-``processes``: local worker processes that share the study's SQLite file.
+"""Where a study's trials run: ``serial`` (:meth:`optreg.hpo.Study.optimize` in this process),
+``processes``: local worker processes that share the study's SQLite file, or ``ray``: Ray tasks.
 
 Each worker opens the same study (same storage, name and settings) and runs the serial loop: claiming a
 trial is one write transaction (:meth:`optreg.hpo.storage.Storage.claim`), so no two workers run the same
@@ -9,6 +9,15 @@ callback, and marks the running trial of a worker that died (a SIGKILL, an out-o
 ``interrupted``, so another worker runs it again; once all workers have exited, the parent runs whatever
 is left itself. Workers are started with the ``spawn`` method (safe with torch's threads), so the
 objective must be picklable: a function defined at the top level of an importable module.
+
+``ray`` (:func:`run_ray`): this process (the driver) owns the study. It claims up to ``n_workers`` trials,
+runs each as a Ray task (``objective(params[, budget=][, trial=])``, shipped with cloudpickle, so a
+closure works too) and stores each result as it arrives; the workers need no access to the storage file,
+so the same code runs on a cluster (``address=``). A task whose worker dies (SIGKILL, out of memory, a lost
+node) leaves its trial ``interrupted``, and the next claim runs it again (after 3 attempts it is marked
+``failed``), so the study loses nothing; the driver itself dying is the serial case (the trial is run again
+on resume). An objective that takes ``trial=`` reports its intermediate values through a small Ray actor
+on the driver's node that opens the same study storage (SQLite, so ``storage=`` is needed then).
 """
 
 from __future__ import annotations
@@ -25,7 +34,10 @@ if TYPE_CHECKING:
     from optreg.hpo.study import Study
     from optreg.hpo.trial import Trial
 
-__all__ = ["run_processes"]
+__all__ = ["MAX_ATTEMPTS", "run_processes", "run_ray"]
+
+#: How many times the ray backend runs a trial whose worker keeps dying before it marks it failed.
+MAX_ATTEMPTS = 3
 
 
 def _work(settings: dict[str, Any], objective: Callable[..., Any], poll: float) -> None:
@@ -60,16 +72,7 @@ def run_processes(
             f"hpo: backend='processes' needs a picklable objective (a top-level function of a module), "
             f"got {objective!r} ({e})"
         ) from None
-    settings = {
-        "space": study.space,
-        "method": study.method.name,
-        "direction": study.direction,
-        "n_trials": study.n_trials,
-        "seed": study.seed,
-        "storage": study.storage.path,
-        "name": study.name,
-        **study.options,
-    }
+    settings = _settings(study)
     ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_work, args=(settings, objective, poll), daemon=True) for _ in range(n_workers)]
     for w in workers:
@@ -98,3 +101,147 @@ def run_processes(
             w.join()
     study.storage.interrupt_dead(_dead)
     study._run_serial(objective, callback, poll)  # what the workers left (a worker killed mid-trial)
+
+
+def _settings(study: Study) -> dict[str, Any]:
+    """The arguments that open ``study`` again in another process (its storage must be a file)."""
+    return {
+        "space": study.space,
+        "method": study.method.name,
+        "direction": study.direction,
+        "n_trials": study.n_trials,
+        "seed": study.seed,
+        "storage": study.storage.path,
+        "name": study.name,
+        **study.options,
+    }
+
+
+class _Reports:
+    """The ray backend's link for intermediate values: the remote tasks' ``trial.report`` and
+    ``trial.should_stop`` go to a Ray actor holding the study (``actor``), one call each."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def report(self, trial: Trial, value: Any, step: Any) -> Trial:
+        import ray
+
+        return ray.get(self.actor.report.remote(trial.number, value, step))
+
+    def should_stop(self, trial: Trial) -> bool:
+        import ray
+
+        return ray.get(self.actor.should_stop.remote(trial.number))
+
+
+class _StudyActor:
+    """A Ray actor (on the driver's node) that opens the study's storage and takes the tasks' reports."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from optreg.hpo.study import Study
+
+        self.study = Study(**settings)
+
+    def report(self, number: int, value: Any, step: Any) -> Trial:
+        return self.study.report(number, value, step)
+
+    def should_stop(self, number: int) -> bool:
+        return self.study.should_stop(number)
+
+
+def _ray_task(objective: Callable[..., Any], trial: Trial, link: Any) -> tuple[float | None, str | None, float]:
+    """One trial in a Ray worker: ``(value, error, seconds)``."""
+    from optreg.hpo.study import call_objective
+
+    start = time.perf_counter()
+    value, error = call_objective(objective, trial, link)
+    return value, error, time.perf_counter() - start
+
+
+def run_ray(
+    study: Study,
+    objective: Callable[..., Any],
+    *,
+    n_workers: int,
+    callback: Callable[[Study, Trial], Any] | None,
+    poll: float,
+    address: str | None = None,
+) -> None:
+    """Run ``study`` with up to ``n_workers`` trials at a time as Ray tasks (see the module docstring).
+
+    Uses the Ray runtime already initialized in this process; else starts one with ``ray.init(address)``
+    (``None``: a local one) and shuts it down at the end."""
+    try:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    except ImportError:
+        raise OptregValueError("hpo: backend='ray' needs Ray (pip install optreg[ray]), got no module 'ray'") from None
+    from optreg.hpo.storage import SQLiteStorage
+    from optreg.hpo.study import _dead, _worker, takes_trial
+    from optreg.hpo.trial import WAIT
+
+    reports = takes_trial(objective)
+    if reports and not isinstance(study.storage, SQLiteStorage):
+        raise OptregValueError(
+            "hpo: backend='ray' with an objective that takes trial= needs a storage file (its reports are "
+            "stored by an actor that opens it), got storage=None"
+        )
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    actor = None
+    inflight: dict[Any, Trial] = {}
+    try:
+        task = ray.remote(max_retries=0)(_ray_task)
+        link = None
+        if reports:
+            here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+            actor = ray.remote(num_cpus=0, scheduling_strategy=here)(_StudyActor).remote(_settings(study))
+            link = _Reports(actor)
+        worker = _worker()
+        while True:
+            claimed: Any = None
+            while len(inflight) < n_workers:
+                claimed = study.storage.claim(study.method.propose, worker)
+                if claimed is None or claimed is WAIT:
+                    break
+                inflight[task.remote(objective, claimed, link)] = claimed
+            if not inflight:
+                if claimed is None:
+                    return
+                study.storage.interrupt_dead(_dead)  # other processes hold what the method waits for
+                time.sleep(poll)
+                continue
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=max(poll, 1.0))
+            for ref in ready:
+                trial = inflight.pop(ref)
+                try:
+                    value, error, seconds = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # the task itself failed (e.g. unpicklable result)
+                    value, error, seconds = None, f"ray: {e}", None
+                except ray.exceptions.RayError as e:  # the worker died: run the trial again
+                    if trial.attempts < MAX_ATTEMPTS:
+                        study.storage.interrupt_dead(lambda w, t=trial: w == t.worker, only=trial.number)
+                        continue
+                    value, error, seconds = (
+                        None,
+                        f"ray: the worker died in each of {trial.attempts} attempts ({e})",
+                        None,
+                    )
+                done = study.storage.finish(
+                    trial.number, worker=worker, state="complete" if error is None else "failed", value=value,
+                    seconds=seconds, error=error,
+                )  # fmt: skip
+                if callback is not None:
+                    callback(study, done)
+    except BaseException:
+        for ref, trial in inflight.items():
+            ray.cancel(ref, force=True)
+            study.storage.interrupt_dead(lambda w, t=trial: w == t.worker, only=trial.number)
+        raise
+    finally:
+        if actor is not None:
+            ray.kill(actor)
+        if started:
+            ray.shutdown()

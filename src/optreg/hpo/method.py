@@ -27,7 +27,7 @@ __all__ = ["DIRECTIONS", "Method", "create_method", "methods", "register"]
 
 DIRECTIONS = ("minimize", "maximize")
 #: The order of :func:`methods`: that of section 7.6.
-_ORDER = ("grid", "random", "halving", "hyperband", "gp-ei", "gp-pi", "gp-ucb", "coarse-to-fine")
+_ORDER = ("grid", "random", "halving", "hyperband", "median-stop", "gp-ei", "gp-pi", "gp-ucb", "coarse-to-fine", "nas")
 _REGISTRY: dict[str, type[Method]] = {}
 #: Methods whose module is imported on first use (torch and SciPy's optimizers are not needed before).
 _LAZY = {"gp-ei": "optreg.hpo.bayes", "gp-pi": "optreg.hpo.bayes", "gp-ucb": "optreg.hpo.bayes"}
@@ -40,6 +40,8 @@ class Method(ABC):
     name: ClassVar[str]
     #: Whether ``minimize`` needs ``n_trials`` (a method that ends by itself, like ``grid``, does not).
     needs_n_trials: ClassVar[bool] = True
+    #: Whether the method needs intermediate values (an objective taking ``trial=`` and calling ``report``).
+    needs_reports: ClassVar[bool] = False
 
     def __init__(self, space: Space, *, seed: int, n_trials: int | None, direction: str) -> None:
         self.space = space
@@ -54,6 +56,11 @@ class Method(ABC):
     @abstractmethod
     def propose(self, trials: Sequence[Trial]) -> Proposal | _Wait | None:
         """The next trial to run given ``trials`` (all of them, in number order), ``WAIT`` or ``None``."""
+
+    def should_stop(self, trial: Trial, trials: Sequence[Trial]) -> bool:
+        """Whether the running ``trial`` (with the values it reported so far) should stop now, given every
+        trial of the study; by default never."""
+        return False
 
     # ------------------------------------------------------------------ helpers for subclasses
     def loss(self, trial: Trial) -> float:

@@ -33,7 +33,7 @@ from optreg import _sqlite
 from optreg.errors import OptregValueError
 from optreg.hpo.trial import WAIT, Proposal, Trial, _Wait
 
-__all__ = ["MemoryStorage", "SQLiteStorage", "Storage"]
+__all__ = ["MemoryStorage", "SQLiteStorage", "Storage", "stored_studies"]
 
 _SCHEMA_VERSION = 1
 _TABLES = ("studies", "trials")
@@ -131,20 +131,37 @@ class Storage(ABC):
     ) -> Trial:
         """Record the end of a running trial that ``worker`` holds; returns the stored trial."""
         with self._locked():
-            trials = self._load()
-            if not isinstance(number, int) or not 0 <= number < len(trials):
-                raise OptregValueError(f"hpo: study {self.name!r} has no trial number {number!r}")
-            old = trials[number]
-            if old.state != "running" or old.worker != worker:
-                raise OptregValueError(
-                    f"hpo: trial {number} of study {self.name!r} is {old.state} (worker {old.worker!r}); "
-                    f"only a running trial can be told, by the process that asked it"
-                )
+            old = self._running(number, worker)
             trial = Trial(
                 number, old.params, state, value, old.budget, seconds, error, old.attempts, old.meta, worker
             )  # fmt: skip
             self._write(trial, new=False)
             return trial
+
+    def update_meta(self, number: int, *, worker: str, update: Callable[[dict[str, Any]], dict[str, Any]]) -> Trial:
+        """Replace the ``meta`` of a running trial that ``worker`` holds by ``update(meta)`` (one transaction:
+        an intermediate report, a stop); returns the stored trial."""
+        with self._locked():
+            old = self._running(number, worker)
+            trial = Trial(
+                number, old.params, old.state, old.value, old.budget, old.seconds, old.error, old.attempts,
+                update(dict(old.meta)), old.worker,
+            )  # fmt: skip
+            self._write(trial, new=False)
+            return trial
+
+    def _running(self, number: Any, worker: str) -> Trial:
+        """Trial ``number``, which must be running and held by ``worker`` (inside :meth:`_locked`)."""
+        trials = self._load()
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < len(trials):
+            raise OptregValueError(f"hpo: study {self.name!r} has no trial number {number!r}")
+        old = trials[number]
+        if old.state != "running" or old.worker != worker:
+            raise OptregValueError(
+                f"hpo: trial {number} of study {self.name!r} is {old.state} (worker {old.worker!r}); "
+                f"only a running trial can be told, by the process that asked it"
+            )
+        return old
 
     def interrupt_dead(self, dead: Callable[[str], bool], only: int | None = None) -> list[int]:
         """Mark ``interrupted`` every running trial (or trial ``only``) whose worker ``dead(worker)`` says is
@@ -257,3 +274,20 @@ class SQLiteStorage(Storage):
                 )
         except sqlite3.IntegrityError as e:  # a second writer outside the protocol
             raise OptregValueError(f"hpo: study {self.name!r}: trial {trial.number} cannot be stored ({e})") from None
+
+
+def stored_studies(path: str | os.PathLike[str]) -> dict[str, int]:
+    """``{study name: number of trials}`` of the study file ``path`` (empty if it does not exist); a corrupt
+    or foreign file raises the same error as opening it, and is not changed."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    db = _sqlite.connect(path, owner="hpo", kind="study storage", schema=_SCHEMA, version=_SCHEMA_VERSION,
+                         tables=_TABLES)  # fmt: skip
+    try:
+        rows = db.execute(
+            "SELECT s.name, COUNT(t.number) AS n FROM studies s LEFT JOIN trials t ON t.study_id = s.id GROUP BY s.id"
+        )
+        return {r["name"]: int(r["n"]) for r in rows}
+    finally:
+        db.close()

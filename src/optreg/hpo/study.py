@@ -9,6 +9,11 @@
 The engine's rules: nothing is printed and no file is written except the ``storage`` path the caller
 hands in; progress is reported through ``callback(study, trial)`` after every finished trial.
 
+Intermediate values: an objective that takes a ``trial`` keyword gets the running trial
+(:class:`~optreg.hpo.RunningTrial`) and may ``trial.report(value, step)`` its learning curve and ask
+``trial.should_stop()`` (the ``median-stop`` method's rule); ask / tell users call :meth:`Study.report`
+and :meth:`Study.should_stop`.
+
 Failures: an objective that raises an ``Exception``, or returns NaN, an infinity or something that is not
 a number, gives a ``failed`` trial with its ``error``, and the study goes on. A ``KeyboardInterrupt`` (or
 any other ``BaseException``) marks the running trial ``interrupted`` and propagates; the trial is run again
@@ -19,6 +24,7 @@ and run again first.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import socket
@@ -34,12 +40,13 @@ from optreg.errors import OptregTypeError, OptregValueError
 from optreg.hpo.method import create_method
 from optreg.hpo.space import Space
 from optreg.hpo.storage import MemoryStorage, SQLiteStorage, Storage
-from optreg.hpo.trial import WAIT, Trial
+from optreg.hpo.trial import WAIT, RunningTrial, Trial
 
 __all__ = ["BACKENDS", "Study", "maximize", "minimize"]
 
-#: Where the trials of ``optimize`` run: ``serial`` (this process) or ``processes`` (local workers).
-BACKENDS = ("serial", "processes")
+#: Where the trials of ``optimize`` run: ``serial`` (this process), ``processes`` (local workers) or
+#: ``ray`` (Ray tasks, local or on a cluster; :func:`optreg.hpo.executors.run_ray`).
+BACKENDS = ("serial", "processes", "ray")
 
 _TOKEN = uuid.uuid4().hex[:12]
 _HOST = socket.gethostname()
@@ -87,6 +94,29 @@ def _as_value(value: Any) -> tuple[float | None, str | None]:
     if not math.isfinite(v):
         return None, f"the objective returned {v!r}"
     return v, None
+
+
+def takes_trial(objective: Callable[..., Any]) -> bool:
+    """Whether ``objective`` accepts a ``trial`` keyword (then it gets the :class:`RunningTrial`)."""
+    try:
+        params = inspect.signature(objective).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return "trial" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def call_objective(objective: Callable[..., Any], trial: Trial, link: Any) -> tuple[float | None, str | None]:
+    """Run ``objective`` on a claimed trial: ``objective(params[, budget=r][, trial=RunningTrial])``.
+    Returns ``(value, None)`` or ``(None, error)``; a ``BaseException`` that is not an ``Exception``
+    (KeyboardInterrupt) propagates."""
+    kwargs: dict[str, Any] = {} if trial.budget is None else {"budget": trial.budget}
+    if takes_trial(objective):
+        kwargs["trial"] = RunningTrial(trial, link)
+    try:
+        result = objective(dict(trial.params), **kwargs)
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"
+    return _as_value(result)
 
 
 class Study:
@@ -165,10 +195,12 @@ class Study:
     @property
     def best_trial(self) -> Trial:
         """The best complete trial; with budgets, among those run with the largest budget (the values of
-        smaller budgets are not comparable with it)."""
+        smaller budgets are not comparable with it); trials stopped early (``median-stop``) only if no
+        trial ran to its end."""
         done = [t for t in self.trials if t.state == "complete"]
         if not done:
             raise OptregValueError(f"hpo: study {self.name!r} has no complete trial yet")
+        done = [t for t in done if t.stopped is None] or done
         budgets = [t.budget for t in done if t.budget is not None]
         if budgets:
             done = [t for t in done if t.budget == max(budgets)]
@@ -212,6 +244,46 @@ class Study:
             seconds=seconds, error=error,
         )  # fmt: skip
 
+    def report(self, trial: Trial | RunningTrial | int, value: Any, step: Any) -> Trial:
+        """Store the intermediate ``value`` (finite) of a running trial at ``step`` (an integer >= 0);
+        returns the stored trial. A second report of the same step replaces the first."""
+        number = trial if isinstance(trial, int) else trial.number
+        v, error = _as_value(value)
+        if error is not None:
+            raise OptregValueError(f"hpo: trial.report: value must be a finite number, got {value!r}")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise OptregValueError(f"hpo: trial.report: step must be an integer >= 0, got {step!r}")
+
+        def add(meta: dict[str, Any]) -> dict[str, Any]:
+            curve = {int(s): float(x) for s, x in meta.get("curve", ())}
+            curve[step] = v
+            return {**meta, "curve": sorted([s, x] for s, x in curve.items())}
+
+        return self.storage.update_meta(number, worker=self._holder(number), update=add)
+
+    def should_stop(self, trial: Trial | RunningTrial | int) -> bool:
+        """Whether the method wants the running trial stopped now (the ``median-stop`` rule on the stored
+        curves); when it does, the trial is marked ``stopped`` at its last reported step."""
+        number = trial if isinstance(trial, int) else trial.number
+        trials = self.trials
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < len(trials):
+            raise OptregValueError(f"hpo: study {self.name!r} has no trial number {number!r}")
+        now = trials[number]
+        if now.stopped is not None:
+            return True
+        if not self.method.should_stop(now, trials):
+            return False
+        step = max(now.intermediate)
+        self.storage.update_meta(number, worker=now.worker, update=lambda m: {**m, "stopped": step})
+        return True
+
+    def _holder(self, number: Any) -> str:
+        """The worker that holds trial ``number`` (this process, or the process a proxy reports for)."""
+        trials = self.trials
+        if isinstance(number, int) and not isinstance(number, bool) and 0 <= number < len(trials):
+            return trials[number].worker
+        return _worker()
+
     # ------------------------------------------------------------------ running
     def optimize(
         self,
@@ -221,9 +293,12 @@ class Study:
         backend: str = "serial",
         callback: Callable[[Study, Trial], Any] | None = None,
         poll: float = 0.05,
+        address: str | None = None,
     ) -> Study:
         """Run trials until the method is done: each calls ``objective(params)``, or
-        ``objective(params, budget=r)`` for a multi-fidelity method. Returns the study."""
+        ``objective(params, budget=r)`` for a multi-fidelity method (and ``trial=`` when the objective takes
+        it). ``backend="ray"`` runs ``n_workers`` trials at a time as Ray tasks; ``address`` is the cluster's
+        (``None``: a Ray already initialized, else a local one). Returns the study."""
         if not callable(objective):
             raise OptregTypeError(f"hpo: objective must be callable, got {objective!r}")
         if callback is not None and not callable(callback):
@@ -232,10 +307,23 @@ class Study:
         check_int("hpo", "n_workers", n_workers, 1)
         if self.method.needs_n_trials and self.n_trials is None:
             raise OptregValueError(f"hpo: method {self.method.name!r} needs n_trials, an integer >= 1, got None")
+        if self.method.needs_reports and not takes_trial(objective):
+            raise OptregValueError(
+                f"hpo: method {self.method.name!r} needs an objective that takes trial= and calls "
+                f"trial.report(value, step), got {objective!r}"
+            )
+        if address is not None and backend != "ray":
+            raise OptregValueError(f"hpo: address is for backend='ray', got backend={backend!r}")
+        if backend == "ray":
+            from optreg.hpo.executors import run_ray
+
+            run_ray(self, objective, n_workers=n_workers, callback=callback, poll=poll, address=address)
+            return self
         if backend == "serial":
             if n_workers != 1:
                 raise OptregValueError(
-                    f"hpo: n_workers > 1 needs backend='processes' (serial runs one trial at a time), got {n_workers}"
+                    f"hpo: n_workers > 1 needs backend='processes' or 'ray' (serial runs one trial at a time), "
+                    f"got {n_workers}"
                 )
             self._run_serial(objective, callback, poll)
             return self
@@ -261,17 +349,10 @@ class Study:
         """Run one claimed trial and store its end (complete, failed, or interrupted and re-raised)."""
         start = time.perf_counter()
         try:
-            if trial.budget is None:
-                result = objective(dict(trial.params))
-            else:
-                result = objective(dict(trial.params), budget=trial.budget)
-        except Exception as e:
-            value, error = None, f"{type(e).__name__}: {e}"
+            value, error = call_objective(objective, trial, self)
         except BaseException:
             self.storage.interrupt_dead(lambda w: w == trial.worker, only=trial.number)
             raise
-        else:
-            value, error = _as_value(result)
         return self.storage.finish(
             trial.number, worker=trial.worker, state="complete" if error is None else "failed", value=value,
             seconds=time.perf_counter() - start, error=error,
@@ -291,6 +372,7 @@ def _runner(direction: str, doc: str) -> Callable[..., Study]:
         n_workers: int = 1,
         backend: str = "serial",
         callback: Callable[[Study, Trial], Any] | None = None,
+        address: str | None = None,
         **options: Any,
     ) -> Study:
         if not callable(objective):
@@ -299,7 +381,7 @@ def _runner(direction: str, doc: str) -> Callable[..., Study]:
             space, method=method, direction=direction, n_trials=n_trials, seed=seed, storage=storage, name=name,
             **options,
         )  # fmt: skip
-        return study.optimize(objective, n_workers=n_workers, backend=backend, callback=callback)
+        return study.optimize(objective, n_workers=n_workers, backend=backend, callback=callback, address=address)
 
     run.__name__ = run.__qualname__ = direction
     run.__doc__ = doc
@@ -311,7 +393,7 @@ minimize = _runner(
     """Search ``space`` for the parameters that minimize ``objective(params)`` (a validation error, say).
 
     ``minimize(objective, space, *, method="random", n_trials=None, seed=0, storage=None, name=None,
-    n_workers=1, backend="serial", callback=None, **options)``: the arguments of :class:`Study` and
+    n_workers=1, backend="serial", callback=None, address=None, **options)``: the arguments of :class:`Study` and
     :meth:`Study.optimize`; ``options`` go to the method. Returns the study (``study.best_params``,
     ``study.best_value``, ``study.trials``).
     """,

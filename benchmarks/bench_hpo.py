@@ -1,0 +1,229 @@
+"""Hyperparameter search on functions with known optima: optreg.hpo against Optuna 5, side by side.
+
+Functions (minimized; ``f*`` known): Branin (2-D), Hartmann-3, Hartmann-6, Rosenbrock-4 on
+``[-2.048, 2.048]^4``, a mixed function of a float, an integer and a categorical, and Styblinski-Tang-4 on
+``[-5, 5]^4`` (multimodal: ``2^4`` basins, the global one at ``x_i = -2.9035``), where GPs are known to lose
+to TPE. Each method runs ``n_trials`` trials per seed through its ask / tell interface in this process;
+the table gives the median over seeds of the simple regret ``min_t f(x_t) - f*`` and the median time per
+suggestion (the ``ask``; the functions themselves cost microseconds). Methods: optreg ``random`` and
+``gp-ei`` (and ``gp-ucb`` on Styblinski-Tang), Optuna's ``RandomSampler``, ``TPESampler`` and
+``GPSampler`` (all with their defaults, seeded). One torch thread for everyone.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import optuna
+import torch
+
+from optreg import hpo
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# ------------------------------------------------------------------------------------------ the functions
+
+_H3_A = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
+_H3_P = 1e-4 * np.array([[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547], [381, 5743, 8828]])
+_H6_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8],
+                  [17, 8, 0.05, 10, 0.1, 14]])  # fmt: skip
+_H6_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+                         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])  # fmt: skip
+_H_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+_SHIFT = {"a": 0.6, "b": 0.0, "c": 1.2, "d": 0.3}
+
+
+def _hartmann(a: np.ndarray, p: np.ndarray) -> Callable[[dict], float]:
+    def f(x: dict) -> float:
+        v = np.array([x[f"x{i}"] for i in range(a.shape[1])])
+        return float(-(_H_ALPHA * np.exp(-(a * (v - p) ** 2).sum(1))).sum())
+
+    return f
+
+
+def _branin(x: dict) -> float:
+    x1, x2 = x["x0"], x["x1"]
+    b, c = 5.1 / (4 * math.pi**2), 5 / math.pi
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1) + 10
+
+
+def _rosenbrock(x: dict) -> float:
+    v = [x[f"x{i}"] for i in range(4)]
+    return sum(100 * (v[i + 1] - v[i] ** 2) ** 2 + (1 - v[i]) ** 2 for i in range(3))
+
+
+def _mixed(x: dict) -> float:
+    """A float, an integer and a categorical: minimum 0 at ``x = 0.3, n = 3, c = "b"``."""
+    return (x["x"] - 0.3) ** 2 + 0.1 * (x["n"] - 3) ** 2 + _SHIFT[x["c"]] + 0.2 * (1 - math.cos(2 * (x["x"] - 0.3)))
+
+
+def _styblinski_tang(x: dict) -> float:
+    return 0.5 * sum(x[f"x{i}"] ** 4 - 16 * x[f"x{i}"] ** 2 + 5 * x[f"x{i}"] for i in range(4))
+
+
+def _box(d: int, low: float, high: float) -> dict:
+    return {f"x{i}": hpo.Float(low, high) for i in range(d)}
+
+
+#: name -> (function, optreg space, f*)
+FUNCTIONS: dict[str, tuple[Callable[[dict], float], dict, float]] = {
+    "Branin": (_branin, {"x0": hpo.Float(-5.0, 10.0), "x1": hpo.Float(0.0, 15.0)}, 0.397887357729738),
+    "Hartmann-3": (_hartmann(_H3_A, _H3_P), _box(3, 0.0, 1.0), -3.862779787332660),
+    "Hartmann-6": (_hartmann(_H6_A, _H6_P), _box(6, 0.0, 1.0), -3.322368011391339),
+    "Rosenbrock-4": (_rosenbrock, _box(4, -2.048, 2.048), 0.0),
+    "mixed (float, int, categorical)": (
+        _mixed,
+        {"x": hpo.Float(-2.0, 2.0), "n": hpo.Int(0, 10), "c": hpo.Categorical(["a", "b", "c", "d"])},
+        0.0,
+    ),
+    "Styblinski-Tang-4": (_styblinski_tang, _box(4, -5.0, 5.0), -39.16616570377142 * 4),
+}
+
+# ------------------------------------------------------------------------------------------ the runners
+
+
+def _optuna_distributions(space: dict) -> dict:
+    out = {}
+    for name, d in space.items():
+        if isinstance(d, hpo.Float):
+            out[name] = optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
+        elif isinstance(d, hpo.Int):
+            out[name] = optuna.distributions.IntDistribution(d.low, d.high, log=d.log)
+        else:
+            out[name] = optuna.distributions.CategoricalDistribution(list(d.choices))
+    return out
+
+
+def _run_optreg(method: str, f: Callable, space: dict, n_trials: int, seed: int) -> tuple[float, float]:
+    study = hpo.Study(space, method=method, direction="minimize", n_trials=n_trials, seed=seed)
+    best, asks = math.inf, []
+    for _ in range(n_trials):
+        start = time.perf_counter()
+        trial = study.ask()
+        asks.append(time.perf_counter() - start)
+        value = f(trial.params)
+        study.tell(trial, value)
+        best = min(best, value)
+    return best, statistics.median(asks)
+
+
+_SAMPLERS = {
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "TPE": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "GPSampler": lambda seed: optuna.samplers.GPSampler(seed=seed),
+}
+
+
+def _run_optuna(sampler: str, f: Callable, space: dict, n_trials: int, seed: int) -> tuple[float, float]:
+    study = optuna.create_study(direction="minimize", sampler=_SAMPLERS[sampler](seed))
+    dists = _optuna_distributions(space)
+    best, asks = math.inf, []
+    for _ in range(n_trials):
+        start = time.perf_counter()
+        trial = study.ask(fixed_distributions=dists)
+        asks.append(time.perf_counter() - start)
+        value = f(trial.params)
+        study.tell(trial, value)
+        best = min(best, value)
+    return best, statistics.median(asks)
+
+
+def _methods(function: str) -> list[tuple[str, Callable]]:
+    def ours(m: str) -> Callable:
+        return lambda *a: _run_optreg(m, *a)
+
+    def theirs(s: str) -> Callable:
+        return lambda *a: _run_optuna(s, *a)
+
+    methods = [("optreg random", ours("random")), ("optreg gp-ei", ours("gp-ei"))]
+    if function.startswith("Styblinski"):
+        methods.append(("optreg gp-ucb", ours("gp-ucb")))
+    return methods + [(f"optuna {s}", theirs(s)) for s in _SAMPLERS]
+
+
+def run(quick: bool = False) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3g}" if b > 0 else ("1" if a == b else "inf")
+
+
+def _run(quick: bool) -> dict:
+    n_trials, seeds = (25, 2) if quick else (50, 5)
+    names = list(FUNCTIONS)
+    rows, summary = [], {}
+    for name in names:
+        f, space, f_star = FUNCTIONS[name]
+        results: dict[str, tuple[float, float]] = {}
+        for label, runner in _methods(name):
+            regrets, times = [], []
+            for seed in range(seeds):
+                best, ask = runner(f, space, n_trials, seed)
+                regrets.append(best - f_star)
+                times.append(ask)
+            results[label] = (statistics.median(regrets), statistics.median(times))
+        gp_regret, gp_time = results["optuna GPSampler"]
+        tpe_regret = results["optuna TPE"][0]
+        for label, (regret, ask) in results.items():
+            ours = label.startswith("optreg gp")
+            rows.append([
+                name, label, _fmt(regret), f"{ask * 1e3:.1f}",
+                _ratio(regret, gp_regret) if ours else "", _ratio(tpe_regret, regret) if ours else "",
+                f"{ask / gp_time:.2f}" if ours else "",
+            ])  # fmt: skip
+        summary[name] = results
+    notes = (
+        f"{n_trials} trials x {seeds} seeds per method and function; regret = min f - f*, median over seeds; "
+        "ms / ask = median wall time of one suggestion (the functions cost microseconds). For optreg's GP rows: "
+        "their regret over GPSampler's (< 1: better), TPE's regret over theirs (> 1: better than TPE), their "
+        "time per suggestion over GPSampler's. Targets (issue 11): gp-ei's regret no worse than GPSampler's, "
+        "at most half its time per suggestion, 10x better than TPE."
+    )
+    st = summary.get("Styblinski-Tang-4")
+    if st is not None:
+        notes += (
+            f" Styblinski-Tang-4 (multimodal, 16 basins): optreg gp-ei {_fmt(st['optreg gp-ei'][0])}, gp-ucb "
+            f"{_fmt(st['optreg gp-ucb'][0])}, Optuna TPE {_fmt(st['optuna TPE'][0])}, GPSampler "
+            f"{_fmt(st['optuna GPSampler'][0])}, random {_fmt(st['optreg random'][0])}. optreg does nothing "
+            "special for multimodal objectives: its GP has one stationary length scale per dimension, which "
+            "smooths over the basins; what it offers is gp-ucb's exploration weight (beta) and coarse-to-fine "
+            "(random stages narrowed around the best results); it has no TPE."
+        )
+    return {
+        "title": "Hyperparameter search: simple regret and time per suggestion (optreg.hpo vs Optuna 5)",
+        "columns": [
+            "function",
+            "method",
+            "median regret",
+            "ms / ask",
+            "regret / GPSampler's",
+            "TPE's regret / this",
+            "ask time / GPSampler's",
+        ],
+        "rows": rows,
+        "notes": notes,
+    }
+
+
+if __name__ == "__main__":
+    import sys
+
+    section = run(quick="--quick" in sys.argv)
+    print(" | ".join(section["columns"]))
+    for row in section["rows"]:
+        print(" | ".join(str(c) for c in row))
+    print(section["notes"])
