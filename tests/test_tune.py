@@ -106,7 +106,7 @@ def test_parse_builds_the_space_over_key_paths(tmp_path):
         ('"optimizer.betaa" = {float = [0.1, 0.9]}', "tune: every searched key at its first value (low end, first "
                                                      "choice) makes the config invalid: config: optimizer.betaa"),
         ('"optimizer.lr" = {float = [1e-3, 2.0]}\n"optimizer.beta1" = {float = [0.5, 1.5]}',
-         "tune: optimizer.beta1 = 1.5 makes the config invalid: config: [optimizer] adam: beta1 must be in [0, 1)"),
+         "tune: optimizer.beta1 = 1.5 makes the config invalid: config: optimizer.beta1 = 1.5: must be in [0, 1)"),
         ('"optimizer.lr" = {float = [1e-3, 1], when = {"optimizer.name" = "sgd"}}',
          "when names an unknown parameter, got 'optimizer.name'"),
         ('metrc = "val_loss"\n"optimizer.lr" = {float = [1e-3, 1]}', "tune: metrc = 'val_loss': unknown setting"),
