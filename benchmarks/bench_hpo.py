@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 import optuna
-import torch
 
+from benchmarks._common import one_thread
 from optreg import hpo
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -145,15 +145,6 @@ def _methods(function: str) -> list[tuple[str, Callable]]:
     return methods + [(f"optuna {s}", theirs(s)) for s in _SAMPLERS]
 
 
-def run(quick: bool = False) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
@@ -217,6 +208,9 @@ def _run(quick: bool) -> dict:
         "rows": rows,
         "notes": notes,
     }
+
+
+run = one_thread(_run)
 
 
 if __name__ == "__main__":

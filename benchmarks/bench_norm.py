@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as torch_weight_norm
 
+from benchmarks._common import one_thread
 from optreg.nn.norm import BatchNorm, LayerNorm, LocalResponseNorm, weight_norm
 
 
@@ -91,15 +92,6 @@ def _sample(layer: nn.Module, x: torch.Tensor, g: torch.Tensor, calls: int) -> t
     return (time.perf_counter() - start) / calls, (time.thread_time() - start_cpu) / calls
 
 
-def run(quick: bool = False) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small kernels: one thread is steadier on a shared machine
-    try:
-        return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _run(quick: bool) -> dict:
     torch.manual_seed(0)
     pairs, calls = (8, 10) if quick else (40, 20)
@@ -143,3 +135,5 @@ def _run(quick: bool) -> dict:
         ),
     }
 
+
+run = one_thread(_run)

@@ -23,6 +23,7 @@ import types
 import torch
 
 import optreg.optim as oo
+from benchmarks._common import one_thread
 from benchmarks.bench_optim import _race
 from optreg import schedules
 
@@ -73,15 +74,6 @@ def _graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-def run(quick: bool = False) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _run(quick: bool) -> dict:
     reps = 400 if quick else 3000
     rows = []
@@ -115,3 +107,6 @@ def _run(quick: bool) -> dict:
         "rows": rows,
         "notes": notes,
     }
+
+
+run = one_thread(_run)

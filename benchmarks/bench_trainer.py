@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks._common import one_thread
 from optreg.train import Trainer
 
 N, D, C, HIDDEN, BATCH, LR = 1500, 64, 10, 128, 32, 1e-3
@@ -88,15 +89,6 @@ def _trainer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, fu
     metrics = ("loss", "accuracy", "grad_norm") if full else ("loss",)
     trainer = Trainer(model, opt, batch_size=BATCH, epochs=epochs, clip_grad_norm=clip, metrics=metrics, seed=0)
     return trainer.fit(_loader(x, y) if loader else (x, y))
-
-
-def run(quick: bool = False) -> dict:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small kernels: one thread is fastest and far less noisy on a shared machine
-    try:
-        return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(quick: bool) -> dict:
@@ -161,6 +153,9 @@ def _run(quick: bool) -> dict:
             "~10x cheaper per step) shows the trainer's own per-step cost."
         ),
     }
+
+
+run = one_thread(_run)
 
 
 if __name__ == "__main__":
