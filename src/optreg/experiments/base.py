@@ -226,6 +226,15 @@ class RunHistory(History):
         )
 
 
+def claim(text: str, measured: str, holds: bool) -> dict[str, Any]:
+    """One row of a claims table: the chapter's claim, what was measured, and the verdict.
+
+    Every experiment that touches a claim of the chapter reports it this way: a claim that does not hold on
+    the measured data is a finding, reported as such, never dropped.
+    """
+    return {"claim": text, "measured": measured, "verdict": "holds" if holds else "does not hold here"}
+
+
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
     """The mean and the (population) standard deviation of the values that are not None; ``(None, None)``
     when there are none. For a table's ``x`` and ``x_sd`` columns over seeds."""

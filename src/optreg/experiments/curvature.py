@@ -24,15 +24,9 @@ import torch.nn.functional as F
 
 from optreg import diagnostics as dg
 from optreg import optim
-from optreg.experiments.base import Context, Result, register
+from optreg.experiments.base import Context, Result, claim, register
 from optreg.experiments.optimizers import OPTIMIZERS, TOY_FUNCTIONS, ToyFunction, steps_to_tol, toy_run
 from optreg.report.plots import Panel, contour_figure, curves_figure, new_figure
-
-
-def claim(text: str, measured: str, holds: bool) -> dict[str, Any]:
-    """One row of a claims table: the chapter's claim, what was measured, and the verdict."""
-    return {"claim": text, "measured": measured, "verdict": "holds" if holds else "does not hold here"}
-
 
 # ------------------------------------------------------------------------------------------------ saddle
 

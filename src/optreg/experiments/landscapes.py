@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from optreg import diagnostics as dg
-from optreg.experiments.base import Context, Result, register
-from optreg.experiments.curvature import claim
+from optreg.experiments.base import Context, Result, claim, register
 from optreg.report.plots import Panel, curves_figure, new_figure
 from optreg.train import build_model
 
