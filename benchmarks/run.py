@@ -1,6 +1,10 @@
 """Runs every ``benchmarks/bench_*.py`` and writes the tables to BENCHMARKS.md.
 
 ``python -m benchmarks.run [--quick] [--only NAME ...] [--out BENCHMARKS.md]``
+
+With ``--only`` the named benchmarks' sections replace their old ones in the existing file (matched by title)
+and every other section is kept as it was: a partial run never loses the others' figures. Each section says
+the date and mode it was measured in.
 """
 
 from __future__ import annotations
@@ -19,12 +23,33 @@ import torch
 import benchmarks
 
 
-def _markdown(section: dict, seconds: float) -> str:
+def _markdown(section: dict, seconds: float, stamp: str = "") -> str:
     cols = section["columns"]
     lines = [f"## {section['title']}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in section["rows"]]
-    lines += ["", section.get("notes", ""), "", f"(ran in {seconds:.0f} s)", ""]
+    lines += ["", section.get("notes", ""), "", f"(ran in {seconds:.0f} s{stamp})", ""]
     return "\n".join(lines)
+
+
+def _sections(text: str) -> tuple[list[str], list[str]]:
+    """Split a BENCHMARKS.md into its header lines and its ``## `` sections (each a block of text)."""
+    header, blocks = [], []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            blocks.append([line])
+        elif blocks:
+            blocks[-1].append(line)
+        else:
+            header.append(line)
+    return header, ["\n".join(b) for b in blocks]
+
+
+def _merge(old: list[str], new: list[str]) -> list[str]:
+    """``old`` sections with those of the same title replaced by ``new``'s; new titles appended."""
+    title = lambda block: block.splitlines()[0]  # noqa: E731
+    fresh = {title(b): b for b in new}
+    out = [fresh.pop(title(b), b) for b in old]
+    return out + [b for b in new if title(b) in fresh]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,9 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"benchmarks.{name}")
         t0 = time.perf_counter()
         section = module.run(quick=args.quick)
-        sections.append(_markdown(section, time.perf_counter() - t0))
+        stamp = f", {datetime.date.today().isoformat()}{', quick mode' if args.quick else ''}"
+        sections.append(_markdown(section, time.perf_counter() - t0, stamp))
         print(sections[-1], file=sys.stderr, flush=True)
-    Path(args.out).write_text("\n".join(header + sections))
+    out = Path(args.out)
+    if args.only and out.exists():  # keep the sections of the benchmarks not rerun
+        _, old = _sections(out.read_text())
+        sections = _merge(old, [s.rstrip("\n") for s in sections])
+        sections = [s + "\n" for s in sections]
+    out.write_text("\n".join(header + sections))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
