@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from optreg.train import Lambda
+
 
 def _teacher_data(n: int = 96, d: int = 5, c: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian inputs labelled by a random linear teacher (``y = argmax(x W)``): learnable by construction."""
@@ -66,3 +68,25 @@ def without_time() -> Callable:
         return history.iterations, epochs
 
     return strip
+
+
+class Interrupted(Exception):
+    """Stands for a crash or a kill after some epoch."""
+
+
+@pytest.fixture
+def crash_after() -> Callable[[int], Lambda]:
+    """``crash_after(epoch)``: a callback that raises ``crash_after.error`` (:class:`Interrupted`) at the end
+    of that epoch, after the Checkpoint callback (so that epoch's checkpoint is on disk)."""
+
+    def make(epoch: int) -> Lambda:
+        def hook(trainer, record):
+            if trainer.epoch == epoch:
+                raise Interrupted
+
+        crash = Lambda(on_epoch_end=hook)
+        crash.order = 200
+        return crash
+
+    make.error = Interrupted  # type: ignore[attr-defined]
+    return make

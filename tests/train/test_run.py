@@ -120,6 +120,7 @@ def test_resolved_spec_has_the_defaults_and_reruns_to_the_same_numbers():
     assert first.spec["train"] == {
         "batch_size": 32, "epochs": 2, "steps": None, "seed": 3, "shuffle": True, "clip_grad_norm": None,
         "log_every": 1, "eval_every": None, "early_stopping": None, "penalty": None,
+        "batch_transform": None,
     }  # fmt: skip
     assert first.spec["init"] is None and first.spec["schedule"] is None and first.spec["name"] == "run"
     assert first.spec["data"] is None  # handed in, not described
@@ -164,6 +165,24 @@ def test_python_only_values_and_a_penalty():
     ).fit(data.train, data.val)  # fmt: skip
     assert _same_params(result.model, model)
     assert [r["lr"] for r in result.history.iterations] == [0.1 * 0.9**t for t in range(8)]  # eq. (7.6)
+
+
+def test_a_batch_transform_in_the_spec_trains_as_the_trainer_given_it():
+    """train.batch_transform (a picklable GaussianNoise) is the Trainer's batch_transform (oracle: the
+    Trainer given the same object); the spec and the result still pickle."""
+    from optreg.regularize.noise import GaussianNoise
+
+    data = _splits()
+    spec = {"model": {"hidden": [8]}, "optimizer": {"name": "sgd", "lr": 0.1},
+            "train": {"epochs": 2, "batch_size": 16, "batch_transform": GaussianNoise(0.2)}}  # fmt: skip
+    result = run(spec, data, seed=1)
+    model = build_model({"hidden": [8]}, data, seed=1)
+    Trainer(model, optim.create("sgd", model.parameters(), lr=0.1), batch_size=16, epochs=2, seed=1,
+            batch_transform=GaussianNoise(0.2)).fit(data.train, data.val)  # fmt: skip
+    assert _same_params(result.model, model)
+    plain = run({**spec, "train": {"epochs": 2, "batch_size": 16}}, data, seed=1)
+    assert not _same_params(result.model, plain.model)
+    assert pickle.loads(pickle.dumps(result)).spec["train"]["batch_transform"] == GaussianNoise(0.2)
 
 
 def test_build_model_is_a_seeded_build_then_init():
@@ -228,6 +247,7 @@ def test_a_trial_in_another_process_gives_the_same_numbers():
         ({"train": {"epochs": 2.0}}, "spec: train.epochs = 2.0: must be an integer"),
         ({"train": {"clip_grad_norm": float("inf")}}, "spec: train.clip_grad_norm = inf: must be a number > 0"),
         ({"train": {"penalty": 0.1}}, "spec: train.penalty = 0.1: must be a callable"),
+        ({"train": {"batch_transform": "noise"}}, 'spec: train.batch_transform = "noise": must be a callable'),
         ({"train": {"early_stopping": {"patience": -1}}}, "spec: train.early_stopping.patience = -1: must be"),
         ({"schedule": {"lr": 0.1}}, "spec: schedule.name is required"),
         ({"schedule": 0.1}, "spec: schedule = 0.1: must be a table or a callable"),

@@ -9,21 +9,6 @@ import torch
 from optreg.errors import OptregValueError
 from optreg.train import Checkpoint, EarlyStopping, Lambda, Trainer, load_checkpoint, save_checkpoint
 
-
-class Interrupted(Exception):
-    """Stands for a crash or a kill after some epoch."""
-
-
-def crash_after(epoch):
-    def hook(trainer, record):
-        if trainer.epoch == epoch:
-            raise Interrupted
-
-    crash = Lambda(on_epoch_end=hook)
-    crash.order = 200  # after the Checkpoint callback: the checkpoint of that epoch is on disk
-    return crash
-
-
 OPTIMIZERS = {
     "sgd_momentum": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True),
     "adam": lambda params: torch.optim.Adam(params, lr=0.01),
@@ -32,7 +17,9 @@ OPTIMIZERS = {
 
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("interrupt_after", [1, 3])
-def test_resumed_run_equals_uninterrupted_run(tmp_path, make_data, make_mlp, same_params, opt_name, interrupt_after):
+def test_resumed_run_equals_uninterrupted_run(
+    tmp_path, make_data, make_mlp, same_params, crash_after, opt_name, interrupt_after
+):
     """Dropout (global RNG), momentum/Adam state, a schedule, early stopping's state and the shuffling
     generator all continue exactly: same parameters bitwise and the same history."""
     x, y = make_data(n=120)
@@ -53,7 +40,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, make_data, make_mlp, sam
     full = trainer_for(whole).fit(train, val)
 
     first = make_mlp(dropout=0.3)
-    with pytest.raises(Interrupted):
+    with pytest.raises(crash_after.error):
         trainer_for(first, crash_after(interrupt_after)).fit(train, val)
     resumed_model = make_mlp(dropout=0.3, seed=99)  # different initial weights: all comes from the file
     resumed = trainer_for(resumed_model).fit(train, val, resume_from=tmp_path / "run.pt")
@@ -65,7 +52,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, make_data, make_mlp, sam
     ]
 
 
-def test_resume_continues_reduce_lr_on_plateau(tmp_path, make_data, make_mlp, same_params, without_time):
+def test_resume_continues_reduce_lr_on_plateau(tmp_path, make_data, make_mlp, same_params, without_time, crash_after):
     """ReduceOnPlateau's counters and reduced rate come back from the checkpoint (oracle: the uninterrupted run)."""
     schedules = pytest.importorskip("optreg.schedules")
     if not hasattr(schedules, "ReduceOnPlateau"):
@@ -88,7 +75,7 @@ def test_resume_continues_reduce_lr_on_plateau(tmp_path, make_data, make_mlp, sa
 
     whole = make_mlp()
     full = trainer_for(whole).fit((x[:80], y[:80]), (x[80:], y[80:]))
-    with pytest.raises(Interrupted):
+    with pytest.raises(crash_after.error):
         trainer_for(make_mlp(), crash_after(4)).fit((x[:80], y[:80]), (x[80:], y[80:]))
     resumed_model = make_mlp(seed=3)
     resumed = trainer_for(resumed_model).fit((x[:80], y[:80]), (x[80:], y[80:]), resume_from=tmp_path / "p.pt")

@@ -31,8 +31,11 @@ __all__ = ["GaussianNoise", "WeightNoise", "gaussian_noise", "label_noise", "per
 
 
 def _normal_like(x: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
-    """``std * N(0, 1)`` noise of ``x``'s shape, dtype and device."""
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device).mul_(std)
+    """``std * N(0, 1)`` noise of ``x``'s shape, dtype and device, drawn on the generator's device (``x``'s
+    without one) and moved to ``x``'s, as :mod:`optreg.data.augment` does: a trainer's CPU generator
+    serves a batch on an accelerator."""
+    device = x.device if generator is None else generator.device
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device).mul_(std)
 
 
 def gaussian_noise(x: Tensor, std: float, *, generator: torch.Generator | None = None) -> Tensor:

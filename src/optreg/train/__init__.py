@@ -26,11 +26,12 @@ from optreg.train.callbacks import (
 )
 from optreg.train.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from optreg.train.ensemble import Ensemble, Snapshots, WeightAveraging
+from optreg.train.pretrain import PretrainResult, greedy_layerwise
 
 # The function ``run`` is bound over the submodule's name here; the module stays importable as
 # ``optreg.train.run`` (``from optreg.train.run import RunResult``).
 from optreg.train.run import RunResult, build_model, check_spec, complete_model_spec, run
-from optreg.train.trainer import EPOCH_FIELDS, ITERATION_FIELDS, METRICS, History, Trainer
+from optreg.train.trainer import EPOCH_FIELDS, ITERATION_FIELDS, METRICS, History, Trainer, transform_seed
 
 __all__ = [
     "EPOCH_FIELDS",
@@ -46,6 +47,7 @@ __all__ = [
     "History",
     "Lambda",
     "LoaderBatches",
+    "PretrainResult",
     "Progress",
     "ReduceLROnPlateau",
     "RunResult",
@@ -57,7 +59,9 @@ __all__ = [
     "check_spec",
     "complete_model_spec",
     "format_epoch",
+    "greedy_layerwise",
     "load_checkpoint",
     "run",
     "save_checkpoint",
+    "transform_seed",
 ]

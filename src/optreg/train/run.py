@@ -21,7 +21,10 @@ Every section is optional but ``model`` and ``optimizer``. Beyond what TOML can 
 Python may hold a torch optimizer class as ``optimizer.name`` (``torch.optim.SGD``), a ``step -> lr``
 callable as ``schedule`` (optreg's schedules are frozen dataclasses: printable and picklable) and a
 ``model -> scalar`` callable as ``train.penalty`` (added to the objective, e.g. ``lambda * l_p(theta)``,
-eq. (7.58)). ``schedule = {"name": "reduce_on_plateau", ...}`` drives the lr from a validation metric
+eq. (7.58)) and an ``(x, y, generator) -> (x, y)`` callable as ``train.batch_transform`` (the trainer's
+per-batch hook on training batches: augmentation, :func:`optreg.data.augment.as_batch_transform`, or input
+noise, :class:`optreg.regularize.noise.GaussianNoise`; both are frozen dataclasses, so the spec still
+pickles). ``schedule = {"name": "reduce_on_plateau", ...}`` drives the lr from a validation metric
 (the :class:`~optreg.train.ReduceLROnPlateau` callback) instead of the step. A value of None is the
 same as leaving the key out.
 
@@ -100,7 +103,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
              "n_classes": (int,), "mnist1d": _TABLE},
     "train": {"batch_size": (int,), "epochs": (int,), "steps": (int,), "seed": (int,), "shuffle": (bool,),
               "clip_grad_norm": _NUMBER, "log_every": (int,), "eval_every": (int,), "early_stopping": _TABLE,
-              "penalty": (Callable,)},
+              "penalty": (Callable,), "batch_transform": (Callable,)},
     "train.early_stopping": {"monitor": (str,), "mode": (str,), "patience": (int,), "min_delta": _NUMBER,
                              "restore_best": (bool,)},
 }  # fmt: skip
@@ -109,7 +112,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
 DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"name": "digits", "seed": 0, "val_fraction": 0.1},
     "train": {"batch_size": 32, "epochs": 10, "steps": None, "seed": 0, "shuffle": True, "clip_grad_norm": None,
-              "log_every": 1, "eval_every": None, "early_stopping": None, "penalty": None},
+              "log_every": 1, "eval_every": None, "early_stopping": None, "penalty": None,
+              "batch_transform": None},
 }  # fmt: skip
 
 #: ``"auto"``: a schedule's length is the run's number of updates (train.steps, or epochs x batches per epoch).
@@ -785,6 +789,7 @@ def run(
         schedule=step_schedule,
         clip_grad_norm=train["clip_grad_norm"],
         penalty=train["penalty"],
+        batch_transform=train["batch_transform"],
         callbacks=[*callbacks, *stopping, *plateau],
         seed=seed,
         device=device,

@@ -19,15 +19,23 @@ optimizer step, so the model keeps its last finite parameters.
 The engine never prints: progress, early stopping, learning-rate reduction and checkpoints are
 callbacks (:mod:`optreg.train.callbacks`).
 
+The per-batch hook, ``batch_transform(x, y, generator) -> (x, y)``, changes each training batch before
+the forward pass (data augmentation, section 7.7.5; noise on the inputs or labels, file 004). It draws
+from a generator of its own (seeded from the trainer's seed, saved in checkpoints), so with a transform
+the batch order and the dropout masks are those of the run without it; without one the step costs one
+``if`` more.
+
 Under ``torchrun`` (or in any initialized process group of several ranks) the same loop is data-parallel
 (:mod:`optreg.train.distributed`): the model trains wrapped in DistributedDataParallel, each rank takes
 its share of every global batch (of ``batch_size`` examples in memory; a DataLoader with a
 DistributedSampler shards itself), the recorded metrics are those of the global batch (the same on every
-rank), and N ranks take the same steps as one process.
+rank), and N ranks take the same steps as one process. (A ``batch_transform`` runs on each rank's share
+with that rank's own generator: reproducible, but not the random draws of one process.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import time
@@ -48,7 +56,7 @@ from optreg.train.batches import Batches, TensorBatches, as_batches
 from optreg.train.callbacks import Callback
 from optreg.train.checkpoint import FORMAT, load_checkpoint
 
-__all__ = ["EPOCH_FIELDS", "EVALUATION_FIELDS", "ITERATION_FIELDS", "METRICS", "History", "Trainer"]
+__all__ = ["EPOCH_FIELDS", "EVALUATION_FIELDS", "ITERATION_FIELDS", "METRICS", "History", "Trainer", "transform_seed"]
 
 #: Fields of a per-iteration record (``None`` where a metric is not measured).
 ITERATION_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "grad_norm")
@@ -58,6 +66,15 @@ EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accura
 EVALUATION_FIELDS = ("step", "epoch", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
 #: What the trainer can measure per iteration; the loss is always measured.
 METRICS = ("loss", "accuracy", "grad_norm")
+
+
+def transform_seed(seed: int, rank: int = 0) -> int:
+    """The seed of a trainer's ``batch_transform`` generator: 64 bits of BLAKE2b of ``(seed, rank)``.
+
+    A hash rather than ``seed + k``, so that no trainer seed's transform stream is another seed's
+    shuffling or dropout stream (``seed`` and ``seed + 1``)."""
+    digest = hashlib.blake2b(f"optreg.batch_transform:{seed}:{rank}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 @dataclass
@@ -144,6 +161,15 @@ class Trainer:
         eval_every: after every ``eval_every`` updates, score the model on the validation split and on
             ``fit``'s ``test`` split (eval mode, no gradient; training is not changed by it) and append the
             scores to ``history.evaluations`` (:data:`EVALUATION_FIELDS`). ``None``: never.
+        batch_transform: a callable ``(x, y, generator) -> (x, y)`` applied to every *training* batch
+            before the forward pass (never to validation, test or :meth:`evaluate` data), for tensors in
+            memory and DataLoaders alike: data augmentation (:func:`optreg.data.augment.as_batch_transform`,
+            section 7.7.5) or input noise (:class:`optreg.regularize.noise.GaussianNoise`, file 004).
+            ``generator`` is the trainer's own ``torch.Generator`` (CPU), seeded from ``seed`` (and the
+            rank) by :func:`transform_seed`, separate from the shuffling generator and torch's global RNG:
+            adding a transform changes neither the batch order nor the dropout masks. Its state goes into
+            checkpoints, so a resumed run draws the same transformed batches. The transform must return a
+            pair with the batch size kept and the label tensor's shape kept (a clear error otherwise).
 
     After ``fit``: ``history`` (a :class:`History`), ``step`` (updates done), ``epoch`` (epochs done).
     A callback may set ``trainer.stop = True`` to end the run after the current update.
@@ -175,12 +201,14 @@ class Trainer:
         max_steps: int | None = None,
         shuffle: bool = True,
         eval_every: int | None = None,
+        batch_transform: Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise OptregTypeError(f"trainer: model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise OptregTypeError(f"trainer: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        for name, fn in (("loss_fn", loss_fn), ("schedule", schedule), ("penalty", penalty)):
+        callables = (("loss_fn", loss_fn), ("schedule", schedule), ("penalty", penalty))
+        for name, fn in (*callables, ("batch_transform", batch_transform)):
             if fn is not None and not callable(fn):
                 raise OptregTypeError(f"trainer: {name} must be callable, got {fn!r}")
         self.batch_size = check_int("trainer", "batch_size", batch_size, 1)
@@ -217,6 +245,7 @@ class Trainer:
         self.loss_fn = loss_fn
         self.schedule = schedule
         self.penalty = penalty
+        self.batch_transform = batch_transform
         self.drop_last = drop_last
         self.metrics = tuple(metrics)
         self._reset()
@@ -234,6 +263,7 @@ class Trainer:
         self._val: Batches | None = None
         self._test: Batches | None = None
         self._generator = torch.Generator().manual_seed(self.seed)
+        self._transform_generator = torch.Generator().manual_seed(transform_seed(self.seed, self.rank))
 
     def measures(self, metric: str) -> bool:
         """Whether epoch records will carry ``metric`` (e.g. ``"val_accuracy"``) in the current ``fit``.
@@ -335,7 +365,7 @@ class Trainer:
         """One pass over the source's batches of this epoch (a fresh permutation of tensors in memory);
         returns the epoch's mean loss and accuracy."""
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
-        schedule, penalty, clip = self.schedule, self.penalty, self.clip_grad_norm
+        schedule, penalty, clip, transform = self.schedule, self.penalty, self.clip_grad_norm, self.batch_transform
         measure_norm = "grad_norm" in self.metrics or clip is not None
         log, callbacks, net, world = self.history.iterations, self._hooks, self._net, self.world_size
         net.train()
@@ -348,6 +378,8 @@ class Trainer:
         loss_sum = correct_sum = 0.0
         seen = 0
         for xb, yb in batches:
+            if transform is not None:
+                xb, yb = self._transform(xb, yb)
             if schedule is not None:
                 self._set_lr(schedule(self.step))
             output = net(xb)
@@ -400,6 +432,31 @@ class Trainer:
         if seen == 0:
             raise OptregValueError(f"trainer: the training data yielded no batch in epoch {self.epoch}")
         return loss_sum / seen, (correct_sum / seen if accuracy else None)
+
+    def _transform(self, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``batch_transform`` of one training batch, drawn from the trainer's transform generator and
+        checked: a pair back, the batch size and the label tensor's shape kept."""
+        if xb.shape[0] == 0:  # an empty share of a global batch (data-parallel): nothing to transform
+            return xb, yb
+        out = self.batch_transform(xb, yb, self._transform_generator)  # type: ignore[misc]
+        if not isinstance(out, tuple | list) or len(out) != 2:
+            got = f"a {len(out)}-item {type(out).__name__}" if isinstance(out, tuple | list) else type(out).__name__
+            raise OptregTypeError(
+                f"trainer: batch_transform must return an (x, y) pair, got {got} from {self.batch_transform!r}"
+            )
+        x, y = out
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            raise OptregTypeError(
+                f"trainer: batch_transform must return tensors (x, y), got {type(x).__name__}, {type(y).__name__}"
+            )
+        if x.ndim == 0 or x.shape[0] != xb.shape[0]:
+            got = x.shape[0] if x.ndim else "a scalar"
+            raise OptregValueError(f"trainer: batch_transform changed the batch size from {xb.shape[0]} to {got}")
+        if y.shape != yb.shape:
+            raise OptregValueError(
+                f"trainer: batch_transform changed the shape of the labels from {tuple(yb.shape)} to {tuple(y.shape)}"
+            )
+        return x, y
 
     def _fetch(self, stats: list[Tensor]) -> list[float]:
         """The iteration's one read of the device: the statistics as Python numbers.
@@ -483,6 +540,8 @@ class Trainer:
         """The whole training state at an epoch boundary (what :class:`Checkpoint` writes)."""
         schedule_state = self.schedule.state_dict() if hasattr(self.schedule, "state_dict") else None
         rng: dict[str, Any] = {"shuffle": self._generator.get_state(), "torch": torch.get_rng_state()}
+        if self.batch_transform is not None:
+            rng["batch_transform"] = self._transform_generator.get_state()
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         if self.world_size > 1:  # every rank's own global RNG (rank 0's is also rng["torch"])
@@ -507,8 +566,12 @@ class Trainer:
     def _signature(self) -> dict[str, Any]:
         """What a checkpoint must match to resume: the batching and data size (or the loader's)."""
         if self._source is None:
-            return {"batch_size": self.batch_size, "drop_last": self.drop_last, "n_train": 0}
-        return self._source.signature()
+            out = {"batch_size": self.batch_size, "drop_last": self.drop_last, "n_train": 0}
+        else:
+            out = self._source.signature()
+        if self.batch_transform is not None:  # only then: checkpoints of runs without one stay as they were
+            out["batch_transform"] = type(self.batch_transform).__qualname__
+        return out
 
     def _loader_generators(self) -> list[torch.Generator]:
         return [g for s in (self._source, self._val) if s is not None for g in s.generators()]
@@ -530,6 +593,11 @@ class Trainer:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise OptregValueError(f"trainer: not an optreg training state (format {FORMAT!r} expected)")
         theirs = state["config"]
+        if "batch_transform" in theirs and self.batch_transform is None:
+            raise OptregValueError(
+                f"trainer: cannot resume: the checkpoint has batch_transform={theirs['batch_transform']!r}, "
+                "this run none"
+            )
         for key, value in self._signature().items():
             if (stored := theirs.get(key, "absent")) != value:
                 raise OptregValueError(
@@ -565,6 +633,8 @@ class Trainer:
             self._seed_global_rng()
         else:
             torch.set_rng_state(rng["torch"])
+            if self.batch_transform is not None:  # (the signature check made sure the checkpoint has one)
+                self._transform_generator.set_state(rng["batch_transform"])
             if "cuda" in rng and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.step, self.epoch, self.stop = state["step"], state["epoch"], state["stop"]
