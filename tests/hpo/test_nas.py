@@ -249,7 +249,7 @@ def test_trials_told_out_of_order_replay_to_the_same_controller():
         study.ask()  # the method runs on the trials so far
     fresh = NAS(Space(SMALL), seed=2, n_trials=None, direction="maximize")
     _same_state(study.method.state(study.trials), fresh.state(study.trials))
-    assert [k[0] for k in study.method.state(study.trials).seen] == [0, 1, 2]
+    assert study.method.state(study.trials).seen == [0, 1, 2]
 
 
 def test_same_seed_same_trials_and_the_global_rngs_are_left_alone():

@@ -51,7 +51,6 @@ grid.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,7 +224,7 @@ def _torch_seed(*key: int) -> int:
 class ControllerState:
     """What replaying the complete trials gives: the controller, its Adam optimizer, the baseline ``b``
     (``None`` before the first reward), the rewards seen, the updates done, and the losses of the current,
-    not yet full batch. ``seen`` lists the trials replayed (their number, params and value)."""
+    not yet full batch. ``seen`` lists the numbers of the trials replayed (a complete trial never changes)."""
 
     controller: Controller
     optimizer: torch.optim.Optimizer
@@ -233,7 +232,7 @@ class ControllerState:
     n_rewards: int = 0
     n_updates: int = 0
     pending: list[Tensor] = field(default_factory=list)
-    seen: list[tuple[int, str, float]] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list)
 
 
 @register
@@ -311,15 +310,15 @@ class NAS(Method):
     def state(self, trials: Sequence[Trial]) -> ControllerState:
         """The controller trained on the complete ``trials`` in number order (replayed where not seen yet)."""
         done = [t for t in trials if t.state == "complete" and t.value is not None]
-        keys = [(t.number, json.dumps(t.params, sort_keys=True), float(t.value)) for t in done]
+        numbers = [t.number for t in done]
         state = self._state
-        if state is None or state.seen != keys[: len(state.seen)]:
+        if state is None or state.seen != numbers[: len(state.seen)]:
             state = self.fresh()
         # one thread: these ops are tiny (threads only slow them down) and the bits do not depend on the caller's
         with torch.enable_grad(), threadpool_limits(1):
-            for t, key in zip(done[len(state.seen) :], keys[len(state.seen) :]):
+            for t in done[len(state.seen) :]:
                 self.observe(state, t.params, self.reward(t))
-                state.seen.append(key)
+                state.seen.append(t.number)
         self._state = state
         return state
 
