@@ -11,7 +11,8 @@ Methods (:func:`methods`): ``grid`` (7.6.1), ``random`` (7.6.2), ``halving`` (Al
 below the median; the objective reports through :class:`RunningTrial`), and Bayesian optimization with a
 Gaussian process (Algorithm 7.1, 7.6.3):
 ``gp-ei``, ``gp-pi``, ``gp-ucb`` (:mod:`optreg.hpo.bayes`, imported with torch on first use); and file 001's
-``coarse-to-fine`` (:mod:`optreg.hpo.coarse`).
+``coarse-to-fine`` (:mod:`optreg.hpo.coarse`); ``nas`` (7.6.4.1, :mod:`optreg.hpo.nas`: a controller RNN
+trained by REINFORCE; :func:`nas_space` and :func:`nas_to_model_spec` for the lab's MLP builder).
 Spaces: :mod:`optreg.hpo.space` (conditional parameters with ``when=``). Studies, storage and resuming:
 :mod:`optreg.hpo.study`, :mod:`optreg.hpo.storage`.
 """
@@ -19,8 +20,10 @@ Spaces: :mod:`optreg.hpo.space` (conditional parameters with ``when=``). Studies
 from optreg.hpo import coarse as _coarse  # noqa: F401  (registers coarse-to-fine)
 from optreg.hpo import halving as _halving  # noqa: F401  (registers halving, hyperband)
 from optreg.hpo import median as _median  # noqa: F401  (registers median-stop)
+from optreg.hpo import nas as _nas  # noqa: F401  (registers nas)
 from optreg.hpo import search as _search  # noqa: F401  (registers grid, random)
 from optreg.hpo.method import Method, methods
+from optreg.hpo.nas import nas_space, nas_to_model_spec
 from optreg.hpo.space import Categorical, Distribution, Fixed, Float, Int, Space
 from optreg.hpo.study import Study, maximize, minimize
 from optreg.hpo.trial import STATES, Proposal, RunningTrial, Trial
@@ -41,4 +44,6 @@ __all__ = [
     "maximize",
     "methods",
     "minimize",
+    "nas_space",
+    "nas_to_model_spec",
 ]
