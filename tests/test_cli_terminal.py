@@ -275,3 +275,9 @@ def test_a_diverged_runs_figure_says_so(tmp_path):
     for ax in result.figures["curves"].axes:
         if ax.get_visible():
             assert f"the run diverged after {len(steps)} updates" in ax.get_title()
+    selection = cli._Selection(["1"], tmp_path / "out")  # `optreg runs plot / compare` of that run
+    try:
+        panels = cli._curve_panels(selection, ["loss", "train_loss"], None)
+    finally:
+        selection.close()
+    assert all(p.note == "not finished: #1 boom (seed 0) diverged" for p in panels)

@@ -338,8 +338,7 @@ class _Reporter:
     # -------------------------------------------------------------- the whole invocation
     def _position(self) -> str:
         """``run 14/27`` (``run 14`` when the total is unknown)."""
-        n = self.started if self.total is None else max(self.total, self.started)
-        return f"run {self.started}/{n}" if self.total is not None else f"run {self.started}"
+        return f"run {self.started}" + ("" if self.total is None else f"/{max(self.total, self.started)}")
 
     def left(self) -> str:
         """``about 2m10s left`` from the time so far and the fraction done, or ``""`` when unknown."""
@@ -352,7 +351,8 @@ class _Reporter:
         return f"about {_duration((time.perf_counter() - self.t0) * (total - done) / done)} left"
 
     def _many(self) -> bool:
-        return (self.total or 0) > 1 or self.started > 1
+        """Whether the invocation has more than one run (or an unknown number): then it is counted."""
+        return self.total is None or self.total > 1 or self.started > 1
 
     def _update_overall(self) -> None:
         if not self.live or not self._many():
@@ -781,11 +781,13 @@ def _save_figure(fig: Any, path: Path, console: Console) -> None:
 
 
 def _curve_panels(selection: _Selection, metrics: Sequence[str], smooth: int | None) -> list[Any]:
-    """One :class:`~optreg.report.plots.Panel` per metric, one curve per run (per step or per epoch)."""
-    import math
-
+    """One :class:`~optreg.report.plots.Panel` per metric, one curve per run (per step or per epoch); each
+    panel names the runs that did not finish (a diverged run's curve stops where it did)."""
     from optreg.report.plots import Panel
 
+    unfinished = [f"{selection.name(store, run)} {run['status']}" for store, run in selection.runs
+                  if run["status"] != "finished"]  # fmt: skip
+    note = "not finished: " + ", ".join(unfinished) if unfinished else ""
     panels = []
     for metric in metrics:
         per_step = metric in STEP_METRICS
@@ -814,6 +816,7 @@ def _curve_panels(selection: _Selection, metrics: Sequence[str], smooth: int | N
                 spread="none",
                 log_y=metric.endswith("loss") and positive and bool(series),
                 integer_x=not per_step,
+                note=note,
             )
         )
     return panels

@@ -140,3 +140,16 @@ def test_claims_against_the_constant_rate_follow_the_table(quick: tuple[Context,
             above.append(name)
     if above:
         assert f"Against the text: {', '.join(above)} end" in result.notes
+
+
+def test_a_schedule_that_ends_above_the_constant_rate_is_a_finding() -> None:
+    """The issue's measurement (step, natural_exponential and inverse_time ending above constant): each is a
+    claims row "does not hold here"; the others hold. Oracle: the numbers given."""
+    from optreg.experiments.lr_decay import decay_claims
+
+    final = {"constant": 0.02, "step": 0.03, "natural_exponential": 0.025, "inverse_time": 0.021, "cosine": 0.01}
+    table = [{"schedule": k, "final_train_loss": v, "final_train_loss_sd": 0.001} for k, v in final.items()]
+    verdicts = {c["claim"].split(" ")[0]: c["verdict"] for c in decay_claims(table)}
+    assert verdicts == {"step": "does not hold here", "natural_exponential": "does not hold here",
+                        "inverse_time": "does not hold here", "cosine": "holds"}  # fmt: skip
+    assert decay_claims([{**table[0], "final_train_loss": None}, table[1]]) == []  # constant diverged: no claim
