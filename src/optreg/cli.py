@@ -2,7 +2,7 @@
 
 ::
 
-    optreg run NAME [--dataset D] [--out DIR] [--seeds N] [--epochs E] [--quick]   # a chapter experiment
+    optreg run NAME [--dataset D] [--n-classes K] [--out DIR] [--seeds N] [--epochs E] [--quick]   # an experiment
     optreg train CONFIG.toml [--out DIR] [--set KEY=VALUE ...] [--seed S] [--epochs E] [--nproc N]   # TOML run
     optreg train --resume RUN [--epochs E]                                         # continue a stored run
     optreg runs list|show|compare|plot|export ...                                  # work with stored runs
@@ -10,33 +10,50 @@
     optreg tune CONFIG.toml --method M --trials N --out DIR [--resume] [--workers K --backend B]  # a search
     optreg list [experiments|optimizers|schedules|datasets|init|models]            # what is available
     optreg toy [--function quadratic|rosenbrock]                                   # optimizers on 2-D functions
+    optreg --version                                                               # also: python -m optreg
 
 Results go under ``--out`` (default ``runs``): ``<out>/runs.sqlite`` records every run, and each
 invocation writes a new folder ``<out>/<name>/<invocation id>/`` with the figures (PNG), the table (CSV
 and markdown) and ``metrics.csv`` (and, for ``train``, the checkpoints ``run-<id>/last.pt`` and
-``best.pt``), so nothing earlier is ever replaced. Progress bars show on a terminal; elsewhere (CI, pipes)
-one line per finished run. ``--out`` and ``--device`` are checked before any work.
+``best.pt``), so nothing earlier is ever replaced. ``--out`` and ``--device`` are checked before any work.
+
+Output: on a terminal, a progress bar per run and one for the whole invocation (``run 14/27``, the time
+left); elsewhere (CI, pipes) one line per finished run (``run 14/27: adam (seed 0): finished ...``). Tables
+fit the terminal's width (else ``$COLUMNS``, else 120 characters) without splitting a number: columns that
+do not fit continue in a second table. ``run`` and ``train`` take ``--quiet`` (no progress and no table:
+only the paths of the files written, one per line) and ``--json`` (standard output holds only a JSON
+summary: the runs with their status and summary, the table, the files and the invocation; progress goes
+to standard error unless ``--quiet``); ``runs list`` and ``runs show`` take ``--json`` too. Errors and
+warnings always go to standard error, one line each.
 
 Exit status: 0 done; 1 a trained run did not finish (``train``: it diverged); 2 a bad argument, config
-or run reference (one line naming the key, the value and what is allowed); 130 interrupted (Ctrl-C: the
-run is stored as ``interrupted`` and can be resumed).
+or run reference (one line naming the key, the value and what is allowed; an unknown option points to its
+command's help: ``optreg run --frob`` says ``see optreg run --help``), and also ``optreg`` (or
+``optreg runs``) without a command, which prints the help on standard output (argparse's status for a
+usage error, so that a script that forgot the command fails); 130 interrupted (Ctrl-C: the run is stored
+as ``interrupted`` and can be resumed).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
+import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from optreg.errors import OptregError
+from optreg import __version__
+from optreg.errors import OptregError, OptregWarning
+from optreg.report.tables import terminal_tables
 
 __all__ = ["main"]
 
@@ -50,10 +67,51 @@ THREADS_HELP = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (``optreg: error: ...``) and exit status 2."""
+    """argparse, but a usage error is one line on stderr (``optreg: error: ...``) and exit status 2, and an
+    option a (sub)command does not know is reported by that command, pointing to its help
+    (``optreg: error: unrecognized argument --frob (see optreg run --help)``), with a close match if any."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        self._given = list(sys.argv[1:] if args is None else args)
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self._unrecognized(extras)
+        return namespace, extras
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("the following arguments are required"):  # an unknown option explains it better
+            unknown = self._unknown_options(getattr(self, "_given", []))
+            if unknown:
+                self._unrecognized(unknown)
         self.exit(EXIT_USAGE, f"optreg: error: {message} (see {self.prog} --help)\n")
+
+    def _known(self) -> list[str]:
+        return [s for action in self._actions for s in action.option_strings]
+
+    def _unknown_options(self, args: Sequence[str]) -> list[str]:
+        known = self._known()
+        unknown = []
+        for arg in args:
+            if arg == "--":
+                break
+            if not arg.startswith("-") or arg == "-" or self._negative_number_matcher.match(arg):
+                continue
+            name = arg.split("=", 1)[0]
+            if name in known or (name.startswith("--") and any(k.startswith(name) for k in known)):
+                continue
+            unknown.append(arg)
+        return unknown
+
+    def _unrecognized(self, extras: Sequence[str]) -> NoReturn:
+        options = [a for a in extras if a.startswith("-")]
+        what = options or list(extras)
+        text = f"unrecognized argument{'s' if len(what) > 1 else ''} {' '.join(what)}"
+        if not options:
+            text = f"unexpected argument{'s' if len(what) > 1 else ''} {' '.join(what)}"
+        close = difflib.get_close_matches(what[0].split("=", 1)[0], self._known(), n=1, cutoff=0.75) if options else []
+        if close:
+            text += f"; did you mean {close[0]}?"
+        self.exit(EXIT_USAGE, f"optreg: error: {text} (see {self.prog} --help)\n")
 
 
 def _positive(text: str) -> int:
@@ -66,19 +124,32 @@ def _positive(text: str) -> int:
     return value
 
 
+def _output_options(parser: argparse.ArgumentParser, quiet: bool = True) -> None:
+    if quiet:
+        parser.add_argument("-q", "--quiet", action="store_true",
+                            help="no progress and no table: only the paths of the files written (and errors)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on standard output (only that)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="optreg", description="Network optimization and regularization: the chapter's lab.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    p.add_argument("--version", action="version", version=f"optreg {__version__}")
+    p.set_defaults(help_parser=p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     r = sub.add_parser("run", help="run a chapter experiment (optreg list experiments)")
     r.add_argument("name", help="the experiment, e.g. optimizers")
     r.add_argument("--dataset", default=None, help="digits (default), mnist1d, or a path (IDX dir, .npz, .csv)")
+    r.add_argument("--n-classes", type=_positive, default=None, metavar="K",
+                   help="the dataset's number of classes (labels 0..K-1; a label out of range is an error); "
+                   "default: 10 built in, the largest label + 1 for a file")
     r.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
     r.add_argument("--seeds", type=_positive, default=None, help="number of seeds (default: the experiment's)")
     r.add_argument("--epochs", type=_positive, default=None, help="epochs per run (default: the experiment's)")
     r.add_argument("--quick", action="store_true", help="tiny settings: a smoke test in seconds")
     r.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     r.add_argument("--threads", type=_positive, default=1, help=THREADS_HELP)
+    _output_options(r)
 
     t = sub.add_parser(
         "train",
@@ -98,7 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None, help="train.seed: the weights, shuffling and dropout")
     t.add_argument("--epochs", type=_positive, default=None,
                    help="train.epochs (with --resume: train the stored run to this many epochs in all)")
+    t.add_argument("--n-classes", type=_positive, default=None, metavar="K", help="data.n_classes")
     t.add_argument("--resume", metavar="RUN", help=f"continue this stored run instead ({RUN_HELP})")
+    _output_options(t)
 
     sub.add_parser("template", help="print an annotated config: every key, its default and allowed values")
     _runs_parser(sub)
@@ -140,7 +213,8 @@ def _runs_parser(sub: Any) -> None:
         help="list, show, compare, plot and export stored runs",
         description=f"Work with the runs stored in OUT/runs.sqlite. {RUN_HELP}.",
     )
-    rsub = rs.add_subparsers(dest="runs_command", required=True, metavar="ACTION", parser_class=_Parser)
+    rs.set_defaults(help_parser=rs)
+    rsub = rs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser)
 
     def out_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
@@ -164,10 +238,12 @@ def _runs_parser(sub: Any) -> None:
     ls.add_argument("--experiment", default=None, help="only this experiment's runs")
     ls.add_argument("--status", default=None, help="only runs with this status (running, finished, ...)")
     ls.add_argument("--invocations", action="store_true", help="list the invocations (commands) instead")
+    _output_options(ls, quiet=False)
 
     show = rsub.add_parser("show", help="everything stored about runs", description="Show stored runs in full.")
     refs(show, "+")
     show.add_argument("--steps", action="store_true", help="also print every step record")
+    _output_options(show, quiet=False)
 
     cmp = rsub.add_parser(
         "compare", help="a table and overlaid curves of runs", description="Compare runs: a table and a figure."
@@ -204,43 +280,36 @@ EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 # ------------------------------------------------------------------------------------------ output
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def _print_table(console: Console, rows: list[dict[str, Any]], title: str = "", caption: str = "") -> None:
+    """Dict rows as tables that fit the console's width without splitting a number
+    (:func:`optreg.report.tables.terminal_tables`; a column ``x_sd`` next to ``x`` shows as ``x ± sd``)."""
+    for table in terminal_tables(rows, console.width, title=title, caption=caption):
+        console.print(table)
 
 
-def _rich_table(rows: list[dict[str, Any]], title: str = "") -> Table:
-    """A rich table of dict rows; a column ``x_sd`` next to ``x`` is shown as ``x ± sd``."""
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    shown = [c for c in columns if not (c.endswith("_sd") and c[:-3] in columns)]
-    table = Table(title=title or None, title_justify="left", header_style="bold")
-    for c in shown:
-        table.add_column(c, overflow="fold")
-    for row in rows:
-        cells = []
-        for c in shown:
-            cell = _fmt(row.get(c))
-            sd = row.get(f"{c}_sd")
-            if sd is not None and f"{c}_sd" in columns:
-                cell = f"{cell} ± {_fmt(sd)}"
-            cells.append(cell)
-        table.add_row(*cells)
-    return table
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class _Reporter:
-    """Turns the experiments' progress events into rich progress bars (on a terminal) or lines."""
+    """Turns the experiments' progress events into rich progress bars (on a terminal) or lines.
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.live = console.is_terminal
+    A bar per run, and, when the invocation trains more than one run, a bar for all of them: ``run 14/27``
+    and the time left (the time so far, scaled by the runs and the steps still to do; the total is what the
+    experiment announced with :meth:`~optreg.experiments.Context.expect_runs`, else unknown). Off a
+    terminal, one line per finished run (``run 14/27: adam (seed 0): finished ... about 2m left``).
+    ``quiet``: nothing at all.
+    """
+
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        self.console, self.quiet = console, quiet
+        self.live = console.is_terminal and not quiet
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -252,6 +321,12 @@ class _Reporter:
             disable=not self.live,
         )
         self.tasks: dict[tuple[str, int], Any] = {}
+        self.total: int | None = None  # the runs announced
+        self.started = self.finished = 0
+        self.fraction: dict[tuple[str, int], float] = {}  # done, of each run under way
+        self.steps: dict[tuple[str, int], int] = {}  # steps of each run under way
+        self.t0: float | None = None
+        self.overall: Any = None
 
     def __enter__(self) -> _Reporter:
         self.progress.__enter__()
@@ -260,19 +335,65 @@ class _Reporter:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(None, None, None)
 
+    # -------------------------------------------------------------- the whole invocation
+    def _position(self) -> str:
+        """``run 14/27`` (``run 14`` when the total is unknown)."""
+        return f"run {self.started}" + ("" if self.total is None else f"/{max(self.total, self.started)}")
+
+    def left(self) -> str:
+        """``about 2m10s left`` from the time so far and the fraction done, or ``""`` when unknown."""
+        done = self.finished + sum(self.fraction.values())
+        if self.total is None or self.t0 is None or done <= 0:
+            return ""
+        total = max(self.total, self.started)
+        if done >= total:
+            return ""
+        return f"about {_duration((time.perf_counter() - self.t0) * (total - done) / done)} left"
+
+    def _many(self) -> bool:
+        """Whether the invocation has more than one run (or an unknown number): then it is counted."""
+        return self.total is None or self.total > 1 or self.started > 1
+
+    def _update_overall(self) -> None:
+        if not self.live or not self._many():
+            return
+        total = None if self.total is None else max(self.total, self.started)
+        done = self.finished + sum(self.fraction.values())
+        status = ", ".join(p for p in (self._position(), self.left()) if p)
+        if self.overall is None:
+            self.overall = self.progress.add_task("all runs", total=total, completed=done, status=status)
+        else:
+            self.progress.update(self.overall, total=total, completed=done, status=status)
+
+    # -------------------------------------------------------------- events
     def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if self.quiet:
+            return
         if event == "message":
             self.console.print(info["text"])
             return
+        if event == "plan":
+            self.total = info["runs"]
+            self.t0 = time.perf_counter()
+            self._update_overall()
+            return
         key = (info["label"], info["seed"])
         if event == "start":
+            self.started += 1
+            if self.t0 is None:
+                self.t0 = time.perf_counter()
+            self.fraction[key] = 0.0
             if not self.live:  # no bars: no tasks, so the per-step events below cost nothing
                 return
-            total = info["epochs"] * info["steps_per_epoch"]
             name = f"{info['label']} (seed {info['seed']})"
-            self.tasks[key] = self.progress.add_task(name, total=total, status="")
+            self.steps[key] = max(1, info["epochs"] * info["steps_per_epoch"])
+            self.tasks[key] = self.progress.add_task(name, total=self.steps[key], status="")
+            self._update_overall()
         elif event == "step" and key in self.tasks:
-            self.progress.update(self.tasks[key], completed=info["record"]["step"] + 1)
+            done = info["record"]["step"] + 1
+            self.progress.update(self.tasks[key], completed=done)
+            self.fraction[key] = min(1.0, done / self.steps[key])
+            self._update_overall()
         elif event == "epoch" and key in self.tasks:
             record = info["record"]
             status = f"epoch {record['epoch'] + 1}/{info['epochs']} loss {record['train_loss']:.4f}"
@@ -280,25 +401,87 @@ class _Reporter:
                 status += f" val acc {record['val_accuracy']:.4f}"
             self.progress.update(self.tasks[key], status=status)
         elif event == "end":
+            self.fraction.pop(key, None)
+            self.finished += 1
             if key in self.tasks:
                 self.progress.remove_task(self.tasks.pop(key))
+            self._update_overall()
             s = info["summary"]
             parts = [f"{info['label']} (seed {info['seed']}): {info['status']}"]
+            if self._many():
+                parts[0] = f"{self._position()}: {parts[0]}"
             if s.get("final_val_accuracy") is not None:
                 parts.append(f"val acc {s['final_val_accuracy']:.4f}")
             if s.get("test_accuracy") is not None:
                 parts.append(f"test acc {s['test_accuracy']:.4f}")
             parts.append(f"{s['seconds']:.1f}s")
+            if not self.live and self.left():
+                parts.append(self.left())
             self.console.print("  ".join(parts), highlight=False)
 
 
-def _show_result(console: Console, result: Any, seconds: float) -> None:
-    console.print(_rich_table(result.table, title=result.title))
+def _plain(value: Any) -> Any:
+    """``value`` as JSON data: non-finite floats as null, paths as strings (:func:`optreg.report.store.to_jsonable`)."""
+    from optreg.report.store import to_jsonable
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return to_jsonable(value, "output")
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_plain(value), indent=1, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+class _Outcome:
+    """What a ``run`` or ``train`` command leaves behind, gathered before its store closes: the invocation,
+    its folder and the runs it trained (id, label, seed, status, summary, error)."""
+
+    def __init__(self, ctx: Any) -> None:
+        store = ctx.open_store()
+        self.store = store.path
+        self.invocation = ctx.invocation
+        self.folder = None if ctx.invocation is None else store.invocation_folder(ctx.invocation)
+        keys = ("id", "label", "seed", "status", "summary", "error")
+        self.runs = [{k: r[k] for k in keys} for r in store.runs(ids=ctx.run_ids)] if ctx.run_ids else []
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["status"] != "finished"]
+
+
+def _report(args: argparse.Namespace, console: Console, result: Any, outcome: _Outcome, seconds: float,
+            status: int) -> None:  # fmt: skip
+    """A finished ``run`` / ``train``: the table, the notes and the files (default), only the files' paths
+    (``--quiet``), or a JSON summary (``--json``)."""
+    if args.json:
+        _print_json({
+            "command": args.command, "argv": args.argv, "experiment": result.name, "title": result.title,
+            "exit_status": status, "seconds": round(seconds, 3), "store": str(outcome.store),
+            "invocation": outcome.invocation, "folder": None if outcome.folder is None else str(outcome.folder),
+            "files": {k: str(v) for k, v in result.paths.items()}, "runs": outcome.runs, "table": result.table,
+            "notes": result.notes,
+        })  # fmt: skip
+        return
+    if args.quiet:
+        for path in result.paths.values():
+            print(path)
+        return
+    _print_table(console, result.table, title=result.title)
     if result.notes:
         console.print(result.notes, highlight=False)
     for path in result.paths.values():
         console.print(f"wrote {path}", highlight=False)
     console.print(f"done in {seconds:.1f}s", highlight=False)
+
+
+def _progress_console(args: argparse.Namespace, console: Console) -> Console:
+    """Where progress goes: standard output, or standard error with ``--json`` (stdout holds only the JSON)."""
+    return Console(stderr=True, width=_width(sys.stderr), highlight=False) if args.json else console
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -309,7 +492,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     experiments.get(args.name)  # an unknown name fails before anything is written
     start = time.perf_counter()
-    with _Reporter(console) as reporter:
+    with _Reporter(_progress_console(args, console), quiet=args.quiet) as reporter:
         ctx = experiments.Context(
             dataset=args.dataset,
             seeds=args.seeds,
@@ -319,12 +502,14 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             progress=reporter,
             device=args.device,
             command=args.argv,
+            n_classes=args.n_classes,
         )
         try:
             result = experiments.run(args.name, ctx)
+            outcome = _Outcome(ctx)
         finally:
             ctx.close()
-    _show_result(console, result, time.perf_counter() - start)
+    _report(args, console, result, outcome, time.perf_counter() - start, 0)
     return 0
 
 
@@ -359,34 +544,19 @@ def _resume_config(args: argparse.Namespace) -> tuple[Any, Path, int]:
 
 
 def _cmd_train(args: argparse.Namespace, console: Console) -> int:
-    import warnings
-
-    from optreg.errors import OptregWarning
-
-    with warnings.catch_warnings():  # optreg's warnings as one line each, like its errors
-        default = warnings.showwarning
-
-        def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
-            if not issubclass(category, OptregWarning):
-                return default(message, category, *rest, **kw)
-            print(f"optreg: warning: {message}", file=sys.stderr)
-
-        warnings.showwarning = show
-        return _train(args, console)
-
-
-def _train(args: argparse.Namespace, console: Console) -> int:
     from optreg import config as cfg
     from optreg import experiments
 
     if (args.config is None) == (args.resume is None):
         raise OptregError("train: give a CONFIG file or --resume RUN (one of them)")
-    if args.resume is not None and (args.set or args.seed is not None):
-        raise OptregError("train: --set and --seed do not go with --resume (a resumed run keeps its config)")
+    if args.resume is not None and (args.set or args.seed is not None or args.n_classes is not None):
+        raise OptregError(
+            "train: --set, --seed and --n-classes do not go with --resume (a resumed run keeps its config)"
+        )
     experiments.check_device(args.device, "train")
     if args.resume is None:
         experiments.check_out(args.out, "train")
-        flags = [("train.seed", args.seed), ("train.epochs", args.epochs)]
+        flags = [("train.seed", args.seed), ("train.epochs", args.epochs), ("data.n_classes", args.n_classes)]
         overrides = [*args.set, *((k, v) for k, v in flags if v is not None)]
         conf, out, resume = cfg.load(args.config, overrides), args.out, None
     else:
@@ -396,27 +566,28 @@ def _train(args: argparse.Namespace, console: Console) -> int:
 
         return launch(_train_rank, args.nproc, args, threads=args.threads)[0]
     start = time.perf_counter()
-    with _Reporter(console) as reporter:
+    with _Reporter(_progress_console(args, console), quiet=args.quiet) as reporter:
         ctx = experiments.Context(
             out=out, progress=reporter, device=args.device, command=args.argv, checkpoints=True, resume=resume
         )
         try:
             ctx.begin("train", name=conf.name)
+            ctx.expect_runs(1)
             result = cfg.run(conf, ctx)
             result.paths = experiments.save_result(result, ctx.output_folder(), ctx, overwrite=resume is not None)
-            store = ctx.open_store()
-            unfinished = [r for r in store.runs(ids=ctx.run_ids) if r["status"] != "finished"]
-            place = store.path.parent
+            outcome = _Outcome(ctx)
         finally:
             ctx.close()
-    _show_result(console, result, time.perf_counter() - start)
+    unfinished, place = outcome.unfinished(), outcome.store.parent
+    status = EXIT_UNFINISHED if unfinished else 0
+    _report(args, console, result, outcome, time.perf_counter() - start, status)
     for run in unfinished:
         print(
             f"optreg: run {place}:{run['id']} ({run['label']}) {run['status']}; its records are stored: "
             f"optreg runs show {place}:{run['id']}",
             file=sys.stderr,
         )
-    return EXIT_UNFINISHED if unfinished else 0
+    return status
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -457,6 +628,10 @@ class _Selection:
         ids = [str(r["id"]) for _, r in self.runs]
         return "Runs " + (", ".join(ids) if len(ids) <= 8 else f"{ids[0]} ... {ids[-1]} ({len(ids)} runs)")
 
+    def records(self) -> list[dict[str, Any]]:
+        """Each run with its steps and epochs and its store's path (:meth:`RunStore.export_records`)."""
+        return [{"store": str(store.path), **store.export_records([run["id"]])[0]} for store, run in self.runs]
+
     def ids(self) -> str:
         ids = [str(r["id"]) for _, r in self.runs]
         return "-".join(ids) if len(ids) <= 8 else f"{ids[0]}-to-{ids[-1]}-{len(ids)}runs"
@@ -491,6 +666,10 @@ def _runs_list(args: argparse.Namespace, console: Console) -> int:
 
     ref = parse_ref(os.fspath(args.place if args.place is not None else args.out))
     with RunStore(ref.store) as store:
+        if args.invocations and args.json:
+            _print_json([{**inv, "runs": [r["id"] for r in store.runs(invocation=inv["id"])]}
+                         for inv in store.invocations()])  # fmt: skip
+            return 0
         if args.invocations:
             rows = [
                 {
@@ -503,9 +682,12 @@ def _runs_list(args: argparse.Namespace, console: Console) -> int:
                 }
                 for inv in store.invocations()
             ]
-            console.print(_rich_table(rows, title=f"invocations in {ref.store}"))
+            _print_table(console, rows, title=f"invocations in {ref.store}")
             return 0
         runs = store.runs(args.experiment, status=args.status)
+    if args.json:
+        _print_json([{"store": str(ref.store), **r} for r in runs])
+        return 0
     rows = [
         {
             "id": r["id"],
@@ -522,7 +704,7 @@ def _runs_list(args: argparse.Namespace, console: Console) -> int:
     if not rows:
         console.print(f"no runs in {ref.store}" + (" match" if args.experiment or args.status else ""))
         return 0
-    console.print(_rich_table(rows, title=f"{len(rows)} run(s) in {ref.store}"))
+    _print_table(console, rows, title=f"{len(rows)} run(s) in {ref.store}")
     return 0
 
 
@@ -536,10 +718,12 @@ def _train_rank(args: argparse.Namespace) -> int:
 
 
 def _runs_show(args: argparse.Namespace, console: Console) -> int:
-    import json
-
     selection = _Selection(args.runs, args.out)
     try:
+        if args.json:  # as `runs export --json`, the steps only with --steps
+            records = selection.records()
+            _print_json([r if args.steps else {k: v for k, v in r.items() if k != "steps"} for r in records])
+            return 0
         for store, run in selection.runs:
             rows = [
                 {"field": "run", "value": f"{store.path.parent}:{run['id']}"},
@@ -560,13 +744,13 @@ def _runs_show(args: argparse.Namespace, console: Console) -> int:
                 if run[key] is not None:
                     text = json.dumps(run[key], indent=1, sort_keys=True, default=str)
                     rows.append({"field": key, "value": text})
-            console.print(_rich_table(rows, title=f"run {run['id']}"), highlight=False)
+            _print_table(console, rows, title=f"run {run['id']}")
             epochs = store.epochs(run["id"])
             if epochs:
-                console.print(_rich_table(epochs, title=f"run {run['id']}: {len(epochs)} epoch(s)"))
+                _print_table(console, epochs, title=f"run {run['id']}: {len(epochs)} epoch(s)")
             steps = store.steps(run["id"])
             if args.steps and steps:
-                console.print(_rich_table(steps, title=f"run {run['id']}: {len(steps)} step(s)"))
+                _print_table(console, steps, title=f"run {run['id']}: {len(steps)} step(s)")
             else:
                 console.print(f"{len(steps)} step record(s) (--steps prints them)", highlight=False)
     finally:
@@ -597,11 +781,13 @@ def _save_figure(fig: Any, path: Path, console: Console) -> None:
 
 
 def _curve_panels(selection: _Selection, metrics: Sequence[str], smooth: int | None) -> list[Any]:
-    """One :class:`~optreg.report.plots.Panel` per metric, one curve per run (per step or per epoch)."""
-    import math
-
+    """One :class:`~optreg.report.plots.Panel` per metric, one curve per run (per step or per epoch); each
+    panel names the runs that did not finish (a diverged run's curve stops where it did)."""
     from optreg.report.plots import Panel
 
+    unfinished = [f"{selection.name(store, run)} {run['status']}" for store, run in selection.runs
+                  if run["status"] != "finished"]  # fmt: skip
+    note = "not finished: " + ", ".join(unfinished) if unfinished else ""
     panels = []
     for metric in metrics:
         per_step = metric in STEP_METRICS
@@ -630,6 +816,7 @@ def _curve_panels(selection: _Selection, metrics: Sequence[str], smooth: int | N
                 spread="none",
                 log_y=metric.endswith("loss") and positive and bool(series),
                 integer_x=not per_step,
+                note=note,
             )
         )
     return panels
@@ -653,7 +840,7 @@ def _runs_compare(args: argparse.Namespace, console: Console) -> int:
             row.update({k: f.get(k) for k in differ})
             row.update(_summary_columns(run))
             rows.append(row)
-        console.print(_rich_table(rows, title=f"{len(rows)} run(s); config columns: the keys that differ"))
+        _print_table(console, rows, title=f"{len(rows)} run(s); config columns: the keys that differ")
         has_val = any(store.epochs(run["id"]) and store.epochs(run["id"])[-1]["val_accuracy"] is not None
                       for store, run in selection.runs)  # fmt: skip
         metrics = ["loss", "train_loss", "val_accuracy" if has_val else "train_accuracy"]
@@ -710,15 +897,12 @@ def _runs_export(args: argparse.Namespace, console: Console) -> int:
 
 def _export(selection: _Selection, kind: str, fh: Any) -> None:
     """The selected runs to ``fh``: their metric rows as CSV, or the runs with their records as JSON."""
-    import json
-
     from optreg.report.store import write_csv
 
     if kind == "csv":
         write_csv(fh, [row for store, run in selection.runs for row in store.metric_rows([run["id"]])])
         return
-    records = [{"store": str(store.path), **store.export_records([run["id"]])[0]} for store, run in selection.runs]
-    json.dump(records, fh, indent=1, default=str)
+    json.dump(selection.records(), fh, indent=1, default=str)
     fh.write("\n")
 
 
@@ -765,7 +949,7 @@ def _cmd_tune(args: argparse.Namespace, console: Console) -> int:
         result = tuning.tune(conf, args.out, method=args.method, n_trials=args.trials, resume=args.resume,
                              n_workers=args.workers, backend=backend, address=args.address, device=args.device,
                              threads=args.threads, callback=trial_done, on_start=start)  # fmt: skip
-    console.print(_rich_table(result.table, title=f"{conf.name}: the best trials (validation {conf.metric})"))
+    _print_table(console, result.table, title=f"{conf.name}: the best trials (validation {conf.metric})")
     console.print(result.notes, highlight=False)
     for path in result.paths.values():
         console.print(f"wrote {path}", highlight=False)
@@ -803,7 +987,7 @@ def _list_rows(what: str) -> list[dict[str, Any]]:
 
 def _cmd_list(args: argparse.Namespace, console: Console) -> int:
     for what in [args.what] if args.what else list(LISTS):
-        console.print(_rich_table(_list_rows(what), title=what))
+        _print_table(console, _list_rows(what), title=what)
     return 0
 
 
@@ -819,7 +1003,7 @@ def _cmd_toy(args: argparse.Namespace, console: Console) -> int:
         f = TOY_FUNCTIONS[name]
         title = f"{name}: f = {f.formula}, start {f.start}, {f.steps} steps, tol {f.tol:g}"
         mine = [{k: v for k, v in r.items() if k != "function"} for r in rows if r["function"] == name]
-        console.print(_rich_table(mine, title))
+        _print_table(console, mine, title)
     console.print("steps_to_tol: the first step from which f - f_min stays below tol ('-': not within the budget).")
     return 0
 
@@ -841,18 +1025,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    help_parser = vars(args).pop("help_parser")
+    if args.command is None or (args.command == "runs" and args.runs_command is None):
+        help_parser.print_help()  # no command: the help, and the status of a usage error
+        return EXIT_USAGE
     args.argv = ["optreg", *argv]
     return _dispatch(args)
 
 
+def _width(stream: Any = None) -> int | None:
+    """The width of a console on ``stream`` (default stdout): the terminal's; elsewhere ``$COLUMNS`` if set,
+    else 120."""
+    if (sys.stdout if stream is None else stream).isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 120
+
+
 def _dispatch(args: argparse.Namespace) -> int:
-    console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+    console = Console(width=_width(), highlight=False)
     if getattr(args, "threads", None) is not None:
         import torch
 
         torch.set_num_threads(args.threads)
     try:
-        return _COMMANDS[args.command](args, console)
+        with warnings.catch_warnings():  # optreg's warnings as one line each, like its errors
+            default = warnings.showwarning
+
+            def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+                if not issubclass(category, OptregWarning):
+                    return default(message, category, *rest, **kw)
+                print(f"optreg: warning: {message}", file=sys.stderr)
+
+            warnings.showwarning = show
+            return _COMMANDS[args.command](args, console)
     except OptregError as e:
         print(f"optreg: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -308,6 +308,9 @@ def run(config: Config, ctx: Context) -> Result:
                 x=[r["step"] for r in h.evaluations],
             )
         )
+    if h.status != "finished":  # each panel says so: its curves stop where the run did
+        for panel in panels:
+            panel.note = f"the run {h.status} after {len(h.iterations)} updates: the curves stop there"
     figure = curves_figure(panels, title=f"{config.name}: {config.optimizer} on {data.name}")
     notes = f"Config: {config.source}. Status: {h.status}." + (f" {h.error}" if h.error else "")
     return Result(table=table, figures={"curves": figure}, notes=notes, name=config.name, title=config.name)

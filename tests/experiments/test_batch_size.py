@@ -61,3 +61,32 @@ def test_the_chapters_claims_hold(quick_run):
     for run in store.runs("batch-size"):  # every batch size lowers the loss from epoch to epoch
         epochs = store.epochs(run["id"])
         assert epochs[-1]["train_loss"] < epochs[0]["train_loss"], run["label"]
+
+
+def test_panel_a_is_smoothed_with_the_raw_curve_faint_and_short_curves_marked(quick_run):
+    """Oracle: the losses in the store, smoothed with plots.smooth_relative; the iteration counts of the
+    table (each curve that stops early ends in a dot at its last iteration)."""
+    from optreg.experiments.batch_size import SMOOTH_FRACTION
+    from optreg.report.plots import smooth_relative
+
+    result, ctx, _ = quick_run
+    ax = result.figures["figure-7.3"].axes[0]
+    store = ctx.open_store()
+    (k1,) = [r for r in store.runs("batch-size") if r["config"]["batch_size"] == 1]
+    losses = [s["loss"] for s in store.steps(k1["id"])]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "K = 1"]
+    np.testing.assert_allclose(line.get_ydata(), smooth_relative(losses, SMOOTH_FRACTION))
+    faint = [ln for ln in ax.get_lines() if (ln.get_alpha() or 1) < 0.5 and len(ln.get_ydata()) == len(losses)]
+    np.testing.assert_allclose(faint[0].get_ydata(), losses)
+    ends = sorted(float(ln.get_xdata()[0]) for ln in ax.get_lines() if ln.get_marker() == "o")
+    assert ends == sorted(float(r["iterations"]) for r in result.table if r["batch_size"] != 1)
+
+
+def test_the_claims_are_measured_in_the_notes(quick_run):
+    """Oracle: the table's final training losses for claim (b); both claims have a claims line."""
+    result, _, _ = quick_run
+    final = [r["train_loss"] for r in result.table]
+    (b,) = [ln for ln in result.notes.splitlines() if ln.startswith("- per epoch, a smaller batch")]
+    rises = final == sorted(final) and len(set(final)) == len(final)
+    assert b.endswith("-> holds" if rises else "-> does not hold here")
+    assert any(ln.startswith("- per iteration, a larger batch") for ln in result.notes.splitlines())

@@ -149,3 +149,19 @@ def test_init_config_and_bad_input() -> None:
 def test_same_seed_same_numbers(tmp_path, quick: tuple[Context, experiments.Result]) -> None:
     again = experiments.get("init").fn(Context(quick=True, out=tmp_path))  # no PNG rendering
     assert again.table == quick[1].table
+
+
+def test_activations_figure_leaves_zero_std_out_of_the_log_axis(quick: tuple[Context, experiments.Result]) -> None:
+    """Zeros' std is 0: not drawn at 1e-300 (which squashed every other scheme into one line); the y axis
+    spans the other schemes (oracle: the table's smallest positive std), and each panel names zeros."""
+    _, result = quick
+    fig = result.figures["activations"]
+    for ax, network in zip(fig.axes, NETWORKS):
+        assert "zeros" not in [ln.get_label() for ln in ax.get_lines()]
+        assert "zeros" in ax.get_title() and "not drawn" in ax.get_title()
+        positive = [v for r in result.table if r["network"] == network
+                    for v in (r["act_std_layer1"], r["act_std_last"]) if v > 0]  # fmt: skip
+        low, high = ax.get_ylim()
+        assert min(positive) / 10 < low <= min(positive) and high >= max(positive)
+    (legend,) = fig.legends  # below the panels
+    assert "zeros" not in [t.get_text() for t in legend.get_texts()]

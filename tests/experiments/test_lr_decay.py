@@ -110,3 +110,46 @@ def test_same_seed_same_numbers(tmp_path, quick: tuple[Context, experiments.Resu
     _, first = quick
     again = experiments.get("lr-decay").fn(Context(quick=True, out=tmp_path))  # no PNG rendering
     assert again.table == first.table
+
+
+def test_the_legend_sits_below_the_curves(quick: tuple[Context, experiments.Result]) -> None:
+    """Nine schedules: one figure legend, outside every panel (window extents do not overlap)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    _, result = quick
+    fig = result.figures["loss"]
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()][: len(SCHEDULES)] == list(SCHEDULES)
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert all(not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+
+
+def test_claims_against_the_constant_rate_follow_the_table(quick: tuple[Context, experiments.Result]) -> None:
+    """Oracle: the table's final training losses. One claims line per decaying schedule, its verdict
+    "holds" exactly when the schedule ends below the constant rate; the ones that end above are named."""
+    _, result = quick
+    by = {r["schedule"]: r["final_train_loss"] for r in result.table}
+    above = []
+    for name in SCHEDULES[1:]:
+        (line,) = [ln for ln in result.notes.splitlines() if ln.startswith(f"- {name} settles lower")]
+        lower = by[name] is not None and by[name] < by["constant"]
+        assert line.endswith("-> holds" if lower else "-> does not hold here"), line
+        if not lower:
+            above.append(name)
+    if above:
+        assert f"Against the text: {', '.join(above)} end" in result.notes
+
+
+def test_a_schedule_that_ends_above_the_constant_rate_is_a_finding() -> None:
+    """The issue's measurement (step, natural_exponential and inverse_time ending above constant): each is a
+    claims row "does not hold here"; the others hold. Oracle: the numbers given."""
+    from optreg.experiments.lr_decay import decay_claims
+
+    final = {"constant": 0.02, "step": 0.03, "natural_exponential": 0.025, "inverse_time": 0.021, "cosine": 0.01}
+    table = [{"schedule": k, "final_train_loss": v, "final_train_loss_sd": 0.001} for k, v in final.items()]
+    verdicts = {c["claim"].split(" ")[0]: c["verdict"] for c in decay_claims(table)}
+    assert verdicts == {"step": "does not hold here", "natural_exponential": "does not hold here",
+                        "inverse_time": "does not hold here", "cosine": "holds"}  # fmt: skip
+    assert decay_claims([{**table[0], "final_train_loss": None}, table[1]]) == []  # constant diverged: no claim

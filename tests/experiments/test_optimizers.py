@@ -126,3 +126,16 @@ def test_optimizers_2d_stores_every_trajectory(tmp_path, read_csv):
     assert sgd["config"]["hparams"] == {"lr": f.lrs["sgd"]} and sgd["status"] == "finished"
     rows = read_csv(result.paths["metrics.csv"])
     assert len(rows) == sum(len(store.steps(r["id"])) for r in runs)
+    for fname, function in TOY_FUNCTIONS.items():  # each panel names its learning rate
+        titles = [ax.get_title() for ax in result.figures[f"trajectories-{fname}"].axes if ax.get_visible()]
+        assert [t.split(",")[0] for t in titles] == list(OPTIMIZERS)
+        assert all(f", lr {function.lrs[name]:g}" in t for name, t in zip(OPTIMIZERS, titles))
+
+
+def test_the_best_optimizer_is_chosen_by_validation_not_test(quick_run, read_csv):
+    """Oracle: the row of table.csv with the highest validation accuracy."""
+    result, ctx, _ = quick_run
+    table = read_csv(ctx.output_folder() / "table.csv")
+    best = max(table, key=lambda r: float(r["val_accuracy"]))
+    assert f"Best by validation accuracy: {best['optimizer']} " in result.notes
+    assert "Best test accuracy" not in result.notes

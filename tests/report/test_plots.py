@@ -1,7 +1,8 @@
 """Tests of the figure builders (optreg.report.plots).
 
 Oracles: numpy (convolution for the moving average, mean / std / min / max), scipy.stats.gmean for the
-log-space band; the matplotlib objects themselves for titles, labels, legends and drawn data.
+log-space band; the matplotlib objects themselves for titles, labels, legends (their window extents, for
+where they sit) and drawn data.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from optreg.report.plots import (
     mean_spread,
     scatter_figure,
     smooth,
+    smooth_relative,
+    spread_label,
 )
 
 
@@ -123,3 +126,82 @@ def test_bad_inputs_raise_clear_errors():
         contour_figure(lambda x, y: x + y, {"x": [1.0, 2.0]}, xlim=(0, 1), ylim=(0, 1))
     with pytest.raises(OptregValueError, match="the same length"):
         scatter_figure({"a": ([1, 2], [1])})
+
+
+# ------------------------------------------------------------------------------- readable figures
+
+
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    return fig.canvas.get_renderer()
+
+
+def test_smooth_relative_matches_a_loop_over_growing_windows():
+    """Oracle: numpy means over the window t - ceil(f (t + 1)) + 1 .. t, computed point by point."""
+    import math
+
+    y = np.random.default_rng(1).normal(size=300)
+    for fraction in (0.05, 0.2, 1.0):
+        expected = [y[t - max(1, math.ceil(fraction * (t + 1))) + 1 : t + 1].mean() for t in range(y.size)]
+        np.testing.assert_allclose(smooth_relative(y, fraction), expected, rtol=1e-12)
+    with pytest.raises(OptregValueError, match=r"fraction must be in \(0, 1\]"):
+        smooth_relative(y, 0.0)
+
+
+def test_a_log_panel_leaves_zeros_out_and_names_them():
+    """A label whose values are all 0 (init's zeros: std 0) is not drawn at 1e-300: the y axis spans the
+    other labels only (oracle: their min and max) and the panel's title names the label left out."""
+    series = {"zeros": [[0.0, 0.0, 0.0]], "small": [[1e-3, 1e-2, 2e-3]], "big": [[1.0, 2.0, 0.5]]}
+    fig = curves_figure([Panel(series, log_y=True, title="signal")])
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert 1e-4 < low <= 1e-3 and 2.0 <= high < 20.0
+    assert [ln.get_label() for ln in ax.get_lines()] == ["small", "big"]
+    assert "zeros" in ax.get_title() and "not drawn" in ax.get_title()
+
+
+def test_a_band_says_what_it_is_in_the_legend():
+    runs = [[3.0, 2.0, 1.0], [3.5, 2.5, 1.5], [2.5, 1.5, 0.5]]
+    ax = curves_figure([Panel({"sgd": runs})]).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sgd", "shaded: ±1 sd over 3 seeds"]
+    ax = curves_figure([Panel({"sgd": runs}, spread="minmax", runs_name="runs")]).axes[0]
+    assert ax.get_legend().get_texts()[1].get_text() == "shaded: min to max over 3 runs"
+    assert spread_label("std", 2, log_y=True) == "shaded: ±1 sd over 2 seeds, of log10 y"
+
+
+def test_a_legend_below_the_panels_covers_no_axes():
+    """legend="below": one figure legend, outside every axes (their window extents do not overlap)."""
+    series = {f"schedule {i}": [[1.0 / (t + i + 1) for t in range(30)]] for i in range(9)}
+    panels = [Panel(series, title="loss", log_y=True), Panel(series, title="accuracy")]
+    fig = curves_figure(panels, legend="below")
+    renderer = _drawn(fig)
+    (legend,) = fig.legends
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert [t.get_text() for t in legend.get_texts()] == list(series)
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer))
+        assert box.y1 <= ax.get_tightbbox(renderer).y0 + 1  # below the axes and their tick labels
+
+
+def test_raw_curve_faint_behind_the_smoothed_one_and_short_curves_marked():
+    """raw=True: the unsmoothed mean (oracle: numpy) drawn faint; mark_ends: a dot at the last point of the
+    curves that stop before the longest one."""
+    long, short = list(np.linspace(2.0, 0.1, 200)), [2.0, 1.5, 1.2, 1.0]
+    fig = curves_figure([Panel({"K = 1": [long], "full": [short]}, smooth_fraction=0.2, raw=True, mark_ends=True,
+                               x={"K = 1": range(1, 201), "full": range(1, 5)}, log_x=True)])  # fmt: skip
+    ax = fig.axes[0]
+    faint = [ln for ln in ax.get_lines() if (ln.get_alpha() or 1) < 0.5]
+    np.testing.assert_allclose(faint[0].get_ydata(), long)
+    main = next(ln for ln in ax.get_lines() if ln.get_label() == "K = 1")
+    np.testing.assert_allclose(main.get_ydata(), smooth_relative(long, 0.2))
+    dots = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert len(dots) == 1 and list(dots[0].get_xdata()) == [4.0]
+    np.testing.assert_allclose(dots[0].get_ydata(), smooth_relative(short, 0.2)[-1:])
+
+
+def test_a_note_is_written_on_the_panel():
+    ax = curves_figure([Panel({"a": [[1.0, 2.0]]}, title="loss", note="diverged, not drawn: b (1 of 1 run)")]).axes[0]
+    assert ax.get_title().splitlines() == ["loss", "diverged, not drawn: b (1 of 1 run)"]

@@ -198,9 +198,12 @@ def save_result(
 
 
 def check_options(experiment: Experiment, ctx: Context) -> None:
-    """Refuse a context that sets a setting the experiment does not honour (see ``register(options=)``)."""
+    """Refuse a context that sets a setting the experiment does not honour (see ``register(options=)``);
+    ``n_classes`` goes with ``dataset``."""
     given = {"dataset": ctx.dataset is not None, "seeds": ctx.seeds is not None, "epochs": ctx.epochs is not None}
     ignored = [name for name, is_set in given.items() if is_set and name not in experiment.options]
+    if ctx.n_classes is not None and "dataset" not in experiment.options:
+        ignored.append("n_classes")
     if ignored:
         why = f" ({experiment.why})" if experiment.why else ""
         takes = ", ".join(experiment.options) or f"none of {', '.join(OPTIONS)}"

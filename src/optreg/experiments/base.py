@@ -71,6 +71,7 @@ __all__ = [
     "RunHistory",
     "complete_spec",
     "curves",
+    "diverged_note",
     "mean_std",
     "register",
 ]
@@ -82,7 +83,8 @@ QUICK_LIMITS = {"train": 384, "val": 192, "test": 192}
 
 #: ``progress(event, info)``: ``event`` is ``"start"`` (info: experiment, label, seed, epochs,
 #: steps_per_epoch), ``"step"`` (info: label, seed, record), ``"epoch"`` (info: label, seed, epochs, record)
-#: or ``"end"`` (info: label, seed, status, summary); ``"message"`` (info: text) for :meth:`Context.log`.
+#: or ``"end"`` (info: label, seed, status, summary); ``"message"`` (info: text) for :meth:`Context.log`;
+#: ``"plan"`` (info: runs, the number of runs the experiment will train) for :meth:`Context.expect_runs`.
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
@@ -252,6 +254,17 @@ def curves(
     per epoch), ready for :class:`optreg.report.plots.Panel`. Diverged runs are left out (their curves
     stop early and end in NaN); a label whose runs all diverged maps to an empty list."""
     return {label: [h.column(name, which) for h in histories if not h.diverged] for label, histories in runs.items()}
+
+
+def diverged_note(runs: Mapping[str, Sequence[RunHistory]]) -> str:
+    """What a figure drawn with :func:`curves` leaves out, for its panels' ``note``: ``"diverged, not drawn:
+    adadelta (2 of 3 runs)"``; ``""`` when no run diverged."""
+    parts = [
+        f"{label} ({sum(h.diverged for h in hs)} of {len(hs)} run{'s' if len(hs) > 1 else ''})"
+        for label, hs in runs.items()
+        if any(h.diverged for h in hs)
+    ]
+    return "diverged, not drawn: " + ", ".join(parts) if parts else ""
 
 
 # ---------------------------------------------------------------------------------------------- context
@@ -475,6 +488,8 @@ class Context:
         resume: the id of a stored run that the next run trained continues, from its ``last.pt``
             (``optreg train --resume``): the same spec (``epochs`` may grow) on the same data.
         invocation: the store id of the current invocation (made when its first run starts).
+        n_classes: the number of classes of ``dataset`` (labels must lie in ``[0, n_classes)``; see
+            :func:`optreg.data.load`); None: the loader's default.
     """
 
     dataset: str | os.PathLike[str] | None = None
@@ -493,6 +508,7 @@ class Context:
     resume: int | None = None
     invocation: int | None = None
     folder: Path | None = None
+    n_classes: int | None = None
     _data: dict[tuple[Any, ...], Splits] = field(default_factory=dict, init=False, repr=False)
     _fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
@@ -512,6 +528,8 @@ class Context:
             raise OptregTypeError(f"experiments: progress must be callable, got {self.progress!r}")
         if self.resume is not None:
             check_int("experiments", "resume", self.resume, 1)
+        if self.n_classes is not None:
+            check_int("experiments", "n_classes", self.n_classes, 1)
         if self.command is not None and (
             isinstance(self.command, str) or not all(isinstance(a, str) for a in self.command)
         ):
@@ -530,6 +548,13 @@ class Context:
     def epoch_count(self, default: int, quick: int = 2) -> int:
         """Epochs per run: ``ctx.epochs`` if set, else ``default`` (``quick`` in quick mode)."""
         return self.epochs if self.epochs is not None else (quick if self.quick else default)
+
+    def expect_runs(self, runs: int) -> None:
+        """Announce how many runs the experiment will train from now on (for the command line's overall
+        progress, ``run 14/27`` and the time left); call it once, before the first run."""
+        check_int("experiments", "runs", runs, 0)
+        if self.progress is not None:
+            self.progress("plan", {"runs": runs})
 
     def log(self, text: str) -> None:
         """A message for the person running the experiment (shown by the CLI; never printed here)."""
@@ -641,11 +666,13 @@ class Context:
     def load_data(self, seed: int = 0, *, dataset: str | os.PathLike[str] | None = None, **options: Any) -> Splits:
         """``optreg.data.load(dataset or ctx.dataset, seed, **options)``, cached per (dataset, seed, options).
 
-        In quick mode each split keeps at most :data:`QUICK_LIMITS` examples (the first ones of the
-        seeded, shuffled split).
+        ``ctx.n_classes`` applies to ``ctx.dataset`` (not to a ``dataset`` given here). In quick mode each
+        split keeps at most :data:`QUICK_LIMITS` examples (the first ones of the seeded, shuffled split).
         """
         from optreg.data import load
 
+        if dataset is None and self.n_classes is not None:
+            options.setdefault("n_classes", self.n_classes)
         dataset = (self.dataset or DEFAULT_DATASET) if dataset is None else dataset
         key = (os.fspath(dataset), seed, tuple(sorted(options.items())))
         if key not in self._data:

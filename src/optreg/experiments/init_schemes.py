@@ -155,6 +155,7 @@ def run(ctx: Context) -> Result:
     hists: dict[str, list[np.ndarray]] = {}
     runs: dict[str, dict[str, list[RunHistory]]] = {a: {s: [] for s in SCHEMES} for a in NETWORKS}
     units: dict[tuple[str, str], list[int]] = {}
+    ctx.expect_runs(len(seeds) * len(NETWORKS) * len(SCHEMES))
     for seed in seeds:
         data = transform_splits(ctx.load_data(seed), StandardScaler())
         probe = data.train.x[:512]
@@ -203,19 +204,23 @@ def run(ctx: Context) -> Result:
             )
 
     layers = list(range(1, DEPTH + 1))
+    # a scheme whose std is 0 (zeros) has no place on the log axis: plots names it on the panel instead of
+    # drawing it at 1e-300, which would squash every other scheme into one line
     signal = plots.curves_figure(
         [
             plots.Panel(
                 stds[a],
                 x=layers,
-                title=f"{a} network (zeros: std 0, below the log scale)",
+                title=f"{a} network",
                 xlabel="hidden layer",
-                ylabel="std of the activations",
+                ylabel="std of the activations (log scale)",
                 log_y=True,
+                integer_x=True,
             )
             for a in NETWORKS
         ],
         title=f"Section 7.3: the signal through {DEPTH} hidden layers of {WIDTH} units at initialization",
+        legend="below",
     )
     histograms = _histogram_figure(hists, "Activations of the tanh network at initialization, per layer")
     steps_per_epoch = -(-len(data.train.y) // BATCH_SIZE)
@@ -224,7 +229,7 @@ def run(ctx: Context) -> Result:
         for a in NETWORKS
         for panel in training_panels(runs[a], epochs, smooth=max(1, steps_per_epoch // 2), prefix=f"{a}: ")
     ]
-    training = plots.curves_figure(panels, title="Training from each initialization", ncols=2)
+    training = plots.curves_figure(panels, title="Training from each initialization", ncols=2, legend="below")
     zeros = [r for r in table if r["scheme"] == "zeros"]
     notes = (
         f"MLP with {DEPTH} hidden layers of {WIDTH} units, standardized inputs, biases 0, SGD with momentum "

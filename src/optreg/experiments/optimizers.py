@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from optreg import optim
-from optreg.experiments.base import Context, Result, RunHistory, curves, mean_std, register
+from optreg.experiments.base import Context, Result, RunHistory, curves, diverged_note, mean_std, register
 from optreg.report.plots import Panel, contour_figure, curves_figure
 
 __all__ = [
@@ -75,6 +75,7 @@ def run(ctx: Context) -> Result:
     seeds = ctx.seed_list(default=3)
     epochs = ctx.epoch_count(default=20, quick=2)
     runs: dict[str, list[RunHistory]] = {name: [] for name in OPTIMIZERS}
+    ctx.expect_runs(len(seeds) * len(OPTIMIZERS))
     for seed in seeds:
         data = ctx.load_data(seed)
         for name in OPTIMIZERS:
@@ -115,6 +116,7 @@ def run(ctx: Context) -> Result:
     data = ctx.load_data(seeds[0])
     steps_per_epoch = -(-len(data.train.y) // BATCH_SIZE)
     where = f"{data.name}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''}, batch {BATCH_SIZE}"
+    note = diverged_note(runs)
     loss_panel = Panel(
         curves(runs, "loss"),
         title=f"Training loss per iteration ({where})",
@@ -122,6 +124,7 @@ def run(ctx: Context) -> Result:
         ylabel=f"mini-batch loss (moving average over {max(1, steps_per_epoch // 2)})",
         smooth=max(1, steps_per_epoch // 2),
         log_y=True,
+        note=note,
     )
     acc_panel = Panel(
         curves(runs, "val_accuracy", "epochs"),
@@ -130,11 +133,13 @@ def run(ctx: Context) -> Result:
         ylabel="validation accuracy",
         x=list(range(1, epochs + 1)),
         integer_x=True,
+        note=note,
     )
-    title = f"Figure 7.6: optimizers on the same MLP (mean and spread over {len(seeds)} seed(s))"
+    title = f"Figure 7.6: optimizers on the same MLP (mean over {len(seeds)} seed(s); shading: ±1 sd)"
     figures = {"figure-7.6": curves_figure([loss_panel, acc_panel], title=title)}
 
-    best = max((r for r in table if r["test_accuracy"] is not None), key=lambda r: r["test_accuracy"], default=None)
+    # the best optimizer is chosen on the validation split, never on the test split (which only reports it)
+    best = max((r for r in table if r["val_accuracy"] is not None), key=lambda r: r["val_accuracy"], default=None)
     adam = next(r for r in table if r["optimizer"] == "adam")
     notes = [
         f"{data.name}: {len(data.train.y)} training, {len(data.val.y)} validation, {len(data.test.y)} test "
@@ -144,7 +149,11 @@ def run(ctx: Context) -> Result:
     if adam["test_accuracy"] is not None:
         notes.append(f"Adam: test accuracy {adam['test_accuracy']:.4f} ± {adam['test_accuracy_sd']:.4f}.")
     if best is not None:
-        notes.append(f"Best test accuracy: {best['optimizer']} ({best['test_accuracy']:.4f}).")
+        test = "-" if best["test_accuracy"] is None else f"{best['test_accuracy']:.4f}"
+        notes.append(
+            f"Best by validation accuracy: {best['optimizer']} ({best['val_accuracy']:.4f}; its test accuracy {test})."
+        )
+    notes.append("x_sd columns: the standard deviation over the seeds (population).")
     return Result(table=table, figures=figures, notes="\n".join(notes))
 
 
@@ -326,11 +335,16 @@ def run_2d(ctx: Context) -> Result:
         label = f"{row['function']}/{row['optimizer']}"
         ctx.record_run(label, seed=0, config=config, steps=steps, summary=summary, status=status)
     figures = {}
+    diverged = {(r["function"], r["optimizer"]) for r in rows if r["diverged"]}
     for fname, by_optimizer in paths.items():
         function = TOY_FUNCTIONS[fname]
+        named = {  # each panel names its learning rate (and a divergence)
+            f"{name}, lr {function.lrs[name]:g}" + (" (diverged)" if (fname, name) in diverged else ""): path
+            for name, path in by_optimizer.items()
+        }
         figures[f"trajectories-{fname}"] = contour_figure(
             function.f,
-            by_optimizer,
+            named,
             xlim=function.xlim,
             ylim=function.ylim,
             title=f"{fname}: f = {function.formula}, start {function.start}, {function.steps} steps",
