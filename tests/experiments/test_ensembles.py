@@ -69,6 +69,9 @@ def test_ensembles_table_matches_the_stored_probabilities(ensembles, read_csv):
     assert full["uncertainty (wrong)"] == pytest.approx(float(u[wrong].mean()), rel=1e-4)
     assert full["uncertainty (right)"] == pytest.approx(float(u[~wrong].mean()), rel=1e-4)
     assert full["AUROC (uncertainty flags wrong)"] == pytest.approx(mann_whitney_auc(u, wrong), abs=1e-3)
+    h = -(mean * np.log(np.clip(mean, 1e-300, None))).sum(1)
+    assert full["entropy (wrong)"] == pytest.approx(float(h[wrong].mean()), rel=1e-5)
+    assert full["AUROC (entropy flags wrong)"] == pytest.approx(mann_whitney_auc(h, wrong), abs=1e-3)
     # MC dropout: the same split from its mean and std
     mc = next(r for r in result.table if r["recipe"].startswith("MC dropout"))
     expect = uncertainty_split(torch.from_numpy(stored["mc_mean"]), torch.from_numpy(stored["mc_std"]),
@@ -87,4 +90,4 @@ def test_ensembles_recipes_figures_and_claims(ensembles):
     md = (ctx.folder / "table.md").read_text()
     claims = [line for line in md.split("Claims:", 1)[1].splitlines() if line.startswith("| ")][1:]
     verdicts = {line.rstrip(" |").rsplit("| ", 1)[1] for line in claims if not line.startswith("|---")}
-    assert len(claims) >= 9 and verdicts <= VERDICTS
+    assert len(claims) == 10 and verdicts <= VERDICTS
