@@ -5,17 +5,22 @@ Each worker opens the same study (same storage, name and settings) and runs the 
 trial is one write transaction (:meth:`optreg.hpo.storage.Storage.claim`), so no two workers run the same
 trial and each proposal sees the trials the others are running (the GP methods' constant liar, the
 halving rungs' ``WAIT``). The parent process waits for the workers, reports every finished trial to the
-callback, and marks the running trial of a worker that died (a SIGKILL, an out-of-memory kill)
-``interrupted``, so another worker runs it again; once all workers have exited, the parent runs whatever
-is left itself. Workers are started with the ``spawn`` method (safe with torch's threads), so the
+callback, and marks the running trial of a worker that died (a SIGKILL, an out-of-memory kill, a segfault,
+``os._exit``) ``interrupted`` and starts a new worker in its place, so the trial is run again in a worker
+process, never in the parent; a trial that has had ``max_attempts`` attempts (:data:`MAX_ATTEMPTS`) and
+whose worker died in each is marked ``failed`` with an error that says so instead of being run again
+(:meth:`optreg.hpo.storage.Storage.claim`), so an objective that kills its process on one configuration
+costs that trial and nothing else. A worker that dies holding no trial is not replaced; once all workers
+have exited, the parent runs whatever is left itself (a worker that could not start, say: its error is then
+the parent's). Workers are started with the ``spawn`` method (safe with torch's threads), so the
 objective must be picklable: a function defined at the top level of an importable module.
 
 ``ray`` (:func:`run_ray`): this process (the driver) owns the study. It claims up to ``n_workers`` trials,
 runs each as a Ray task (``objective(params[, budget=][, trial=])``, shipped with cloudpickle, so a
 closure works too) and stores each result as it arrives; the workers need no access to the storage file,
 so the same code runs on a cluster (``address=``). A task whose worker dies (SIGKILL, out of memory, a lost
-node) leaves its trial ``interrupted``, and the next claim runs it again (after 3 attempts it is marked
-``failed``), so the study loses nothing; the driver itself dying is the serial case (the trial is run again
+node) leaves its trial ``interrupted``, and the next claim runs it again (after ``max_attempts`` attempts it is
+marked ``failed``), so the study loses nothing; the driver itself dying is the serial case (the trial is run again
 on resume). An objective that takes ``trial=`` reports its intermediate values through a small Ray actor
 on the driver's node that opens the same study storage (SQLite, so ``storage=`` is needed then).
 """
@@ -36,19 +41,31 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_ATTEMPTS", "run_processes", "run_ray"]
 
-#: How many times the ray backend runs a trial whose worker keeps dying before it marks it failed.
+#: How many times the ``processes`` and ``ray`` backends run a trial whose worker keeps dying before they mark
+#: it failed (the default of ``max_attempts``).
 MAX_ATTEMPTS = 3
 
 
-def _work(settings: dict[str, Any], objective: Callable[..., Any], poll: float) -> None:
+def _work(settings: dict[str, Any], objective: Callable[..., Any], poll: float, max_attempts: int) -> None:
     """A worker process: open the shared study and run trials until the method is done."""
     from optreg.hpo.study import Study
 
     study = Study(**settings)
     try:
-        study._run_serial(objective, None, poll)
+        study._run_serial(objective, None, poll, max_attempts)
     finally:
         study.close()
+
+
+def _held(trials: list[Trial], pid: int | None) -> bool:
+    """Whether process ``pid`` of this host left a trial ``running``, or ``interrupted`` and not yet run again."""
+    from optreg.hpo.study import _HOST
+
+    def holder(worker: str) -> tuple[str, str]:
+        host, _, rest = worker.partition(":")
+        return host, rest.partition(":")[0]
+
+    return any(t.state in ("running", "interrupted") and holder(t.worker) == (_HOST, str(pid)) for t in trials)
 
 
 def run_processes(
@@ -58,8 +75,10 @@ def run_processes(
     n_workers: int,
     callback: Callable[[Study, Trial], Any] | None,
     poll: float,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> None:
-    """Run ``study`` with ``n_workers`` local worker processes sharing its SQLite storage."""
+    """Run ``study`` with ``n_workers`` local worker processes sharing its SQLite storage (see the module
+    docstring): a worker that dies mid-trial is replaced, and its trial run again up to ``max_attempts`` times."""
     from optreg.hpo.storage import SQLiteStorage
     from optreg.hpo.study import _dead
 
@@ -74,33 +93,41 @@ def run_processes(
         ) from None
     settings = _settings(study)
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_work, args=(settings, objective, poll), daemon=True) for _ in range(n_workers)]
-    for w in workers:
+
+    def start() -> Any:
+        w = ctx.Process(target=_work, args=(settings, objective, poll, max_attempts), daemon=True)
         w.start()
+        return w
+
+    workers = [start() for _ in range(n_workers)]
     reported: set[int] = {t.number for t in study.trials if t.finished}
+
+    def report(*_: Any) -> None:
+        for t in study.trials:
+            if t.finished and t.number not in reported:
+                reported.add(t.number)
+                if callback is not None:
+                    callback(study, t)
+
     try:
-        while True:
-            alive = [w for w in workers if w.is_alive()]
-            if len(alive) < len(workers):
-                for w in workers:
-                    if not w.is_alive():
-                        w.join()  # reaped, so its pid counts as dead
-                study.storage.interrupt_dead(_dead)
-            for t in study.trials:
-                if t.finished and t.number not in reported:
-                    reported.add(t.number)
-                    if callback is not None:
-                        callback(study, t)
-            if not alive:
-                break
+        while any(w is not None for w in workers):
+            for i, w in enumerate(workers):
+                if w is not None and not w.is_alive():
+                    w.join()  # reaped, so its pid counts as dead
+                    died_in_trial = _held(study.trials, w.pid)
+                    study.storage.interrupt_dead(_dead)
+                    workers[i] = start() if died_in_trial else None  # the new worker runs the trial again
+            report()
             time.sleep(poll)
     finally:
         for w in workers:
-            if w.is_alive():
+            if w is not None and w.is_alive():
                 w.terminate()
-            w.join()
+            if w is not None:
+                w.join()
     study.storage.interrupt_dead(_dead)
-    study._run_serial(objective, callback, poll)  # what the workers left (a worker killed mid-trial)
+    study._run_serial(objective, report, poll, max_attempts)  # what the workers left (none could start, say)
+    report()
 
 
 def _settings(study: Study) -> dict[str, Any]:
@@ -167,6 +194,7 @@ def run_ray(
     callback: Callable[[Study, Trial], Any] | None,
     poll: float,
     address: str | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
 ) -> None:
     """Run ``study`` with up to ``n_workers`` trials at a time as Ray tasks (see the module docstring).
 
@@ -221,7 +249,7 @@ def run_ray(
                 except ray.exceptions.RayTaskError as e:  # the task itself failed (e.g. unpicklable result)
                     value, error, seconds = None, f"ray: {e}", None
                 except ray.exceptions.RayError as e:  # the worker died: run the trial again
-                    if trial.attempts < MAX_ATTEMPTS:
+                    if trial.attempts < max_attempts:
                         study.storage.interrupt_dead(lambda w, t=trial: w == t.worker, only=trial.number)
                         continue
                     value, error, seconds = (

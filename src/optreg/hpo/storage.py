@@ -106,12 +106,30 @@ class Storage(ABC):
         """Every trial of the study, in number order."""
         return self._load()
 
-    def claim(self, propose: Callable[[list[Trial]], Proposal | _Wait | None], worker: str) -> Trial | _Wait | None:
+    def claim(
+        self,
+        propose: Callable[[list[Trial]], Proposal | _Wait | None],
+        worker: str,
+        max_attempts: int | None = None,
+    ) -> Trial | _Wait | None:
         """Atomically take the next trial for ``worker``: an interrupted trial first (run again, same number
-        and params), else a new trial from ``propose(trials)``. Returns it (``running``), ``WAIT`` or ``None``."""
+        and params), else a new trial from ``propose(trials)``. Returns it (``running``), ``WAIT`` or ``None``.
+        An interrupted trial that has had ``max_attempts`` attempts already is marked ``failed`` instead, with
+        an error that says so (``None``: no limit)."""
         with self._locked():
             trials = self._load()
             again = next((t for t in trials if t.state == "interrupted"), None)
+            while again is not None and max_attempts is not None and again.attempts >= max_attempts:
+                msg = (
+                    f"hpo: trial {again.number} was not run again: its worker died in each of its {again.attempts} "
+                    f"attempts (max_attempts={max_attempts}; the last: {again.error})"
+                )
+                self._write(
+                    Trial(again.number, again.params, "failed", None, again.budget, None, msg, again.attempts,
+                          again.meta, again.worker), new=False,
+                )  # fmt: skip
+                trials = self._load()
+                again = next((t for t in trials if t.state == "interrupted"), None)
             if again is not None:
                 trial = Trial(
                     again.number, again.params, budget=again.budget, attempts=again.attempts + 1,

@@ -294,11 +294,14 @@ class Study:
         callback: Callable[[Study, Trial], Any] | None = None,
         poll: float = 0.05,
         address: str | None = None,
+        max_attempts: int | None = None,
     ) -> Study:
         """Run trials until the method is done: each calls ``objective(params)``, or
         ``objective(params, budget=r)`` for a multi-fidelity method (and ``trial=`` when the objective takes
         it). ``backend="ray"`` runs ``n_workers`` trials at a time as Ray tasks; ``address`` is the cluster's
-        (``None``: a Ray already initialized, else a local one). Returns the study."""
+        (``None``: a Ray already initialized, else a local one). ``max_attempts`` (``processes`` and ``ray``;
+        default :data:`optreg.hpo.executors.MAX_ATTEMPTS`): how many times a trial whose worker dies (a
+        SIGKILL, a segfault, ``os._exit``) is run in all before it is marked ``failed``. Returns the study."""
         if not callable(objective):
             raise OptregTypeError(f"hpo: objective must be callable, got {objective!r}")
         if callback is not None and not callable(callback):
@@ -314,10 +317,19 @@ class Study:
             )
         if address is not None and backend != "ray":
             raise OptregValueError(f"hpo: address is for backend='ray', got backend={backend!r}")
-        if backend == "ray":
-            from optreg.hpo.executors import run_ray
+        if max_attempts is not None:
+            if backend == "serial":
+                raise OptregValueError(
+                    "hpo: max_attempts is for backend='processes' or 'ray' (a serial study's process is its worker), "
+                    f"got backend={backend!r}"
+                )
+            check_int("hpo", "max_attempts", max_attempts, 1)
+        from optreg.hpo.executors import MAX_ATTEMPTS, run_processes, run_ray
 
-            run_ray(self, objective, n_workers=n_workers, callback=callback, poll=poll, address=address)
+        attempts = MAX_ATTEMPTS if max_attempts is None else max_attempts
+        if backend == "ray":
+            run_ray(self, objective, n_workers=n_workers, callback=callback, poll=poll, address=address,
+                    max_attempts=attempts)  # fmt: skip
             return self
         if backend == "serial":
             if n_workers != 1:
@@ -327,14 +339,14 @@ class Study:
                 )
             self._run_serial(objective, callback, poll)
             return self
-        from optreg.hpo.executors import run_processes
-
-        run_processes(self, objective, n_workers=n_workers, callback=callback, poll=poll)
+        run_processes(self, objective, n_workers=n_workers, callback=callback, poll=poll, max_attempts=attempts)
         return self
 
-    def _run_serial(self, objective: Callable[..., Any], callback: Callable | None, poll: float) -> None:
+    def _run_serial(
+        self, objective: Callable[..., Any], callback: Callable | None, poll: float, max_attempts: int | None = None
+    ) -> None:
         while True:
-            trial = self.storage.claim(self.method.propose, _worker())
+            trial = self.storage.claim(self.method.propose, _worker(), max_attempts)
             if trial is None:
                 return
             if trial is WAIT:  # other workers hold the trials the method waits for
@@ -373,6 +385,7 @@ def _runner(direction: str, doc: str) -> Callable[..., Study]:
         backend: str = "serial",
         callback: Callable[[Study, Trial], Any] | None = None,
         address: str | None = None,
+        max_attempts: int | None = None,
         **options: Any,
     ) -> Study:
         if not callable(objective):
@@ -381,7 +394,10 @@ def _runner(direction: str, doc: str) -> Callable[..., Study]:
             space, method=method, direction=direction, n_trials=n_trials, seed=seed, storage=storage, name=name,
             **options,
         )  # fmt: skip
-        return study.optimize(objective, n_workers=n_workers, backend=backend, callback=callback, address=address)
+        return study.optimize(
+            objective, n_workers=n_workers, backend=backend, callback=callback, address=address,
+            max_attempts=max_attempts,
+        )  # fmt: skip
 
     run.__name__ = run.__qualname__ = direction
     run.__doc__ = doc
@@ -393,9 +409,9 @@ minimize = _runner(
     """Search ``space`` for the parameters that minimize ``objective(params)`` (a validation error, say).
 
     ``minimize(objective, space, *, method="random", n_trials=None, seed=0, storage=None, name=None,
-    n_workers=1, backend="serial", callback=None, address=None, **options)``: the arguments of :class:`Study` and
-    :meth:`Study.optimize`; ``options`` go to the method. Returns the study (``study.best_params``,
-    ``study.best_value``, ``study.trials``).
+    n_workers=1, backend="serial", callback=None, address=None, max_attempts=None, **options)``: the arguments of
+    :class:`Study` and :meth:`Study.optimize`; ``options`` go to the method. Returns the study
+    (``study.best_params``, ``study.best_value``, ``study.trials``).
     """,
 )
 maximize = _runner("maximize", """As :func:`minimize`, for an objective to maximize (a validation accuracy).""")
