@@ -358,3 +358,48 @@ def test_mc_dropout_without_dropout_layers_has_zero_spread_and_bad_samples():
     assert torch.equal(std, torch.zeros_like(std))
     with pytest.raises(OptregValueError, match="mc_dropout_predict: samples must be an integer >= 1, got 0"):
         D.mc_dropout_predict(model, torch.randn(2, 4), samples=0)
+
+
+# ------------------------------------------------------------------- the model builder's dropout schemes
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("scheme", ["non_recurrent", "recurrent", "state", "variational"])
+def test_model_dropout_scheme_builds_the_dropout_rnn_and_evaluates_as_torchs(kind, scheme):
+    """optreg.nn.build with ``dropout_scheme``: the recurrent layer is DropoutGRU / DropoutLSTM with the
+    scheme's options; in evaluation the classifier equals the default one (torch.nn.GRU / LSTM, oracle) with
+    the same state dict; in training its logits are the head of the last masked output step."""
+    from optreg.nn import build
+
+    spec = {"kind": kind, "in_features": 2, "hidden_size": 6, "num_layers": 2, "out_features": 3, "dropout": 0.3}
+    torch.manual_seed(0)
+    ours = build({**spec, "dropout_scheme": scheme, "input_dropout": 0.1})
+    ref = build(spec)
+    ref.load_state_dict(ours.state_dict())
+    rnn = ours.rnn
+    assert isinstance(rnn, D.DropoutLSTM if kind == "lstm" else D.DropoutGRU)
+    assert (rnn.dropout, rnn.input_dropout) == (0.3, 0.1)
+    assert rnn.recurrent_dropout == (0.0 if scheme == "non_recurrent" else 0.3)
+    assert (rnn.variational, rnn.drop_state) == (scheme == "variational", scheme == "state")
+    x = torch.randn(5, 7, 2)
+    assert torch.allclose(ours.eval()(x), ref.eval()(x), atol=1e-6)
+    ours.train()
+    torch.manual_seed(3)
+    logits = ours(x)
+    torch.manual_seed(3)
+    out = rnn(x)[0]
+    assert torch.allclose(logits, ours.head(out[:, -1]))
+
+
+def test_model_dropout_scheme_bad_input():
+    from optreg.nn import build
+
+    gru = {"kind": "gru", "in_features": 1, "hidden_size": 4, "out_features": 2}
+    with pytest.raises(OptregValueError, match="models.gru: dropout_scheme must be one of .*got 'zaremba'"):
+        build({**gru, "dropout_scheme": "zaremba"})
+    with pytest.raises(OptregValueError, match="a bidirectional net takes only 'between'"):
+        build({**gru, "dropout_scheme": "variational", "bidirectional": True})
+    with pytest.raises(OptregValueError, match="models.rnn: unknown key 'dropout_scheme'"):
+        build({**gru, "kind": "rnn", "dropout_scheme": "variational"})
+    with pytest.raises(OptregValueError, match=r"models.gru: input_dropout must be in \[0, 1\)"):
+        build({**gru, "input_dropout": 1.0})

@@ -176,6 +176,7 @@ class _DropoutRNN(nn.Module):
         *,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        input_dropout: float | None = None,
         variational: bool = False,
         drop_state: bool = False,
         device: Any = None,
@@ -190,6 +191,7 @@ class _DropoutRNN(nn.Module):
         self.batch_first = bool(batch_first)
         self.dropout = _check_p(owner, dropout, "dropout")
         self.recurrent_dropout = _check_p(owner, recurrent_dropout, "recurrent_dropout")
+        self.input_dropout = self.dropout if input_dropout is None else _check_p(owner, input_dropout, "input_dropout")
         if not isinstance(variational, bool):
             raise OptregTypeError(f"{owner}: variational must be a bool, got {variational!r}")
         self.variational = variational
@@ -231,8 +233,8 @@ class _DropoutRNN(nn.Module):
         inputs: list[Tensor | None] = []
         recurrent: list[Tensor | None] = []
         for k in range(self.num_layers):
-            n_in = self.input_size if k == 0 else h
-            inputs.append(_mask(p, (steps, batch, n_in), like) if p > 0 else None)
+            n_in, p_in = (self.input_size, self.input_dropout) if k == 0 else (h, p)
+            inputs.append(_mask(p_in, (steps, batch, n_in), like) if p_in > 0 else None)
             recurrent.append(_mask(q, (steps, batch, h), like) if q > 0 else None)
         return RNNMasks(inputs, recurrent, _mask(p, (steps, batch, h), like) if p > 0 else None)
 
@@ -279,7 +281,7 @@ class _DropoutRNN(nn.Module):
         if x.shape[2] != self.input_size:
             raise OptregValueError(f"{self._owner}: input has {x.shape[2]} features, expected {self.input_size}")
         seq_len, batch = x.shape[0], x.shape[1]
-        if masks is None and self.training and (self.dropout > 0 or self.recurrent_dropout > 0):
+        if masks is None and self.training and max(self.dropout, self.recurrent_dropout, self.input_dropout) > 0:
             masks = self.sample_masks(seq_len, batch, x)
         states = self._initial_state(hx, batch, x)
         finals = []
@@ -303,6 +305,7 @@ class _DropoutRNN(nn.Module):
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, dropout={self.dropout:g}, "
             f"recurrent_dropout={self.recurrent_dropout:g}, variational={self.variational}"
+            + (f", input_dropout={self.input_dropout:g}" if self.input_dropout != self.dropout else "")
             + (", drop_state=True" if self.drop_state else "")
         )
 
@@ -317,7 +320,8 @@ def _check_state(owner: str, h: Tensor, layers: int, batch: int, hidden: int, na
 class DropoutGRU(_DropoutRNN):
     """A GRU (torch's equations and parameters) with dropout for recurrent nets (section 7.7.4.1).
 
-    - ``dropout``: on the non-recurrent connections, the input of every layer and the output of the last one.
+    - ``dropout``: on the non-recurrent connections, the input of every layer and the output of the last one
+      (``input_dropout``, when given, is the rate on the first layer's input instead).
     - ``recurrent_dropout``: on ``h_{t-1}`` where it enters the recurrent weights (the gates
       ``r, z, n`` see ``h_{t-1} * m_h``; the state carried on, ``z * h_{t-1}``, is not dropped; Gal &
       Ghahramani, 2016).
