@@ -5,8 +5,10 @@ A spec is a plain dict, as it comes from a TOML table; :func:`build` validates e
 
 ``mlp``
     ``{"kind": "mlp", "in_features": 64, "hidden": [128, 128], "out_features": 10, "activation": "relu",
-    "norm": None, "dropout": 0.0, "input_dropout": 0.0, "residual": False}``. Each hidden block is
-    ``Linear -> norm -> activation -> dropout``; the output layer is a plain ``Linear`` producing logits.
+    "norm": None, "dropout": 0.0, "input_dropout": 0.0, "residual": False, "drop_connect": 0.0}``. Each
+    hidden block is ``Linear -> norm -> activation -> dropout``; the output layer is a plain ``Linear``
+    producing logits. ``drop_connect > 0`` makes each hidden ``Linear`` a
+    :class:`optreg.nn.dropout.DropConnect` dropping its weights with that probability (Wan et al. 2013).
     The input is flattened first, so ``(N, 8, 8)`` images work with ``in_features = 64``. With
     ``residual = true`` a block whose input and output widths match adds its input back (an identity
     shortcut, He et al. 2016, "Deep residual learning"): ``h <- h + block(h)``, i.e. ``h + act(W h + b)``
@@ -75,6 +77,7 @@ from torch import nn
 
 from optreg._checks import check_choice, check_int, check_range
 from optreg.errors import OptregValueError
+from optreg.nn.dropout import DropConnect
 from optreg.nn.norm import BatchNorm, LayerNorm, LayerNormRNN, LocalResponseNorm, weight_norm
 
 __all__ = [
@@ -138,7 +141,7 @@ _RECURRENT = {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "norm": N
               "seq_len": None}  # fmt: skip
 _GATED = {"dropout_scheme": "between", "input_dropout": 0.0}
 _KEYS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "mlp": (("in_features", "out_features"), {**_DENSE, "residual": False}),
+    "mlp": (("in_features", "out_features"), {**_DENSE, "residual": False, "drop_connect": 0.0}),
     "cnn1d": (("input_shape", "channels", "out_features"), {**_DENSE, **_CONV}),
     "cnn2d": (("input_shape", "channels", "out_features"), {**_DENSE, **_CONV}),
     "rnn": (("in_features", "hidden_size", "out_features"), {**_RECURRENT, "activation": "tanh"}),
@@ -237,7 +240,7 @@ def validate(spec: Any) -> dict[str, Any]:
     for key in ("in_features", "out_features", "hidden_size", "in_channels", "num_layers"):
         if key in s:
             check_int(owner, key, s[key], low=1)
-    for key in ("dropout", "input_dropout"):
+    for key in ("dropout", "input_dropout", "drop_connect"):
         if key in s:
             s[key] = check_range(owner, key, s[key], 0.0, 1.0, high_open=True)
     if "hidden" in s:
@@ -315,7 +318,9 @@ def _dense_layers(
         layers["drop0"] = nn.Dropout(s["dropout"])
     for i, width in enumerate(s["hidden"], start=1):
         block: OrderedDict[str, nn.Module] = OrderedDict()
-        block[f"fc{i}"] = _affine(nn.Linear(n_in, width), s["norm"])
+        p_connect = s.get("drop_connect", 0.0)
+        linear = DropConnect(n_in, width, p=p_connect) if p_connect > 0 else nn.Linear(n_in, width)
+        block[f"fc{i}"] = _affine(linear, s["norm"])
         norm = _norm(s["norm"], width)
         if norm is not None:
             block[f"norm{i}"] = norm
