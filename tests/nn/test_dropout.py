@@ -178,6 +178,80 @@ def test_gru_masks_are_shared_over_time_only_when_variational(variational):
     assert torch.allclose(out, ref_out, atol=1e-13) and torch.allclose(h[0], ref_h, atol=1e-13)
 
 
+def _cell_reference(rnn, x, masks, lstm):
+    """The stacked net step by step with torch.nn.GRUCell / LSTMCell (torch's own cell, our weights), the
+    masks applied as documented: the input mask on each layer's input, the recurrent mask on h_{t-1} entering
+    W_hh (with ``drop_state``: on the state carried on), the output mask on the last layer's outputs."""
+    seq, batch = x.shape[0], x.shape[1]
+    for k in range(rnn.num_layers):
+        n_in = rnn.input_size if k == 0 else rnn.hidden_size
+        cell = (nn.LSTMCell if lstm else nn.GRUCell)(n_in, rnn.hidden_size, dtype=x.dtype)
+        w = {n: getattr(rnn, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        h = x.new_zeros(batch, rnn.hidden_size)
+        c = x.new_zeros(batch, rnn.hidden_size)
+        mi, mh = masks.inputs[k], masks.recurrent[k]
+        outs = []
+        for t in range(seq):
+            xt = x[t] * mi[t % mi.shape[0]]
+            m = mh[t % mh.shape[0]]
+            if rnn.drop_state:
+                h = h * m
+                hw, hz = h, h
+            else:
+                hw, hz = h * m, h
+            # the cell sees h_{t-1} * m in W_hh; the GRU's carried term z * h_{t-1} uses the undropped state
+            if lstm:
+                h, c = torch.func.functional_call(cell, w, (xt, (hw, c)))
+            else:
+                gh = hw @ w["weight_hh"].T + w["bias_hh"]
+                gi = xt @ w["weight_ih"].T + w["bias_ih"]
+                z = torch.sigmoid(gi.chunk(3, 1)[1] + gh.chunk(3, 1)[1])
+                cell_h = torch.func.functional_call(cell, w, (xt, hw))  # = (1 - z) n + z * hw
+                h = cell_h + z * (hz - hw)  # torch's cell with the carried term on the undropped state
+            outs.append(h)
+        x = torch.stack(outs)
+    return x * masks.output
+
+
+@pytest.mark.parametrize("lstm", [False, True])
+@pytest.mark.parametrize("mode", ["per_step", "variational", "drop_state"])
+def test_dropout_rnn_loop_equals_torch_cells_step_by_step_outputs_and_gradients(lstm, mode):
+    """Oracle: torch.nn.GRUCell / LSTMCell stepped by hand over two stacked layers with the same weights and
+    masks: the fast loop (unbind, fused gates, lerp / addcmul) gives the same outputs and the same gradients
+    of the input and of every parameter (float64)."""
+    torch.manual_seed(0)
+    cls = D.DropoutLSTM if lstm else D.DropoutGRU
+    rnn = cls(3, 5, 2, dropout=0.3, recurrent_dropout=0.4, variational=mode == "variational",
+              drop_state=mode == "drop_state", dtype=f64).train()
+    x = torch.randn(9, 4, 3, dtype=f64, requires_grad=True)
+    masks = rnn.sample_masks(9, 4, x)
+    out = rnn(x, masks=masks)[0]
+    ref = _cell_reference(rnn, x, masks, lstm)
+    assert torch.allclose(out, ref, atol=1e-12)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, *rnn.parameters()], g)
+    ref_grads = torch.autograd.grad(ref, [x, *rnn.parameters()], g)
+    for (name, _), a, b in zip([("x", x), *rnn.named_parameters()], grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-11), name
+
+
+def test_drop_state_erases_the_memory_of_a_sequence_whose_whole_state_is_dropped():
+    """drop_state (the chapter's naive form): the dropped state is what is carried on, so d h_T / d x_1 of a
+    sequence is exactly zero when its whole state was dropped at some step t >= 2 (recomputed from the masks),
+    and not otherwise; the default recurrent mask (on h_{t-1} entering W_hh) keeps the carried path
+    z * h_{t-1}, so the first input always reaches h_T."""
+    torch.manual_seed(0)
+    x = torch.randn(12, 16, 3, dtype=f64, requires_grad=True)
+    for drop_state in (True, False):
+        gru = D.DropoutGRU(3, 2, recurrent_dropout=0.5, drop_state=drop_state, dtype=f64).train()
+        masks = gru.sample_masks(12, 16, x)
+        (grad,) = torch.autograd.grad(gru(x, masks=masks)[1][-1].sum(), x)
+        erased = (masks.recurrent[0][1:] == 0).all(dim=2).any(dim=0)  # (N,): a step with every unit dropped
+        assert 0 < int(erased.sum()) < 16
+        expected = erased if drop_state else torch.zeros_like(erased)
+        assert torch.equal((grad[0] == 0).all(dim=1), expected)
+
+
 @pytest.mark.parametrize("variational", [True, False])
 def test_variational_input_mask_is_the_same_at_every_time_step(variational):
     """The observable consequence: with variational dropout, d output / d x[t, n, f] is zero for every t
@@ -284,3 +358,48 @@ def test_mc_dropout_without_dropout_layers_has_zero_spread_and_bad_samples():
     assert torch.equal(std, torch.zeros_like(std))
     with pytest.raises(OptregValueError, match="mc_dropout_predict: samples must be an integer >= 1, got 0"):
         D.mc_dropout_predict(model, torch.randn(2, 4), samples=0)
+
+
+# ------------------------------------------------------------------- the model builder's dropout schemes
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("scheme", ["non_recurrent", "recurrent", "state", "variational"])
+def test_model_dropout_scheme_builds_the_dropout_rnn_and_evaluates_as_torchs(kind, scheme):
+    """optreg.nn.build with ``dropout_scheme``: the recurrent layer is DropoutGRU / DropoutLSTM with the
+    scheme's options; in evaluation the classifier equals the default one (torch.nn.GRU / LSTM, oracle) with
+    the same state dict; in training its logits are the head of the last masked output step."""
+    from optreg.nn import build
+
+    spec = {"kind": kind, "in_features": 2, "hidden_size": 6, "num_layers": 2, "out_features": 3, "dropout": 0.3}
+    torch.manual_seed(0)
+    ours = build({**spec, "dropout_scheme": scheme, "input_dropout": 0.1})
+    ref = build(spec)
+    ref.load_state_dict(ours.state_dict())
+    rnn = ours.rnn
+    assert isinstance(rnn, D.DropoutLSTM if kind == "lstm" else D.DropoutGRU)
+    assert (rnn.dropout, rnn.input_dropout) == (0.3, 0.1)
+    assert rnn.recurrent_dropout == (0.0 if scheme == "non_recurrent" else 0.3)
+    assert (rnn.variational, rnn.drop_state) == (scheme == "variational", scheme == "state")
+    x = torch.randn(5, 7, 2)
+    assert torch.allclose(ours.eval()(x), ref.eval()(x), atol=1e-6)
+    ours.train()
+    torch.manual_seed(3)
+    logits = ours(x)
+    torch.manual_seed(3)
+    out = rnn(x)[0]
+    assert torch.allclose(logits, ours.head(out[:, -1]))
+
+
+def test_model_dropout_scheme_bad_input():
+    from optreg.nn import build
+
+    gru = {"kind": "gru", "in_features": 1, "hidden_size": 4, "out_features": 2}
+    with pytest.raises(OptregValueError, match="models.gru: dropout_scheme must be one of .*got 'zaremba'"):
+        build({**gru, "dropout_scheme": "zaremba"})
+    with pytest.raises(OptregValueError, match="a bidirectional net takes only 'between'"):
+        build({**gru, "dropout_scheme": "variational", "bidirectional": True})
+    with pytest.raises(OptregValueError, match="models.rnn: unknown key 'dropout_scheme'"):
+        build({**gru, "kind": "rnn", "dropout_scheme": "variational"})
+    with pytest.raises(OptregValueError, match=r"models.gru: input_dropout must be in \[0, 1\)"):
+        build({**gru, "input_dropout": 1.0})

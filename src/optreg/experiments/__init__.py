@@ -62,7 +62,7 @@ __all__ = [
 #: The modules of the built-in experiments (``optreg.experiments.<module>``).
 BUILTIN_MODULES = (
     "optimizers", "batch_size", "lr_decay", "init_schemes", "preprocessing", "curvature", "landscapes",
-    "data_regularization", "regularization", "ensembles",
+    "data_regularization", "regularization", "ensembles", "dropout", "normalization", "penalties",
 )
 
 _loaded = False

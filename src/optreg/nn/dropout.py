@@ -160,7 +160,8 @@ class _DropoutRNN(nn.Module):
     """
 
     # set by DropoutGRU / DropoutLSTM, which also define ``_initial_state(hx, batch, like)`` and
-    # ``_step(gi, h_in, state, w_hh, b_hh) -> state``
+    # ``_step(gi, h_in, state, w_hh_t, b_hh) -> state`` (``gi``: the step's input projection with ``b_ih``;
+    # ``w_hh_t``: the recurrent weight transposed)
     _mode: str = ""
     _gates: int = 0
     _owner: str = ""
@@ -175,7 +176,9 @@ class _DropoutRNN(nn.Module):
         *,
         dropout: float = 0.0,
         recurrent_dropout: float = 0.0,
+        input_dropout: float | None = None,
         variational: bool = False,
+        drop_state: bool = False,
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -188,9 +191,13 @@ class _DropoutRNN(nn.Module):
         self.batch_first = bool(batch_first)
         self.dropout = _check_p(owner, dropout, "dropout")
         self.recurrent_dropout = _check_p(owner, recurrent_dropout, "recurrent_dropout")
+        self.input_dropout = self.dropout if input_dropout is None else _check_p(owner, input_dropout, "input_dropout")
         if not isinstance(variational, bool):
             raise OptregTypeError(f"{owner}: variational must be a bool, got {variational!r}")
         self.variational = variational
+        if not isinstance(drop_state, bool):
+            raise OptregTypeError(f"{owner}: drop_state must be a bool, got {drop_state!r}")
+        self.drop_state = drop_state
         kw = {"device": device, "dtype": dtype}
         g = self._gates * hidden_size
         shells = []
@@ -226,8 +233,8 @@ class _DropoutRNN(nn.Module):
         inputs: list[Tensor | None] = []
         recurrent: list[Tensor | None] = []
         for k in range(self.num_layers):
-            n_in = self.input_size if k == 0 else h
-            inputs.append(_mask(p, (steps, batch, n_in), like) if p > 0 else None)
+            n_in, p_in = (self.input_size, self.input_dropout) if k == 0 else (h, p)
+            inputs.append(_mask(p_in, (steps, batch, n_in), like) if p_in > 0 else None)
             recurrent.append(_mask(q, (steps, batch, h), like) if q > 0 else None)
         return RNNMasks(inputs, recurrent, _mask(p, (steps, batch, h), like) if p > 0 else None)
 
@@ -241,15 +248,26 @@ class _DropoutRNN(nn.Module):
         out, last = functional_call(self._shells[k], params, (x, hx))
         return out, last.squeeze(0) if isinstance(last, Tensor) else tuple(s.squeeze(0) for s in last)
 
-    def _loop(self, k: int, x: Tensor, state: Any, mask: Tensor | None) -> tuple[Tensor, Any]:
-        """Layer ``k`` step by step, ``h_{t-1} * mask`` entering the recurrent weights (the state itself is kept)."""
+    def _loop(self, k: int, x: Tensor, state: Any, mask: Tensor) -> tuple[Tensor, Any]:
+        """Layer ``k`` step by step with the recurrent mask: ``h_{t-1} * mask`` enters the recurrent weights
+        (the state itself is carried on), or with ``drop_state`` replaces the state.
+
+        Speed (benchmarks/bench_dropout.py): every time step's input projection is one product, split by
+        ``unbind`` (whose backward stacks the T gradients once; indexing ``gi[t]`` would zero-fill a
+        ``(T, N, G)`` gradient per step, O(T^2) memory traffic), the recurrent weight is transposed once, and
+        :meth:`_step` fuses the gates (one ``addmm``, one sigmoid for two gates, ``addcmul``, ``lerp``)."""
         w_ih, w_hh, b_ih, b_hh = self._layer(k)
-        gi = F.linear(x, w_ih, b_ih)  # every time step's input projection in one product
+        steps = F.linear(x, w_ih, b_ih).unbind(0)
+        masks = [mask[0]] * len(steps) if mask.shape[0] == 1 else mask.unbind(0)
+        w_hh_t = w_hh.t()
         outputs = []
-        for t in range(x.shape[0]):
-            h = state if isinstance(state, Tensor) else state[0]
-            h_in = h if mask is None else h * mask[t if mask.shape[0] > 1 else 0]
-            state = self._step(gi[t], h_in, state, w_hh, b_hh)
+        for gi, m in zip(steps, masks):
+            if self.drop_state:
+                state = state * m if isinstance(state, Tensor) else (state[0] * m, state[1])
+                h_in = state if isinstance(state, Tensor) else state[0]
+            else:
+                h_in = (state if isinstance(state, Tensor) else state[0]) * m
+            state = self._step(gi, h_in, state, w_hh_t, b_hh)
             outputs.append(state if isinstance(state, Tensor) else state[0])
         return torch.stack(outputs), state
 
@@ -263,7 +281,7 @@ class _DropoutRNN(nn.Module):
         if x.shape[2] != self.input_size:
             raise OptregValueError(f"{self._owner}: input has {x.shape[2]} features, expected {self.input_size}")
         seq_len, batch = x.shape[0], x.shape[1]
-        if masks is None and self.training and (self.dropout > 0 or self.recurrent_dropout > 0):
+        if masks is None and self.training and max(self.dropout, self.recurrent_dropout, self.input_dropout) > 0:
             masks = self.sample_masks(seq_len, batch, x)
         states = self._initial_state(hx, batch, x)
         finals = []
@@ -287,6 +305,8 @@ class _DropoutRNN(nn.Module):
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, dropout={self.dropout:g}, "
             f"recurrent_dropout={self.recurrent_dropout:g}, variational={self.variational}"
+            + (f", input_dropout={self.input_dropout:g}" if self.input_dropout != self.dropout else "")
+            + (", drop_state=True" if self.drop_state else "")
         )
 
 
@@ -300,18 +320,23 @@ def _check_state(owner: str, h: Tensor, layers: int, batch: int, hidden: int, na
 class DropoutGRU(_DropoutRNN):
     """A GRU (torch's equations and parameters) with dropout for recurrent nets (section 7.7.4.1).
 
-    - ``dropout``: on the non-recurrent connections, the input of every layer and the output of the last one.
+    - ``dropout``: on the non-recurrent connections, the input of every layer and the output of the last one
+      (``input_dropout``, when given, is the rate on the first layer's input instead).
     - ``recurrent_dropout``: on ``h_{t-1}`` where it enters the recurrent weights (the gates
       ``r, z, n`` see ``h_{t-1} * m_h``; the state carried on, ``z * h_{t-1}``, is not dropped; Gal &
       Ghahramani, 2016).
     - ``variational``: one mask per sequence for each of these, shared over the time steps; otherwise a fresh
       mask per time step.
+    - ``drop_state``: the recurrent mask drops the state itself, ``h_{t-1} <- m_t * h_{t-1}``, which is then
+      carried on (``z * h_{t-1}`` included): the chapter's "dropping the hidden state at every time step"
+      (section 7.7.4.1), which erases a unit's memory with probability ``p`` per step.
 
     Figure 7.11 (Zaremba et al., 2014): ``dropout=p`` only. Figure 7.12, variational dropout:
-    ``dropout=p, recurrent_dropout=p, variational=True``. Naive dropout of the recurrent state, which the
-    chapter warns against (exercise 7-4): ``recurrent_dropout=p, variational=False``. Without recurrent
-    dropout (and in evaluation) each layer runs torch's fused kernel; otherwise a step-by-step loop, whose
-    input projections are computed for all time steps at once. Bidirectional nets are not supported.
+    ``dropout=p, recurrent_dropout=p, variational=True``. Naive dropout of the recurrent connections, which
+    the chapter warns against (exercise 7-4): ``recurrent_dropout=p, variational=False`` (a fresh mask per
+    step on ``h_{t-1}`` entering the recurrent weights), with ``drop_state=True`` on the state carried on.
+    Without recurrent dropout (and in evaluation) each layer runs torch's fused kernel; otherwise a
+    step-by-step loop (:meth:`_DropoutRNN._loop`). Bidirectional nets are not supported.
     """
 
     _mode, _gates, _owner = "gru", 3, "dropout_gru"
@@ -321,13 +346,15 @@ class DropoutGRU(_DropoutRNN):
             return [like.new_zeros(batch, self.hidden_size)] * self.num_layers
         return list(_check_state(self._owner, hx, self.num_layers, batch, self.hidden_size, "hx"))
 
-    def _step(self, gi: Tensor, h_in: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
-        i_r, i_z, i_n = gi.chunk(3, 1)
-        h_r, h_z, h_n = F.linear(h_in, w_hh, b_hh).chunk(3, 1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        return (1 - z) * n + z * h
+    def _step(self, gi: Tensor, h_in: Tensor, h: Tensor, w_hh_t: Tensor, b_hh: Tensor | None) -> Tensor:
+        """torch's GRU step: ``r, z = sigmoid(i_rz + W_hrz h_in + b_hrz)``, ``n = tanh(i_n + r (W_hn h_in +
+        b_hn))``, ``h' = (1 - z) n + z h`` (``lerp(n, h, z)``)."""
+        gh = h_in @ w_hh_t if b_hh is None else torch.addmm(b_hh, h_in, w_hh_t)
+        i_rz, i_n = gi.split((2 * self.hidden_size, self.hidden_size), 1)
+        h_rz, h_n = gh.split((2 * self.hidden_size, self.hidden_size), 1)
+        r, z = torch.sigmoid(i_rz + h_rz).chunk(2, 1)
+        n = torch.tanh(torch.addcmul(i_n, r, h_n))
+        return torch.lerp(n, h, z)
 
 
 class DropoutLSTM(_DropoutRNN):
@@ -350,10 +377,12 @@ class DropoutLSTM(_DropoutRNN):
         return list(zip(h0, c0))
 
     def _step(
-        self, gi: Tensor, h_in: Tensor, state: tuple[Tensor, Tensor], w_hh: Tensor, b_hh: Tensor | None
+        self, gi: Tensor, h_in: Tensor, state: tuple[Tensor, Tensor], w_hh_t: Tensor, b_hh: Tensor | None
     ) -> tuple[Tensor, Tensor]:
-        i, f, g, o = (gi + F.linear(h_in, w_hh, b_hh)).chunk(4, 1)
-        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+        """torch's LSTM step: ``i, f, g, o`` from ``gi + W_hh h_in + b_hh``; ``c' = f c + i g``, ``h' = o tanh(c')``."""
+        gates = torch.addmm(gi, h_in, w_hh_t) if b_hh is None else torch.addmm(gi + b_hh, h_in, w_hh_t)
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.addcmul(torch.sigmoid(f) * state[1], torch.sigmoid(i), torch.tanh(g))
         return torch.sigmoid(o) * torch.tanh(c), c
 
 

@@ -5,8 +5,10 @@ A spec is a plain dict, as it comes from a TOML table; :func:`build` validates e
 
 ``mlp``
     ``{"kind": "mlp", "in_features": 64, "hidden": [128, 128], "out_features": 10, "activation": "relu",
-    "norm": None, "dropout": 0.0, "input_dropout": 0.0, "residual": False}``. Each hidden block is
-    ``Linear -> norm -> activation -> dropout``; the output layer is a plain ``Linear`` producing logits.
+    "norm": None, "dropout": 0.0, "input_dropout": 0.0, "residual": False, "drop_connect": 0.0}``. Each
+    hidden block is ``Linear -> norm -> activation -> dropout``; the output layer is a plain ``Linear``
+    producing logits. ``drop_connect > 0`` makes each hidden ``Linear`` a
+    :class:`optreg.nn.dropout.DropConnect` dropping its weights with that probability (Wan et al. 2013).
     The input is flattened first, so ``(N, 8, 8)`` images work with ``in_features = 64``. With
     ``residual = true`` a block whose input and output widths match adds its input back (an identity
     shortcut, He et al. 2016, "Deep residual learning"): ``h <- h + block(h)``, i.e. ``h + act(W h + b)``
@@ -33,7 +35,17 @@ A spec is a plain dict, as it comes from a TOML table; :func:`build` validates e
     the forward direction, ``o_1`` of the backward one); ``"mean"``, ``(1/T) sum_t o_t``; ``"all"``, every
     step's output concatenated (``T * H`` values; needs ``seq_len = T``, which :func:`optreg.train.run`
     fills in from the data). ``dropout`` acts between stacked layers (torch's own) and on the readout
-    before the output layer.
+    before the output layer. ``gru`` / ``lstm`` also take ``dropout_scheme`` (section 7.7.4.1; default
+    ``"between"``, the above), the other schemes running :class:`optreg.nn.dropout.DropoutGRU` /
+    ``DropoutLSTM`` with drop probability ``dropout``: ``"non_recurrent"`` (Zaremba et al. 2014, figure
+    7.11: a fresh mask per time step on the input of every layer above the first and on the last layer's
+    outputs), ``"recurrent"`` (that, and a fresh mask per step on ``h_{t-1}`` entering the recurrent
+    weights: the naive form of exercise 7-4), ``"state"`` (that, with the mask on the state carried on:
+    the chapter's "dropping the hidden state at every time step"), ``"variational"`` (Gal & Ghahramani
+    2016, figure 7.12: one mask per sequence on the same connections as ``"recurrent"``). Their head reads
+    the masked outputs (no second dropout on the readout); ``input_dropout`` is the rate on the first
+    layer's input (each time step's features; with ``"variational"`` one mask per sequence, which for a
+    1-feature signal drops whole sequences), 0 by default; bidirectional nets take only ``"between"``.
     ``rnn`` with ``norm = "layer"`` is the layer-normalized recurrent net of eqs. (7.52)-(7.53)
     (:class:`optreg.nn.norm.LayerNormRNN`); no other norm fits a recurrent kind (batch normalization:
     exercise 7-2; ``gru`` / ``lstm`` are torch's fused layers).
@@ -65,10 +77,12 @@ from torch import nn
 
 from optreg._checks import check_choice, check_int, check_range
 from optreg.errors import OptregValueError
+from optreg.nn.dropout import DropConnect
 from optreg.nn.norm import BatchNorm, LayerNorm, LayerNormRNN, LocalResponseNorm, weight_norm
 
 __all__ = [
     "ACTIVATIONS",
+    "DROPOUT_SCHEMES",
     "NORMS",
     "NORMS_BY_KIND",
     "SequenceClassifier",
@@ -109,6 +123,14 @@ _NORM_MISFIT = {
 }
 
 _KINDS = ("mlp", "cnn1d", "cnn2d", "rnn", "gru", "lstm")
+DROPOUT_SCHEMES = ("between", "non_recurrent", "recurrent", "state", "variational")
+"""Where a ``gru`` / ``lstm`` drops units (see the module docstring; section 7.7.4.1)."""
+_SCHEME_OPTIONS = {  # DropoutGRU / DropoutLSTM options of each scheme but "between" (recurrent rate: dropout)
+    "non_recurrent": {"recurrent": False, "variational": False, "drop_state": False},
+    "recurrent": {"recurrent": True, "variational": False, "drop_state": False},
+    "state": {"recurrent": True, "variational": False, "drop_state": True},
+    "variational": {"recurrent": True, "variational": True, "drop_state": False},
+}
 READOUTS = ("last", "all", "mean")
 """What a recurrent classifier's head reads (see the module docstring)."""
 
@@ -117,13 +139,14 @@ _DENSE = {"activation": "relu", "norm": None, "dropout": 0.0, "input_dropout": 0
 _CONV = {"in_channels": 1, "kernel_size": 3, "stride": 1, "padding": None, "pool": 2}  # padding None: k // 2
 _RECURRENT = {"num_layers": 1, "dropout": 0.0, "bidirectional": False, "norm": None, "readout": "last",
               "seq_len": None}  # fmt: skip
+_GATED = {"dropout_scheme": "between", "input_dropout": 0.0}
 _KEYS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "mlp": (("in_features", "out_features"), {**_DENSE, "residual": False}),
+    "mlp": (("in_features", "out_features"), {**_DENSE, "residual": False, "drop_connect": 0.0}),
     "cnn1d": (("input_shape", "channels", "out_features"), {**_DENSE, **_CONV}),
     "cnn2d": (("input_shape", "channels", "out_features"), {**_DENSE, **_CONV}),
     "rnn": (("in_features", "hidden_size", "out_features"), {**_RECURRENT, "activation": "tanh"}),
-    "gru": (("in_features", "hidden_size", "out_features"), dict(_RECURRENT)),
-    "lstm": (("in_features", "hidden_size", "out_features"), dict(_RECURRENT)),
+    "gru": (("in_features", "hidden_size", "out_features"), {**_RECURRENT, **_GATED}),
+    "lstm": (("in_features", "hidden_size", "out_features"), {**_RECURRENT, **_GATED}),
 }
 _PER_LAYER = ("kernel_size", "stride", "padding", "pool")
 
@@ -217,7 +240,7 @@ def validate(spec: Any) -> dict[str, Any]:
     for key in ("in_features", "out_features", "hidden_size", "in_channels", "num_layers"):
         if key in s:
             check_int(owner, key, s[key], low=1)
-    for key in ("dropout", "input_dropout"):
+    for key in ("dropout", "input_dropout", "drop_connect"):
         if key in s:
             s[key] = check_range(owner, key, s[key], 0.0, 1.0, high_open=True)
     if "hidden" in s:
@@ -255,6 +278,13 @@ def validate(spec: Any) -> dict[str, Any]:
         _check_norm_fits(kind, s["norm"])
     if "bidirectional" in s and not isinstance(s["bidirectional"], bool):
         raise OptregValueError(f"{owner}: bidirectional must be true or false, got {s['bidirectional']!r}")
+    if "dropout_scheme" in s:
+        check_choice(owner, "dropout_scheme", s["dropout_scheme"], DROPOUT_SCHEMES)
+        if s["dropout_scheme"] != "between" and s["bidirectional"]:
+            raise OptregValueError(
+                f"{owner}: dropout_scheme {s['dropout_scheme']!r} runs a one-directional DropoutGRU / DropoutLSTM; "
+                "a bidirectional net takes only 'between'"
+            )
     if kind == "rnn":
         check_choice(owner, "activation", s["activation"], ("tanh", "relu"))
     elif "activation" in s:
@@ -288,7 +318,9 @@ def _dense_layers(
         layers["drop0"] = nn.Dropout(s["dropout"])
     for i, width in enumerate(s["hidden"], start=1):
         block: OrderedDict[str, nn.Module] = OrderedDict()
-        block[f"fc{i}"] = _affine(nn.Linear(n_in, width), s["norm"])
+        p_connect = s.get("drop_connect", 0.0)
+        linear = DropConnect(n_in, width, p=p_connect) if p_connect > 0 else nn.Linear(n_in, width)
+        block[f"fc{i}"] = _affine(linear, s["norm"])
         norm = _norm(s["norm"], width)
         if norm is not None:
             block[f"norm{i}"] = norm
@@ -389,6 +421,9 @@ class SequenceClassifier(nn.Module):
 
     ``norm="layer"`` (``kind="rnn"`` only): the recurrent layer is :class:`optreg.nn.norm.LayerNormRNN`,
     :math:`h_t = f(\\mathrm{LN}(U h_{t-1} + W x_t))` (eqs. 7.52-7.53), in place of ``torch.nn.RNN``.
+    ``dropout_scheme`` other than ``"between"`` (``gru`` / ``lstm``): the recurrent layer is
+    :class:`optreg.nn.dropout.DropoutGRU` / ``DropoutLSTM`` (see the module docstring), whose masked output
+    sequence the head reads (``"last"``: its last step).
 
     ``forward(x)``: ``x`` is ``(N, T, F)``, or ``(N, T)`` when ``F == 1``; returns ``(N, out_features)``
     logits. With ``bidirectional`` the forward direction's state at ``T`` and the backward direction's
@@ -409,8 +444,13 @@ class SequenceClassifier(nn.Module):
         norm: str | None = None,
         readout: str = "last",
         seq_len: int | None = None,
+        dropout_scheme: str = "between",
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.dropout_scheme = check_choice(f"models.{kind}", "dropout_scheme", dropout_scheme, DROPOUT_SCHEMES)
+        if dropout_scheme != "between" and kind not in ("gru", "lstm"):
+            raise OptregValueError(f"models.{kind}: dropout_scheme {dropout_scheme!r} needs kind gru or lstm")
         self.kind = check_choice("models", "kind", kind, ("rnn", "gru", "lstm"))
         self.norm = _check_norm_fits(self.kind, norm)
         self.readout = check_choice(f"models.{kind}", "readout", readout, READOUTS)
@@ -424,7 +464,17 @@ class SequenceClassifier(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
             bidirectional=bidirectional,
         )
-        if kind == "rnn" and norm == "layer":
+        if dropout_scheme != "between":
+            from optreg.nn.dropout import DropoutGRU, DropoutLSTM
+
+            options = _SCHEME_OPTIONS[dropout_scheme]
+            cls = DropoutGRU if kind == "gru" else DropoutLSTM
+            self.rnn = cls(
+                in_features, hidden_size, num_layers, batch_first=True, dropout=dropout,
+                recurrent_dropout=dropout if options["recurrent"] else 0.0, input_dropout=input_dropout,
+                variational=options["variational"], drop_state=options["drop_state"],
+            )  # fmt: skip
+        elif kind == "rnn" and norm == "layer":
             self.rnn: nn.Module = LayerNormRNN(in_features, hidden_size, nonlinearity=activation, **kwargs)
         elif kind == "rnn":
             self.rnn = nn.RNN(in_features, hidden_size, nonlinearity=activation, **kwargs)
@@ -432,7 +482,9 @@ class SequenceClassifier(nn.Module):
             self.rnn = nn.GRU(in_features, hidden_size, **kwargs)
         else:
             self.rnn = nn.LSTM(in_features, hidden_size, **kwargs)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        between = dropout_scheme == "between"
+        self.input_dropout = nn.Dropout(input_dropout) if between and input_dropout > 0 else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if between and dropout > 0 else nn.Identity()
         width = hidden_size * (2 if bidirectional else 1)
         self.head = nn.Linear(width * (seq_len if readout == "all" else 1), out_features)  # type: ignore[operator]
 
@@ -444,7 +496,7 @@ class SequenceClassifier(nn.Module):
                 f"models.{self.kind}: input must be (N, T, {self.in_features})"
                 f"{' or (N, T)' if self.in_features == 1 else ''}, got shape {tuple(x.shape)}"
             )
-        out, h = self.rnn(x)  # out: (N, T, dirs * H), the last layer's outputs
+        out, h = self.rnn(self.input_dropout(x))  # out: (N, T, dirs * H), the last layer's outputs
         if self.readout == "mean":
             return self.head(self.dropout(out.mean(dim=1)))
         if self.readout == "all":
@@ -454,6 +506,8 @@ class SequenceClassifier(nn.Module):
                     f"of shape {tuple(x.shape)}"
                 )
             return self.head(self.dropout(out.flatten(1)))
+        if self.dropout_scheme != "between":  # the masked outputs (the mask of the last step is the readout's)
+            return self.head(out[:, -1])
         if isinstance(h, tuple):  # LSTM: (h_n, c_n)
             h = h[0]
         dirs = 2 if self.rnn.bidirectional else 1
@@ -485,6 +539,8 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
         norm=s["norm"],
         readout=s["readout"],
         seq_len=s["seq_len"],
+        dropout_scheme=s.get("dropout_scheme", "between"),
+        input_dropout=s.get("input_dropout", 0.0),
     )
 
 
@@ -522,5 +578,6 @@ def describe(spec: Mapping[str, Any]) -> str:
             f"{s['in_features']} -> {s['num_layers']} x {s['hidden_size']}"
             f"{' (bidirectional)' if s['bidirectional'] else ''} -> {s['out_features']}, "
             f"norm {s['norm'] or 'none'}, dropout {s['dropout']:g}"
+            + (f" ({s['dropout_scheme']})" if s.get("dropout_scheme", "between") != "between" else "")
         )
     return f"{kind} {body}; {n:,} parameters"
