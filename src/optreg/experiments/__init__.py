@@ -60,7 +60,8 @@ __all__ = [
 ]
 
 #: The modules of the built-in experiments (``optreg.experiments.<module>``).
-BUILTIN_MODULES = ("optimizers", "batch_size", "lr_decay", "init_schemes", "preprocessing", "curvature", "landscapes")
+BUILTIN_MODULES = ("optimizers", "batch_size", "lr_decay", "init_schemes", "preprocessing", "curvature", "landscapes",
+                   "normalization", "penalties")
 
 _loaded = False
 
