@@ -49,7 +49,7 @@ def test_quick_run_writes_a_claims_table_figures_and_runs(quick, read_csv) -> No
         assert result.paths[name].is_file() and result.paths[name].stat().st_size > 0
     csv_rows = read_csv(result.paths["table.csv"])
     assert [r["claim"] for r in csv_rows] == [r["claim"] for r in result.table]
-    assert len(result.table) == 17
+    assert len(result.table) == 18
     for row in csv_rows:
         assert set(row) == {"claim", "measured", "verdict"}
         assert row["verdict"] in {"holds", "does not hold here"}

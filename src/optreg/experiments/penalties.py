@@ -350,7 +350,7 @@ def _histogram_figure(weights: dict[str, np.ndarray], title: str) -> Figure:
         ax.set_xticks([low - 1.0, -8, -6, -4, -2, 0], ["0", "1e-8", "1e-6", "1e-4", "0.01", "1"], fontsize=7)
         ax.set_xlim(low - 1.6, high)
         ax.set_title(f"{label}: {100 * zeros / w.size:.1f}% exactly 0", fontsize=9)
-        ax.set_xlabel("|w| (black: exactly 0)")
+        ax.set_xlabel("|w| (black: exactly 0; first bin: below 1e-9)")
         ax.set_ylabel("count (log)")
     for ax in axes[len(weights) :]:
         ax.set_visible(False)
