@@ -378,6 +378,7 @@ def template() -> str:
         _line("dropout", mlp["dropout"], "[0, 1): drop probability of every hidden layer"),
         _line("input_dropout", mlp["input_dropout"], "[0, 1): on the input"),
         _line("residual", mlp["residual"], "mlp: h = h + act(W h) where the widths match"),
+        _line("drop_connect", 0.0, "mlp, [0, 1): DropConnect on the hidden layers' weights", active=False),
         "# kind = \"cnn1d\" / \"cnn2d\" also take (each per-layer key: one integer, or a list, one per block):",
         _line("channels", _Raw("[16, 32]"), "required: channels of each conv block", active=False),
         *(_line(k, v, active=False) for k, v in models.keys("cnn1d")[1].items()
@@ -392,6 +393,7 @@ def template() -> str:
               active=False),
         _line("seq_len", _Raw("40"), "readout \"all\": the number of steps (default: from the data)", active=False),
         _line("activation", "tanh", "rnn only: tanh or relu", active=False),
+        _line("dropout_scheme", "between", f"gru / lstm: {', '.join(models.DROPOUT_SCHEMES)}", active=False),
         "",
         "# [init]                                 # optional; default: torch's own initialization",
         _line("scheme", "he_normal", f"allowed: {', '.join(init.available())}", active=False),
