@@ -311,6 +311,9 @@ def test_optreg_tune_killed_at_random_moments_resumes_without_losing_or_repeatin
         proc = subprocess.Popen(cmd + (["--resume"] if attempt else []), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 240
+        # each process must make progress before it is killed: a kill before the resumed process re-claims the
+        # interrupted trial would find the first kill's 'running' row again and count it twice
+        target = max(target, seen[-1][0] + 1) if seen else target
         while _trials_stored(out / "study.sqlite")[0] < target and proc.poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -328,7 +331,9 @@ def test_optreg_tune_killed_at_random_moments_resumes_without_losing_or_repeatin
     fresh = hpo.Study(tc.space, method="random", direction="maximize", n_trials=30)
     assert [t.number for t in trials] == list(range(30)) and all(t.state == "complete" for t in trials)
     assert [t.params for t in trials] == [fresh.ask().params for _ in range(30)]
-    assert sum(t.attempts == 2 for t in trials) == sum(running for _, running in seen)
+    # each kill that caught a trial running costs that trial one more attempt (a trial may be caught twice)
+    assert sum(t.attempts - 1 for t in trials) == sum(running for _, running in seen), (
+        [t.attempts for t in trials], seen)
     assert all(t.value == t.intermediate[3] for t in trials)
     study.close()
 

@@ -417,7 +417,7 @@ class _Reporter:
             parts.append(f"{s['seconds']:.1f}s")
             if not self.live and self.left():
                 parts.append(self.left())
-            self.console.print("  ".join(parts), highlight=False)
+            self.console.print("  ".join(parts), highlight=False, soft_wrap=True)
 
 
 def _plain(value: Any) -> Any:
@@ -475,7 +475,7 @@ def _report(args: argparse.Namespace, console: Console, result: Any, outcome: _O
     if result.notes:
         console.print(result.notes, highlight=False)
     for path in result.paths.values():
-        console.print(f"wrote {path}", highlight=False)
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     console.print(f"done in {seconds:.1f}s", highlight=False)
 
 
@@ -777,7 +777,7 @@ def _check_target(path: Path, overwrite: bool) -> None:
 
 def _save_figure(fig: Any, path: Path, console: Console) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    console.print(f"wrote {path}", highlight=False)
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 def _curve_panels(selection: _Selection, metrics: Sequence[str], smooth: int | None) -> list[Any]:
@@ -889,7 +889,7 @@ def _runs_export(args: argparse.Namespace, console: Console) -> int:
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
-            console.print(f"wrote {path} ({len(selection.runs)} run(s))", highlight=False)
+            console.print(f"wrote {path} ({len(selection.runs)} run(s))", highlight=False, soft_wrap=True)
     finally:
         selection.close()
     return 0
@@ -942,7 +942,7 @@ def _cmd_tune(args: argparse.Namespace, console: Console) -> int:
         progress.update(state["task"], advance=1, status=status(study))
         if not console.is_terminal:
             value = "-" if trial.value is None else f"{trial.value:.4g}"
-            console.print(f"trial {trial.number}: {trial.state} {conf.metric} {value}  {status(study)}")
+            console.print(f"trial {trial.number}: {trial.state} {conf.metric} {value}  {status(study)}", soft_wrap=True)
 
     start_time = time.perf_counter()
     with progress:
@@ -952,7 +952,7 @@ def _cmd_tune(args: argparse.Namespace, console: Console) -> int:
     _print_table(console, result.table, title=f"{conf.name}: the best trials (validation {conf.metric})")
     console.print(result.notes, highlight=False)
     for path in result.paths.values():
-        console.print(f"wrote {path}", highlight=False)
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     console.print(f"done in {time.perf_counter() - start_time:.1f}s", highlight=False)
     return 0 if result.best is not None else 1
 
