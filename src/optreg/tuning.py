@@ -476,13 +476,17 @@ class TuneResult:
 
 def method_options(tc: TuneConfig, method: str, n_trials: int | None) -> dict[str, Any]:
     """The options ``method`` runs with: its ``[tune.<method>]`` table, with budgets in epochs filled in
-    (``halving``: ``budget = max(N ceil(log2 N), 2 ceil(log2 N) epochs)``, so the last round's survivors get
-    about ``train.epochs`` each; ``hyperband``: ``max_budget = train.epochs``)."""
+    (``halving``: ``cumulative = true``, since a trial resumes its configuration's checkpoint, so the epochs
+    trained are exactly Algorithm 7.2's allocation of ``budget``, and ``budget = max(N K, ceil(K E N / (N - 1)))``
+    with ``K = ceil(log2 N)`` rounds and ``E = train.epochs``, so the last round's survivors reach about ``E``
+    epochs; ``hyperband``: ``max_budget = train.epochs``)."""
     options = dict(tc.options.get(method, {}))
     epochs = tc.base.get("train", {}).get("epochs", 10)
+    if method == "halving":
+        options.setdefault("cumulative", True)
     if method == "halving" and "budget" not in options and n_trials is not None and n_trials >= 2:
         rounds = math.ceil(math.log2(n_trials))
-        options["budget"] = max(n_trials * rounds, 2 * rounds * epochs)
+        options["budget"] = max(n_trials * rounds, math.ceil(rounds * epochs * n_trials / (n_trials - 1)))
     if method == "hyperband":
         options.setdefault("max_budget", epochs)
     return options

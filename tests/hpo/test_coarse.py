@@ -51,6 +51,17 @@ def test_a_best_value_at_the_border_is_warned_about():
         hpo.minimize(_f, SPACE, method="coarse-to-fine", n_trials=30, seed=0)  # the optimum is inside
 
 
+def test_the_last_stages_best_at_the_border_is_warned_about_when_the_study_ends():
+    """Oracle: the last stage's trials themselves (their best lies within the margin of the original range)."""
+    with pytest.warns(BorderWarning) as record:
+        study = hpo.minimize(lambda p: p["x"], {"x": hpo.Float(-1.0, 1.0)}, method="coarse-to-fine", n_trials=20,
+                             seed=0)  # fmt: skip
+    last = [t for t in study.trials if t.meta["stage"] == max(u.meta["stage"] for u in study.trials)]
+    best = min(last, key=lambda t: t.value).params["x"]
+    assert best - (-1.0) <= study.method.margin / 2 * 2.0  # the last stage's best is at the border...
+    assert any("(the last)" in str(w.message) for w in record)  # ...and the user is told
+
+
 def test_budgets_per_stage_like_file_001():
     seen = []
 

@@ -48,6 +48,39 @@ def test_halving_spends_exactly_algorithm_7_2s_budget(n, budget, table):
     assert len({t.meta["config"] for t in study.trials}) == n  # n_trials = N configurations
 
 
+@pytest.mark.parametrize(("n", "budget"), [(8, 96), (5, 100), (8, 54)])
+def test_cumulative_halving_makes_a_resuming_objective_spend_algorithm_7_2s_budget(n, budget):
+    """Oracle: Algorithm 7.2's allocation sum_t |S_t| r_t (from halving_rungs without cumulative), counted as
+    the resource a resuming objective actually trains (its budget minus the configuration's previous one)."""
+    trained, reached = [], {}
+
+    def objective(params, budget):
+        key = tuple(sorted(params.items()))
+        trained.append(budget - reached.get(key, 0))  # resume from the configuration's last budget
+        reached[key] = budget
+        return _f(params, budget)
+
+    study = hpo.minimize(objective, SPACE, method="halving", n_trials=n, budget=budget, seed=0, cumulative=True)
+    plain = halving_rungs(n, budget)
+    assert sum(trained) == sum(size * r for size, r in plain) <= budget
+    # Jamieson & Talwalkar's R_t = r_1 + ... + r_t
+    totals = [sum(r for _, r in plain[: i + 1]) for i in range(len(plain))]
+    assert [r for _, r in halving_rungs(n, budget, cumulative=True)] == totals
+    assert sorted({t.budget for t in study.trials}) == sorted(set(totals))
+    # without cumulative, the same resuming objective would train only sum |S_t| (r_t - r_{t-1})
+    short = sum(size * (r - (plain[i - 1][1] if i else 0)) for i, (size, r) in enumerate(plain))
+    assert short < sum(trained)
+
+
+def test_a_multi_fidelity_method_refuses_an_objective_without_budget():
+    for method, options in (("halving", {"n_trials": 4, "budget": 16}), ("hyperband", {"max_budget": 9})):
+        with pytest.raises(OptregValueError, match=rf"hpo: method '{method}' calls objective\(params, budget=r\)"):
+            hpo.minimize(lambda p: p["x"], SPACE, method=method, seed=0, **options)
+    with pytest.raises(OptregValueError, match="takes no 'budget'"):
+        hpo.minimize(lambda p: p["x"], SPACE, method="coarse-to-fine", n_trials=9, budgets=[1, 2, 3], seed=0)
+    hpo.minimize(lambda p, **kw: p["x"], SPACE, method="halving", n_trials=4, budget=16, seed=0)  # **kwargs is fine
+
+
 def test_halving_keeps_the_better_half_each_round_sorted():
     study = hpo.minimize(_f, SPACE, method="halving", n_trials=16, budget=16 * 4 * 4, seed=3)
     trials = study.trials

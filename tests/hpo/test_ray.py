@@ -2,7 +2,8 @@
 
 Oracles: the serial run of the same study (random search's trial k depends only on the seed and k); a Ray
 worker that kills itself with SIGKILL mid-trial; the median rule's decisions re-checked on the stored curves.
-Starting Ray takes ~15 s here, so the module is marked slow and shares one Ray runtime.
+Starting Ray takes ~12 s here: the module shares one Ray runtime, and only the killed-worker test (the one a
+crash would lose the study in) runs in the fast suite (and so in CI); the two ~10 s ones are marked slow.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import pytest
 from optreg import hpo
 from optreg.errors import OptregValueError
 
-pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="the ray backend needs Ray (pip install optreg[ray])")
 
 SPACE = {"x": hpo.Float(-2.0, 2.0), "n": hpo.Int(0, 4)}
@@ -37,6 +37,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_runs_the_serial_studys_trials_once_each(tmp_path, local_ray):
     seen = []
 
@@ -71,6 +72,7 @@ def test_a_ray_worker_killed_mid_trial_does_not_lose_the_study(tmp_path, local_r
     assert all(t.value == _value(t.params) for t in trials)
 
 
+@pytest.mark.slow
 def test_ray_tasks_report_to_the_same_study(tmp_path, local_ray):
     def curve(p, trial):
         value = 0.0

@@ -85,6 +85,8 @@ def test_ask_and_tell():
         study.tell(a, 0.1)
     with pytest.raises(OptregValueError, match=r"study 'study' has no trial number 9"):
         study.tell(9, 0.1)
+    with pytest.raises(OptregValueError, match=r"tell: trial is None: ask\(\) returns None when the study"):
+        study.tell(study.ask(), 0.1)  # the study is done: ask() gave None
 
 
 @pytest.mark.parametrize(
@@ -314,8 +316,8 @@ def _kill_and_resume(tmp_path, method, n_trials, kills):
     assert sum(t.attempts == 2 for t in trials) == len(kills) and trials[interrupted[0]].attempts == 2
 
 
-def test_a_study_killed_with_sigkill_resumes_without_losing_or_repeating_trials(tmp_path):
-    _kill_and_resume(tmp_path, "random", 12, (5,))
+def test_a_study_killed_twice_with_sigkill_resumes_without_losing_or_repeating_trials(tmp_path):
+    _kill_and_resume(tmp_path, "random", 12, (3, 8))
 
 
 @pytest.mark.slow

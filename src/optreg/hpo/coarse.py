@@ -64,6 +64,7 @@ class CoarseToFine(Method):
                 )
             budgets = tuple(check_int(self.name, "budgets", b, 1) for b in budgets)
         self.budgets = budgets
+        self.needs_budget = budgets is not None
         if n_trials is not None and n_trials < 2 * self.stages:
             raise OptregValueError(f"{self.name}: n_trials must be >= 2 * stages = {2 * self.stages}, got {n_trials}")
 
@@ -112,13 +113,33 @@ class CoarseToFine(Method):
                 new[name] = Float(a, b, log=d.log, when=d.when) if b > a else Fixed(a, when=d.when)
         return Space(new), border
 
+    _final_checked = False
+
+    @staticmethod
+    def _warn_border(border: list[str], stage: int, *, final: bool = False) -> None:
+        if border:
+            warnings.warn(
+                f"coarse-to-fine: the best {', '.join(border)} of stage {stage}{' (the last)' if final else ''} lies "
+                f"at the border of its range; a better value may lie outside it (widen the range)",
+                BorderWarning,
+                stacklevel=3,
+            )
+
     def propose(self, trials: Sequence[Trial]) -> Proposal | _Wait | None:
         if self.n_trials is None:
             raise OptregValueError(f"{self.name}: n_trials must be an integer >= {2 * self.stages}, got None")
         number = len(trials)
-        if number >= self.n_trials:
-            return None
         ends = [sum(self._sizes()[: i + 1]) for i in range(self.stages)]
+        if number >= self.n_trials:
+            # the study is over: the last stage's best gets the same check, once, when all its trials are in
+            last = trials[ends[-2] if self.stages > 1 else 0 : ends[-1]]
+            if not self._final_checked and all(t.finished for t in last):
+                self._final_checked = True
+                space = self.space
+                for k in range(self.stages):
+                    space, border = self.narrow(space, trials[(ends[k - 1] if k else 0) : ends[k]])
+                self._warn_border(border, self.stages - 1, final=True)
+            return None
         stage = next(i for i, e in enumerate(ends) if number < e)
         space, border = self.space, []
         for k in range(stage):
@@ -126,13 +147,8 @@ class CoarseToFine(Method):
             if not all(t.finished for t in previous):
                 return WAIT
             space, border = self.narrow(space, previous)
-        if border and number == ends[stage - 1]:  # once, as the stage starts
-            warnings.warn(
-                f"coarse-to-fine: the best {', '.join(border)} of stage {stage - 1} lies at the border of its "
-                f"range; a better value may lie outside it (widen the range)",
-                BorderWarning,
-                stacklevel=2,
-            )
+        if number == ends[stage - 1]:  # once, as the stage starts
+            self._warn_border(border, stage - 1)
         meta: dict[str, Any] = {"stage": stage, **({"border": border} if border else {})}
         budget = None if self.budgets is None else self.budgets[stage]
         return Proposal(space.sample(self.rng(number)), budget, meta)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from optreg._checks import check_int
-from optreg.errors import OptregValueError
+from optreg.errors import OptregTypeError, OptregValueError
 from optreg.hpo.method import Method, register
 from optreg.hpo.space import Space
 from optreg.hpo.trial import WAIT, Proposal, Trial, _Wait
@@ -24,19 +24,31 @@ __all__ = ["Halving", "Hyperband", "halving_rungs", "hyperband_brackets"]
 Rungs = list[tuple[int, int]]  # (number of configurations, budget of each) per round
 
 
-def halving_rungs(n: int, budget: int) -> Rungs:
+def halving_rungs(n: int, budget: int, *, cumulative: bool = False) -> Rungs:
     """The rounds of successive halving with ``n`` configurations and total resource ``budget``.
 
     Algorithm 7.2 with the erratum (Jamieson & Talwalkar 2016, Algorithm 1): ``K = ceil(log2 n)`` rounds;
     round ``t`` runs the ``|S_t|`` survivors with ``r_t = floor(B / (|S_t| K))`` each and keeps the best
-    ``ceil(|S_t| / 2)``, so one configuration is left after round ``K - 1``. The resource spent is
+    ``ceil(|S_t| / 2)``, so one configuration is left after round ``K - 1``. The resource allocated is
     ``sum_t |S_t| r_t <= B``.
+
+    What a round's budget means depends on the objective. One that trains from scratch is given ``r_t``
+    (the rounds' budgets are the ``r_t``: it spends exactly ``sum_t |S_t| r_t``). One that resumes a
+    configuration from its previous, smaller budget (``cumulative=True``) is given Jamieson & Talwalkar's
+    ``R_t = r_1 + ... + r_t``, the total after ``r_t`` *more* units, so that it too spends exactly
+    ``sum_t |S_t| r_t``; given ``r_t`` it would spend only ``sum_t |S_t| (r_t - r_{t-1})``.
     """
     rounds = math.ceil(math.log2(n))
     sizes = [n]
     while len(sizes) < rounds:
         sizes.append(math.ceil(sizes[-1] / 2))
-    return [(s, budget // (s * rounds)) for s in sizes]
+    rungs = [(s, budget // (s * rounds)) for s in sizes]
+    if cumulative:
+        total = 0
+        for i, (s, r) in enumerate(rungs):
+            total += r
+            rungs[i] = (s, total)
+    return rungs
 
 
 def hyperband_brackets(max_budget: int, eta: int) -> list[Rungs]:
@@ -85,16 +97,24 @@ def _bracket(
 @register
 class Halving(Method):
     """Successive halving (Algorithm 7.2, corrected): ``n_trials`` = N configurations drawn at random,
-    ``budget`` = B the total resource. See :func:`halving_rungs` for the rounds."""
+    ``budget`` = B the total resource. ``cumulative=True`` for an objective that resumes a configuration
+    from its previous budget (each round asks for the running total, so that the resource spent is still
+    B's allocation). See :func:`halving_rungs` for the rounds."""
 
     name = "halving"
+    needs_budget = True
 
-    def __init__(self, space: Space, *, seed: int, n_trials: int | None, direction: str, budget: int) -> None:
+    def __init__(
+        self, space: Space, *, seed: int, n_trials: int | None, direction: str, budget: int, cumulative: bool = False
+    ) -> None:
         super().__init__(space, seed=seed, n_trials=n_trials, direction=direction)
         if n_trials is None or n_trials < 2:
             raise OptregValueError(f"halving: n_trials (N configurations) must be an integer >= 2, got {n_trials!r}")
         self.budget = check_int("halving", "budget", budget, 1)
-        self.rungs = halving_rungs(n_trials, self.budget)
+        if not isinstance(cumulative, bool):
+            raise OptregTypeError(f"halving: cumulative must be True or False, got {cumulative!r}")
+        self.cumulative = cumulative
+        self.rungs = halving_rungs(n_trials, self.budget, cumulative=cumulative)
         rounds = len(self.rungs)
         if self.rungs[0][1] < 1:
             raise OptregValueError(
@@ -103,7 +123,7 @@ class Halving(Method):
             )
 
     def identity(self) -> dict[str, Any]:
-        return {"n_trials": self.n_trials, "budget": self.budget}
+        return {"n_trials": self.n_trials, "budget": self.budget, **({"cumulative": True} if self.cumulative else {})}
 
     def propose(self, trials: Sequence[Trial]) -> Proposal | _Wait | None:
         return _bracket(self, trials, self.rungs, {}, lambda c: self.space.sample(self.rng(c)))
@@ -121,6 +141,7 @@ class Hyperband(Method):
 
     name = "hyperband"
     needs_n_trials = False
+    needs_budget = True
 
     def __init__(
         self, space: Space, *, seed: int, n_trials: int | None, direction: str, max_budget: int, eta: int = 3

@@ -42,6 +42,8 @@ class Method(ABC):
     needs_n_trials: ClassVar[bool] = True
     #: Whether the method needs intermediate values (an objective taking ``trial=`` and calling ``report``).
     needs_reports: ClassVar[bool] = False
+    #: Whether the method calls ``objective(params, budget=r)`` (multi-fidelity methods).
+    needs_budget: bool = False
 
     def __init__(self, space: Space, *, seed: int, n_trials: int | None, direction: str) -> None:
         self.space = space

@@ -96,13 +96,19 @@ def _as_value(value: Any) -> tuple[float | None, str | None]:
     return v, None
 
 
-def takes_trial(objective: Callable[..., Any]) -> bool:
-    """Whether ``objective`` accepts a ``trial`` keyword (then it gets the :class:`RunningTrial`)."""
+def takes_keyword(objective: Callable[..., Any], name: str, *, unknown: bool = False) -> bool:
+    """Whether ``objective`` accepts the keyword ``name`` (a parameter of that name, or ``**kwargs``);
+    ``unknown`` when its signature cannot be read (a builtin)."""
     try:
         params = inspect.signature(objective).parameters
     except (TypeError, ValueError):  # a builtin without a signature
-        return False
-    return "trial" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        return unknown
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def takes_trial(objective: Callable[..., Any]) -> bool:
+    """Whether ``objective`` accepts a ``trial`` keyword (then it gets the :class:`RunningTrial`)."""
+    return takes_keyword(objective, "trial")
 
 
 def call_objective(objective: Callable[..., Any], trial: Trial, link: Any) -> tuple[float | None, str | None]:
@@ -230,6 +236,11 @@ class Study:
     def tell(self, trial: Trial | int, value: Any = None, *, error: str | None = None) -> Trial:
         """Record the result of a trial from :meth:`ask`: ``value`` (a finite number) makes it ``complete``;
         ``error=`` (a message), NaN, an infinity or a non-number makes it ``failed``. Returns the stored trial."""
+        if trial is None:
+            raise OptregValueError(
+                "hpo: tell: trial is None: ask() returns None when the study has no trial to run now (it is done, "
+                "or waits for running trials to finish), so there is nothing to tell"
+            )
         number = trial.number if isinstance(trial, Trial) else trial
         if error is not None:
             if not isinstance(error, str):
@@ -314,6 +325,11 @@ class Study:
             raise OptregValueError(
                 f"hpo: method {self.method.name!r} needs an objective that takes trial= and calls "
                 f"trial.report(value, step), got {objective!r}"
+            )
+        if self.method.needs_budget and not takes_keyword(objective, "budget", unknown=True):
+            raise OptregValueError(
+                f"hpo: method {self.method.name!r} calls objective(params, budget=r) (r in resource units, e.g. "
+                f"epochs), but the objective takes no 'budget': {objective!r}"
             )
         if address is not None and backend != "ray":
             raise OptregValueError(f"hpo: address is for backend='ray', got backend={backend!r}")
