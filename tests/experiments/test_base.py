@@ -27,7 +27,7 @@ import torch
 from optreg import experiments, optim
 from optreg.errors import OptregTypeError, OptregValueError
 from optreg.experiments import Context, Result, complete_spec, register
-from optreg.experiments.base import curves, mean_std
+from optreg.experiments.base import claim, curves, exceeds, mean_std, within
 from optreg.report.plots import Panel, curves_figure
 from optreg.train import Lambda
 
@@ -131,6 +131,80 @@ def test_mean_std_matches_statistics():
     assert mean == pytest.approx(statistics.fmean([0.2, 0.5, 0.9]))
     assert sd == pytest.approx(statistics.pstdev([0.2, 0.5, 0.9]))
     assert mean_std([None]) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ([0.489, 0.482, 0.496], [0.484, 0.480, 0.488]),
+        ([0.91, 0.93, 0.92, 0.95], [0.80, 0.82]),
+        ([1.0, 3.0], [-1.0, 0.5, 2.0, 7.5, 3.25]),
+    ],
+)
+def test_exceeds_uses_welchs_standard_error(a, b):
+    """Oracle: scipy.stats.ttest_ind(equal_var=False): its t is d / SE, so 2 SE = 2 d / t; the verdict is
+    d > 2 SE, i.e. t > 2."""
+    from scipy import stats
+
+    t = stats.ttest_ind(a, b, equal_var=False).statistic
+    d = float(np.mean(a) - np.mean(b))
+    result = exceeds(a, b, fmt=".6f")
+    assert result.holds == (t > 2)
+    assert f"2 SE = {2 * d / t:.6f}" in result.text
+    assert result.text.startswith(f"{d:+.6f}, ")
+    assert exceeds(b, a).holds is False  # the other way round never holds when this one is positive
+    one = stats.ttest_1samp(a, 0.5).statistic  # against a constant: SE = s_a / sqrt(n_a)
+    assert f"2 SE = {2 * (np.mean(a) - 0.5) / one:.6f}" in exceeds(a, 0.5, fmt=".6f").text
+
+
+def test_exceeds_on_hand_cases():
+    """Oracle: hand arithmetic. a = (1, 2, 3), b = (0, 0, 0): d = 2, s_a = 1, SE = sqrt(1/3)."""
+    bar = 2 * math.sqrt(1 / 3)  # 1.1547: d = 2 is beyond it
+    assert exceeds([1, 2, 3], [0, 0, 0]) == (True, f"+2.000, 2 SE = {bar:.3f}")
+    # d = 1 is within two standard errors: not shown, and the text says why
+    assert exceeds([0, 1, 2], [0, 0, 0]) == (False, f"+1.000, 2 SE = {bar:.3f}: within seed noise")
+    # clearly the other way: not "within noise"
+    assert exceeds([0, 0, 0], [1, 2, 3]) == (False, f"-2.000, 2 SE = {bar:.3f}")
+    # the briefing's example: a 0.005 lead with sd ~ 0.007 over 3 seeds is not evidence
+    assert exceeds([0.482, 0.489, 0.496], [0.484, 0.484, 0.484]).text.endswith("within seed noise")
+    # one value per side: the plain comparison, said to be one seed
+    assert exceeds([0.5], [0.4]) == (True, "+0.100 (1 seed)")
+    assert exceeds([0.4], [0.5]) == (False, "-0.100 (1 seed)")
+    # one value on one side borrows the other's variance: s = 1, SE = sqrt(1/1 + 1/3)
+    borrowed = 2 * math.sqrt(1 + 1 / 3)
+    assert exceeds([5.0], [1, 2, 3]) == (True, f"+3.000, 2 SE = {borrowed:.3f}")
+    # no spread at all: any positive difference holds, a zero one does not
+    assert exceeds([1, 1], [0, 0]).holds and not exceeds([1, 1], [1, 1]).holds
+    # a margin: "not worse than b by more than 0.01"; None (diverged) left out; an empty side never holds
+    assert exceeds([0.5, 0.5], [0.505, 0.505], margin=-0.01).holds
+    assert not exceeds([0.5, 0.5], [0.52, 0.52], margin=-0.01).holds
+    assert exceeds([0.5], [0.52], margin=-0.01) == (False, "-0.020 vs margin -0.010 (1 seed)")
+    assert exceeds([3.0, None, 3.0], [1.0, 1.0]).holds
+    # a constant (a threshold): no spread on its side; one value against a constant is the plain comparison
+    assert exceeds([1, 2, 3], 0.0) == (True, f"+2.000, 2 SE = {bar:.3f}")
+    spread = 2 * 0.05 / math.sqrt(3)  # s = 0.05 over 3 seeds
+    assert exceeds(0.97, [0.9, 0.95, 1.0]) == (False, f"+0.020, 2 SE = {spread:.3f}: within seed noise")
+    assert exceeds([0.97], 0.95) == (True, "+0.020 (1 seed)")
+    assert exceeds([None, None], [1.0]) == (False, "no finished runs on one side")
+
+
+def test_within_is_two_one_sided_exceeds():
+    """Oracle: hand arithmetic and exceeds itself (|d| + 2 SE < tol exactly when a > b - tol and b > a - tol)."""
+    bar = 2 * math.sqrt(1 / 3)  # a = (0, 1, 2) vs b = (0, 0, 0): d = 1, 2 SE = 1.155
+    assert within([0, 1, 2], [0, 0, 0], 3.0) == (True, f"+1.000, 2 SE = {bar:.3f}, tolerance 3.000")
+    assert within([0, 1, 2], [0, 0, 0], 2.0) == (False, f"+1.000, 2 SE = {bar:.3f}, tolerance 2.000: within seed noise")
+    assert not within([5, 6, 7], [0, 0, 0], 2.0).holds and "noise" not in within([5, 6, 7], [0, 0, 0], 2.0).text
+    assert within([0.50], [0.51], 0.02) == (True, "-0.010, tolerance 0.020 (1 seed)")
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a, b, tol = rng.normal(0, 1, 3), rng.normal(0.5, 1, 4), float(rng.uniform(0.5, 4))
+        assert within(a, b, tol).holds == (exceeds(a, b, margin=-tol).holds and exceeds(b, a, margin=-tol).holds)
+
+
+def test_claim_has_exactly_two_verdicts():
+    """Oracle: the two words the claims tables, tests and users rely on."""
+    assert claim("c", "m", True)["verdict"] == "holds"
+    assert claim("c", "m", exceeds([0, 1, 2], [0, 0, 0]).holds)["verdict"] == "does not hold here"
 
 
 def test_complete_spec_fills_sizes_from_the_data(tmp_path):

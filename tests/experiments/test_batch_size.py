@@ -90,3 +90,19 @@ def test_the_claims_are_measured_in_the_notes(quick_run):
     rises = final == sorted(final) and len(set(final)) == len(final)
     assert b.endswith("-> holds" if rises else "-> does not hold here")
     assert any(ln.startswith("- per iteration, a larger batch") for ln in result.notes.splitlines())
+
+
+def test_batch_claims_need_each_step_beyond_seed_noise():
+    """Oracle: hand numbers over three seeds. Claim (b): the final loss rises 1 -> 8 by 0.2 (sd 0.01: far beyond
+    2 SE = 0.016) but 8 -> 64 by only 0.005 (within seed noise), so it is not shown; with a clear second step
+    it holds. Claim (a) on flat curves: a larger batch's loss is the same, so it does not hold."""
+    from optreg.experiments.batch_size import batch_claims
+
+    sizes = {"K = 1": 1, "K = 8": 8, "K = 64": 64}
+    flat = {label: [[1.0] * 40 for _ in range(3)] for label in sizes}
+    final = {"K = 1": [0.10, 0.11, 0.12], "K = 8": [0.30, 0.31, 0.32], "K = 64": [0.305, 0.315, 0.325]}
+    per_iteration, per_epoch = batch_claims(flat, final, sizes)
+    assert per_epoch["verdict"] == "does not hold here" and "within seed noise" in per_epoch["measured"]
+    assert per_iteration["verdict"] == "does not hold here"
+    final["K = 64"] = [0.60, 0.61, 0.62]
+    assert batch_claims(flat, final, sizes)[1]["verdict"] == "holds"

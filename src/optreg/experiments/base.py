@@ -41,11 +41,12 @@ Rules for experiment authors:
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DATASET",
     "QUICK_LIMITS",
+    "Comparison",
     "Context",
     "Experiment",
     "ProgressFn",
@@ -72,8 +74,10 @@ __all__ = [
     "complete_spec",
     "curves",
     "diverged_note",
+    "exceeds",
     "mean_std",
     "register",
+    "within",
 ]
 
 #: The dataset experiments use unless told otherwise (scikit-learn's embedded digits, 8x8, 10 classes).
@@ -232,9 +236,113 @@ def claim(text: str, measured: str, holds: bool) -> dict[str, Any]:
     """One row of a claims table: the chapter's claim, what was measured, and the verdict.
 
     Every experiment that touches a claim of the chapter reports it this way: a claim that does not hold on
-    the measured data is a finding, reported as such, never dropped.
+    the measured data is a finding, reported as such, never dropped. The verdict is one of two words,
+    ``"holds"`` or ``"does not hold here"``. A claim that compares quantities measured over several seeds
+    (accuracies, losses, gaps, ECE, ...) decides with :func:`exceeds` (or :func:`within` for "about
+    equal"): a difference of means within two standard errors is within seed noise, so the claim was not
+    shown here and its verdict is ``"does not hold here"`` (the measured text says ``"within seed noise"``).
+    A deterministic claim (a closed form, a single run by design, a count) compares its numbers directly.
     """
     return {"claim": text, "measured": measured, "verdict": "holds" if holds else "does not hold here"}
+
+
+class Comparison(NamedTuple):
+    """What :func:`exceeds` decided: the verdict (``holds``) and the text for a claim's measured column."""
+
+    holds: bool
+    text: str
+
+
+def exceeds(
+    a: Iterable[float | None] | float, b: Iterable[float | None] | float, *, margin: float = 0.0, fmt: str = ".3f"
+) -> Comparison:
+    """Whether the values ``a`` (one per seed) are larger than ``b`` beyond seed noise.
+
+    With ``d = mean(a) - mean(b)`` and the standard error of that difference (Welch's, unpaired)
+
+        SE = sqrt(s_a^2 / n_a + s_b^2 / n_b),   s^2 the sample variance (ddof = 1),
+
+    the claim "a > b + margin" holds when ``d - margin > 2 SE``. SE is the standard error of Welch's t
+    statistic (``scipy.stats.ttest_ind(a, b, equal_var=False)``: t = d / SE); two of them are about the 95%
+    bar of a normal difference, the least to ask of a few seeds (with 3 seeds a t test asks for more). When
+    ``|d - margin| <= 2 SE`` the difference is within seed noise: ``holds`` is False and the text says so.
+    A side with a single value borrows the other side's variance (the same seeds' noise; no spread of its
+    own to measure); with a single value on both sides there is no spread at all, so the plain comparison
+    ``d > margin`` decides and the text says ``"1 seed"``. ``b`` (or ``a``) may be a plain number, a constant
+    with no spread (a threshold, a closed form): then SE = s_a / sqrt(n_a), the standard error of
+    ``scipy.stats.ttest_1samp(a, b)``. None values (e.g. diverged runs) are left out; a side with no values
+    left is never larger. For "a is smaller than b" (a loss, a gap) call ``exceeds(b, a)``. ``margin`` < 0
+    asks "a is not below b by more than -margin" (``margin=-0.01``: not worse than b by more than 0.01).
+    ``fmt`` formats the numbers of ``text``: ``"+0.005, 2 SE = 0.010: within seed noise"``.
+    """
+    diff = _difference(a, b)
+    if diff is None:
+        return Comparison(False, "no finished runs on one side")
+    d, bar = diff
+    shift = f" vs margin {margin:+{fmt}}" if margin else ""
+    if bar is None:
+        return Comparison(d > margin, f"{d:+{fmt}}{shift} (1 seed)")
+    text = f"{d:+{fmt}}{shift}, 2 SE = {bar:{fmt}}"
+    if abs(d - margin) <= bar:
+        return Comparison(False, text + ": within seed noise")
+    return Comparison(d - margin > bar, text)
+
+
+def within(
+    a: Iterable[float | None] | float, b: Iterable[float | None] | float, tol: float, *, fmt: str = ".3f"
+) -> Comparison:
+    """Whether the means of ``a`` and ``b`` (one value per seed) differ by less than ``tol``, beyond seed noise.
+
+    The two one-sided :func:`exceeds` tests at once: ``a > b - tol`` and ``b > a - tol``, i.e. it holds when
+    ``|d| + 2 SE < tol`` (``d``, SE as in :func:`exceeds`). A difference inside ``tol`` whose two standard
+    errors reach past it is not shown equal: ``holds`` is False and the text says ``"within seed noise"``.
+    With one value on each side the plain ``|d| <= tol`` decides (``"1 seed"``).
+    """
+    diff = _difference(a, b)
+    if diff is None:
+        return Comparison(False, "no finished runs on one side")
+    d, bar = diff
+    if bar is None:
+        return Comparison(abs(d) <= tol, f"{d:+{fmt}}, tolerance {tol:{fmt}} (1 seed)")
+    text = f"{d:+{fmt}}, 2 SE = {bar:{fmt}}, tolerance {tol:{fmt}}"
+    if abs(d) < tol <= abs(d) + bar:
+        return Comparison(False, text + ": within seed noise")
+    return Comparison(abs(d) + bar < tol, text)
+
+
+def _difference(
+    a: Iterable[float | None] | float, b: Iterable[float | None] | float
+) -> tuple[float, float | None] | None:
+    """``(mean(a) - mean(b), 2 SE)`` of :func:`exceeds` (None values left out; a plain number is a constant,
+    with no spread); 2 SE is None where no spread can be measured (one value against one value or a
+    constant); None when a side has no values."""
+    (xa, ca), (xb, cb) = _values(a), _values(b)
+    if not xa or not xb:
+        return None
+    d = math.fsum(xa) / len(xa) - math.fsum(xb) / len(xb)
+    var_a = None if ca else _sample_variance(xa)
+    var_b = None if cb else _sample_variance(xb)
+    var_a = var_b if var_a is None and not ca else var_a  # one value borrows the other side's variance
+    var_b = var_a if var_b is None and not cb else var_b
+    if (var_a is None and not ca) or (var_b is None and not cb):
+        return d, None
+    terms = (0.0 if c else v / len(x) for x, c, v in ((xa, ca, var_a), (xb, cb, var_b)))  # type: ignore[operator]
+    return d, 2.0 * math.sqrt(sum(terms))
+
+
+def _values(v: Iterable[float | None] | float) -> tuple[list[float], bool]:
+    """The values of one side of :func:`exceeds` and whether it is a constant (a plain number)."""
+    if isinstance(v, numbers.Real):  # a Python or NumPy number
+        return [float(v)], True
+    return [float(x) for x in v if x is not None], False
+
+
+def _sample_variance(xs: Sequence[float]) -> float | None:
+    """The sample variance (ddof = 1) of ``xs``; None for a single value."""
+    if len(xs) < 2:
+        return None
+    mean = math.fsum(xs) / len(xs)
+    return math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:

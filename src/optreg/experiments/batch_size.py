@@ -27,7 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from optreg.experiments.base import Context, Result, RunHistory, claim, curves, diverged_note, mean_std, register
+from optreg.experiments.base import (
+    Context,
+    Result,
+    RunHistory,
+    claim,
+    curves,
+    diverged_note,
+    exceeds,
+    mean_std,
+    register,
+)
 from optreg.report.plots import Panel, curves_figure
 
 __all__ = ["BATCH_SIZES", "LEARNING_RATE", "MODEL", "SMOOTH_FRACTION", "batch_claims", "run"]
@@ -128,7 +138,8 @@ def run(ctx: Context) -> Result:
     )
     title = f"Figure 7.3: batch size K in SGD (lr {LEARNING_RATE} for every K, {len(seeds)} seed(s))"
     figures = {"figure-7.3": curves_figure([per_iteration, per_epoch_panel], title=title)}
-    claims = batch_claims(loss, {label: row["train_loss"] for label, row in zip(runs, table)}, sizes)
+    finals = {label: [h.final("train_loss") for h in hs if not h.diverged] for label, hs in runs.items()}
+    claims = batch_claims(loss, finals, sizes)
     notes = (
         f"{n_train} training examples; plain SGD, lr {LEARNING_RATE} for every batch size; {epochs} epochs; "
         f"seeds {seeds}; train_loss_sd: the standard deviation over the seeds. Claims (chapter, figure 7.3):\n"
@@ -138,15 +149,19 @@ def run(ctx: Context) -> Result:
 
 
 def batch_claims(
-    loss: Mapping[str, Sequence[Sequence[float]]], final: Mapping[str, float | None], sizes: Mapping[str, int]
+    loss: Mapping[str, Sequence[Sequence[float]]],
+    final: Mapping[str, Sequence[float | None]],
+    sizes: Mapping[str, int],
 ) -> list[dict[str, Any]]:
     """Figure 7.3's two claims, measured (:func:`~optreg.experiments.base.claim` rows).
 
     (a) per iteration, a larger batch lowers the loss faster: the mean mini-batch loss over iterations
-    ``t/2 .. t`` (``t``: the number of iterations of the shortest run that is not the full batch; mean over
-    the seeds) falls as K grows, among the batch sizes that reach ``t``. (b) per epoch, a smaller batch
-    lowers it faster: the final epoch's training loss (``final``) rises with K. ``loss``: label -> the
-    runs' per-iteration losses (diverged runs left out); ``sizes``: label -> K.
+    ``t/2 .. t`` (``t``: the number of iterations of the shortest run that is not the full batch; one
+    value per seed) falls as K grows, among the batch sizes that reach ``t``. (b) per epoch, a smaller batch
+    lowers it faster: the final epoch's training loss (``final``: label -> one value per seed) rises with K.
+    Each step between neighbouring batch sizes must be beyond seed noise
+    (:func:`~optreg.experiments.base.exceeds`). ``loss``: label -> the runs' per-iteration losses (diverged
+    runs left out); ``sizes``: label -> K.
     """
     order = sorted(sizes, key=lambda label: sizes[label])
     reach = [len(r) for label in order[:-1] for r in loss.get(label, []) if r]
@@ -154,19 +169,27 @@ def batch_claims(
     if reach:
         t = min(reach)
         window = {
-            label: float(np.mean([np.mean(r[t // 2 : t]) for r in loss[label]]))
+            label: [float(np.mean(r[t // 2 : t])) for r in loss[label]]
             for label in order
             if loss.get(label) and all(len(r) >= t for r in loss[label])
         }
         ks = [label for label in order if label in window]
-        measured = f"mean mini-batch loss over iterations {t // 2 + 1}-{t}: " + ", ".join(
-            f"{label} {window[label]:.3g}" for label in ks
+        steps = {(a, b): exceeds(window[a], window[b], fmt=".3g") for a, b in zip(ks, ks[1:])}
+        measured = (
+            f"mean mini-batch loss over iterations {t // 2 + 1}-{t}: "
+            + ", ".join(f"{label} {np.mean(window[label]):.3g}" for label in ks)
+            + "".join(f"; {a} - {b}: {c.text}" for (a, b), c in steps.items())
         )
-        falls = all(window[a] > window[b] for a, b in zip(ks, ks[1:]))
+        falls = all(c.holds for c in steps.values())
         rows.append(claim("per iteration, a larger batch lowers the loss faster", measured, falls and len(ks) > 1))
-    done = [label for label in order if final.get(label) is not None]
+    done = [label for label in order if any(v is not None for v in final.get(label, ()))]
     if len(done) > 1:
-        measured = "final epoch's training loss: " + ", ".join(f"{label} {final[label]:.3g}" for label in done)
-        rises = all(final[a] < final[b] for a, b in zip(done, done[1:]))
+        steps = {(a, b): exceeds(final[b], final[a], fmt=".3g") for a, b in zip(done, done[1:])}
+        measured = (
+            "final epoch's training loss: "
+            + ", ".join(f"{label} {mean_std(final[label])[0]:.3g}" for label in done)
+            + "".join(f"; {b} - {a}: {c.text}" for (a, b), c in steps.items())
+        )
+        rises = all(c.holds for c in steps.values())
         rows.append(claim("per epoch, a smaller batch lowers the loss faster (more updates)", measured, rises))
     return rows

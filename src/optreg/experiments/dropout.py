@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optreg.data.datasets import Split, Splits
-from optreg.experiments.base import Context, Result, RunHistory, claim, curves, mean_std, register
+from optreg.experiments.base import Comparison, Context, Result, RunHistory, claim, curves, exceeds, mean_std, register
 from optreg.nn import build
 from optreg.nn.dropout import Dropout, mc_dropout_predict
 from optreg.report import plots
@@ -69,8 +69,8 @@ def scores(model: nn.Module, split: Split) -> tuple[float, float]:
     return float(F.cross_entropy(logits, split.y)), float((logits.argmax(-1) == split.y).double().mean())
 
 
-def _summaries(runs: Sequence[RunHistory], data: Mapping[int, Splits]) -> dict[str, Any]:
-    """Mean and sd over seeds of the clean train / validation / test scores and the gaps of finished runs."""
+def _per_seed(runs: Sequence[RunHistory], data: Mapping[int, Splits]) -> list[dict[str, Any]]:
+    """The clean train / validation / test scores and the gaps of each finished run (one dict per seed)."""
     per_seed = []
     for h in runs:
         if h.diverged or h.model is None:
@@ -83,6 +83,11 @@ def _summaries(runs: Sequence[RunHistory], data: Mapping[int, Splits]) -> dict[s
             "gap": train_acc - val_acc, "train_loss": train_loss, "val_loss": val_loss,
             "loss_gap": val_loss - train_loss,
         })  # fmt: skip
+    return per_seed
+
+
+def _summaries(per_seed: Sequence[Mapping[str, Any]], runs: Sequence[RunHistory]) -> dict[str, Any]:
+    """Mean and sd over seeds of :func:`_per_seed`'s scores; how many of ``runs`` finished and diverged."""
     out: dict[str, Any] = {"runs": len(per_seed), "diverged": len(runs) - len(per_seed)}
     for key in ("train_accuracy", "val_accuracy", "test_accuracy", "gap", "train_loss", "val_loss", "loss_gap"):
         out[key], out[f"{key}_sd"] = mean_std(r[key] for r in per_seed)
@@ -261,10 +266,11 @@ def run_dropout(ctx: Context) -> Result:
                 batch_size=MLP_BATCH, epochs=epochs, data=data[seed],
             ))  # fmt: skip
     rows = []
+    scored = {label: _per_seed(runs[label], data) for label, _ in settings}
     for label, options in settings:
         kind = "dropconnect" if "drop_connect" in options else "input" if "input_dropout" in options else "dropout"
         rate = options.get("drop_connect", options.get("input_dropout", options.get("dropout", 0.0)))
-        rows.append({"setting": label, "kind": kind, "p": rate, **_summaries(runs[label], data)})
+        rows.append({"setting": label, "kind": kind, "p": rate, **_summaries(scored[label], runs[label])})
     by = {r["setting"]: r for r in rows}
     sweep = [r for r in rows if r["kind"] == "dropout" and r["val_accuracy"] is not None]
     base = by["dropout 0"]
@@ -287,28 +293,45 @@ def run_dropout(ctx: Context) -> Result:
     def gaps(rs: Sequence[dict[str, Any]], key: str = "gap") -> str:
         return ", ".join(f"{r['setting']}: {r[key]:.3f}" for r in rs if r[key] is not None)
 
+    def seeds_of(r: Mapping[str, Any], key: str) -> list[float | None]:
+        return [s[key] for s in scored[r["setting"]]]
+
+    def below_base(rs: Sequence[dict[str, Any]], key: str = "gap") -> tuple[bool, str]:
+        """Every row's ``key`` below p = 0's beyond seed noise, and each comparison's text."""
+        cs = {r["setting"]: exceeds(seeds_of(base, key), seeds_of(r, key)) for r in rs if r is not base}
+        return all(c.holds for c in cs.values()), "; p = 0 minus " + ", ".join(f"{k}: {c.text}" for k, c in cs.items())
+
+    narrow, narrow_text = below_base(sweep)
+    narrow_loss, narrow_loss_text = below_base(sweep, "loss_gap")
+    chosen = exceeds(seeds_of(best, "test_accuracy"), seeds_of(base, "test_accuracy"))
+    halves = {r["setting"]: exceeds(seeds_of(half, "val_accuracy"), seeds_of(r, "val_accuracy"))
+              for r in sweep if r is not half}  # fmt: skip
+    small_input = (exceeds(seeds_of(inputs[0], "val_accuracy"), seeds_of(inputs[-1], "val_accuracy"))
+                   if len(inputs) > 1 else None)  # fmt: skip
+    connect_narrow, connect_text = below_base(connect)
     table = [
         claim("dropout narrows the gap between training and validation (7.7.4): accuracy gap below p = 0's at every "
-              "rate", "train - validation accuracy gap " + gaps(sweep),
-              all(r["gap"] < base["gap"] for r in sweep if r is not base)),
+              "rate", "train - validation accuracy gap " + gaps(sweep) + narrow_text, narrow),
         claim("... and the loss gap (validation - training cross-entropy) likewise",
-              "loss gap " + gaps(sweep, "loss_gap"),
-              all(r["loss_gap"] < base["loss_gap"] for r in sweep if r is not base)),
+              "loss gap " + gaps(sweep, "loss_gap") + narrow_loss_text, narrow_loss),
         claim("dropout improves generalization: the rate chosen on the validation set beats no dropout",
               f"best by validation p = {best['p']:g}: val {_fmt(best, 'val_accuracy')}, test "
               f"{_fmt(best, 'test_accuracy')}; p = 0: val {_fmt(base, 'val_accuracy')}, test "
-              f"{_fmt(base, 'test_accuracy')}", best is not base and best["test_accuracy"] > base["test_accuracy"]),
+              f"{_fmt(base, 'test_accuracy')}; test difference {chosen.text}", best is not base and chosen.holds),
         claim("p = 0.5 works best for hidden units (7.7.4): the best rate by validation accuracy is 0.5",
-              f"validation accuracy at 0.5: {_fmt(half, 'val_accuracy')}; best: p = {best['p']:g}", best is half),
+              f"validation accuracy at 0.5: {_fmt(half, 'val_accuracy')}; best: p = {best['p']:g}; 0.5 minus "
+              + ", ".join(f"{k}: {c.text}" for k, c in halves.items()),
+              best is half and all(c.holds for c in halves.values())),
         claim("at p = 0.5 the sampled subnetworks are the most diverse (7.7.4)",
               "mean Hamming distance between two masks of 256 units: "
               + ", ".join(f"p={p:g}: {d:.1f}" for p, d in diversity.items()),
               max(diversity, key=lambda p: diversity[p]) == 0.5),
         claim("the input's drop rate should be small (keep probability near 1) (7.7.4)",
-              "validation accuracy " + ", ".join(f"{r['setting']}: {_fmt(r, 'val_accuracy')}" for r in inputs),
-              len(inputs) > 1 and inputs[0]["val_accuracy"] > inputs[-1]["val_accuracy"]),
+              "validation accuracy " + ", ".join(f"{r['setting']}: {_fmt(r, 'val_accuracy')}" for r in inputs)
+              + (f"; smallest minus largest {small_input.text}" if small_input else ""),
+              small_input is not None and small_input.holds),
         claim("dropping connections instead of units (DropConnect, Wan et al. 2013) also narrows the gap",
-              "accuracy gap " + gaps([base, *connect]), bool(connect) and all(r["gap"] < base["gap"] for r in connect)),
+              "accuracy gap " + gaps([base, *connect]) + connect_text, bool(connect) and connect_narrow),
         claim("inverted dropout needs no scaling at test time (eq. 7.64, file 004): the evaluation-mode layer equals "
               "the expectation of the training-mode one",
               f"next layer's pre-activation, mean of {samples} masks vs evaluation mode (p = {expect['p']:g}, "
@@ -486,7 +509,8 @@ def run_rnn_dropout(ctx: Context) -> Result:
             spec = {**GRU, "dropout_scheme": scheme, "dropout": 0.0 if label == "none" else RNN_P}
             runs[label].append(ctx.train(label, model_spec=spec, optimizer="adam", hparams={"lr": RNN_LR}, seed=seed,
                                          batch_size=RNN_BATCH, epochs=epochs, data=data[seed]))  # fmt: skip
-    rows = [{"scheme": label, **_summaries(runs[label], data)} for label in RNN_SCHEMES]
+    scored = {label: _per_seed(runs[label], data) for label in RNN_SCHEMES}
+    rows = [{"scheme": label, **_summaries(scored[label], runs[label])} for label in RNN_SCHEMES]
     by = {r["scheme"]: r for r in rows}
 
     # exercise 7-4: each scheme's masks on the network trained without dropout
@@ -522,10 +546,18 @@ def run_rnn_dropout(ctx: Context) -> Result:
     def acc(r: Mapping[str, Any]) -> str:
         return f"{r['scheme']} {_fmt(r, v)}"
 
+    def beats(a: Mapping[str, Any], b: Mapping[str, Any], key: str = v, margin: float = 0.0) -> Comparison:
+        """``a``'s per-seed ``key`` above ``b``'s beyond seed noise (:func:`exceeds`)."""
+        return exceeds([s[key] for s in scored[a["scheme"]]], [s[key] for s in scored[b["scheme"]]], margin=margin)
+
+    hurts, nonrec_gap, nonrec_val = beats(none, state), beats(none, nonrec, "gap"), beats(nonrec, none, margin=-0.01)
+    var_gap, var_val = beats(none, var, "gap"), beats(var, none, margin=-0.01)
+    var_rec, var_state = beats(var, rec), beats(var, state)
     ok = all(r[v] is not None for r in rows)
     table = [
         claim("dropping the hidden state at every time step hurts the recurrent net (7.7.4.1, ex. 7-4): lower "
-              "validation accuracy than no dropout", f"{acc(state)}; {acc(none)}", ok and state[v] < none[v]),
+              "validation accuracy than no dropout", f"{acc(state)}; {acc(none)}; none minus it {hurts.text}",
+              ok and hurts.holds),
         claim("ex. 7-4, why: it erases the memory of early inputs: the influence of the first quarter of the steps "
               "on the decision, relative to the last quarter's, falls by more than 2x under its masks",
               f"influence early / late (the net trained without dropout, {draws} mask draws): "
@@ -537,16 +569,17 @@ def run_rnn_dropout(ctx: Context) -> Result:
               + ", ".join(f"{k}: {drift[k][0][1]:.3f} -> {drift[k][0][-1]:.3f}" for k in (s_label, r_label, v_label)),
               drift[s_label][0][-1] > drift[s_label][0][1] and drift[r_label][0][-1] > drift[r_label][0][1]),
         claim("dropout on the non-recurrent connections only (Zaremba et al., fig. 7.11) narrows the train - "
-              "validation gap", f"accuracy gap {nonrec['gap']:.3f} vs none {none['gap']:.3f}",
-              ok and nonrec["gap"] < none["gap"]),
+              "validation gap", f"accuracy gap {nonrec['gap']:.3f} vs none {none['gap']:.3f}; none minus it "
+              f"{nonrec_gap.text}", ok and nonrec_gap.holds),
         claim("... without the harm: validation accuracy not below no dropout's (within 0.01)",
-              f"{acc(nonrec)}; {acc(none)}", ok and nonrec[v] >= none[v] - 0.01),
+              f"{acc(nonrec)}; {acc(none)}; difference {nonrec_val.text}", ok and nonrec_val.holds),
         claim("variational dropout (one mask for all time steps, recurrent connections included; Gal & Ghahramani, "
               "fig. 7.12) narrows the gap and does not hurt: gap below none's, validation accuracy within 0.01",
-              f"gap {var['gap']:.3f} vs {none['gap']:.3f}; {acc(var)}; {acc(none)}",
-              ok and var["gap"] < none["gap"] and var[v] >= none[v] - 0.01),
+              f"gap {var['gap']:.3f} vs {none['gap']:.3f} (none minus it {var_gap.text}); {acc(var)}; {acc(none)} "
+              f"(difference {var_val.text})", ok and var_gap.holds and var_val.holds),
         claim("on the recurrent connections, the same mask at every step (variational) beats a fresh one per step",
-              f"{acc(var)}; {acc(rec)}; {acc(state)}", ok and var[v] > rec[v] and var[v] > state[v]),
+              f"{acc(var)}; {acc(rec)}; {acc(state)}; variational minus per-step on h {var_rec.text}, minus per-step "
+              f"on the state {var_state.text}", ok and var_rec.holds and var_state.holds),
     ]  # fmt: skip
 
     t_axis = list(range(1, steps + 1))

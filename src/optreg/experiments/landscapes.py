@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from optreg import diagnostics as dg
-from optreg.experiments.base import Context, Result, claim, register
+from optreg.experiments.base import Context, Result, claim, exceeds, register
 from optreg.report.plots import Panel, curves_figure, new_figure
 from optreg.train import build_model
 
@@ -111,13 +111,16 @@ def run_flat_minima(ctx: Context) -> Result:
             row[key] = float(np.mean([r[key] for r in runs]))
         rows.append(row)
     small, large = rows[0], rows[1]
+    per_seed = [{key: [r[key] for r in runs] for key in ("top_eigenvalue", "test_accuracy")} for runs in table.values()]
+    sharper = exceeds(per_seed[1]["top_eigenvalue"], per_seed[0]["top_eigenvalue"], fmt=".3g")
+    better = exceeds(per_seed[0]["test_accuracy"], per_seed[1]["test_accuracy"])
     claims = [
         claim("large batches converge to sharper minima (Keskar et al., 2017; figure 7.2)",
-              f"top eigenvalue: small {small['top_eigenvalue']:.3g}, large {large['top_eigenvalue']:.3g}",
-              large["top_eigenvalue"] > small["top_eigenvalue"]),
+              f"top eigenvalue: small {small['top_eigenvalue']:.3g}, large {large['top_eigenvalue']:.3g}; large - "
+              f"small {sharper.text}", sharper.holds),
         claim("flat minima generalize better",
-              f"test accuracy: small {small['test_accuracy']:.3f}, large {large['test_accuracy']:.3f}",
-              small["test_accuracy"] > large["test_accuracy"]),
+              f"test accuracy: small {small['test_accuracy']:.3f}, large {large['test_accuracy']:.3f}; small - large "
+              f"{better.text}", better.holds),
     ]
     notes = "Claims:\n" + "\n".join(f"- {c['claim']}: {c['measured']} -> {c['verdict']}" for c in claims)
     notes += (f"\nMeans over {len(seeds)} seed(s). Full batch runs 4x the epochs (the same number of epochs would "

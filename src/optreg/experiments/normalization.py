@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from optreg._checks import check_choice, check_int
 from optreg.errors import OptregValueError
-from optreg.experiments.base import Context, Result, RunHistory, claim, mean_std, register
+from optreg.experiments.base import Context, Result, RunHistory, claim, exceeds, mean_std, register, within
 from optreg.experiments.lr_decay import training_panels
 from optreg.nn.norm import BatchNorm, LayerNormRNNCell, recompute_batchnorm_statistics
 from optreg.optim import create as create_optimizer
@@ -415,7 +415,7 @@ def _cnn_part(ctx: Context, seeds: list[int], epochs: int) -> dict[str, Any]:
 def _tiny_part(ctx: Context, seeds: list[int], updates: int, batches: Sequence[int]) -> dict[str, Any]:
     """none / BN / LN on a 4-layer MLP at each batch size, the same number of updates at the same learning
     rate (a larger batch only averages more examples into each gradient); BN also with whole-data statistics."""
-    acc: dict[tuple[str, int], list[float]] = {}
+    acc: dict[tuple[str, int], list[float | None]] = {}  # one value per seed, None where the run diverged
     for seed in seeds:
         data = ctx.load_data(seed)
         for k in batches:
@@ -428,12 +428,10 @@ def _tiny_part(ctx: Context, seeds: list[int], updates: int, batches: Sequence[i
                     "train": {"batch_size": k, "steps": updates, "seed": seed},
                 }
                 h = ctx.train_spec(spec, data, config={"part": "tiny batches", "norm": norm})
-                if h.diverged:
-                    continue
-                acc.setdefault((norm, k), []).append(h.test_accuracy)
+                acc.setdefault((norm, k), []).append(None if h.diverged else h.test_accuracy)
                 if norm == "batch":
                     acc.setdefault(("batch (whole-data statistics)", k), []).append(
-                        _exact_statistics_accuracy(h.model, data)
+                        None if h.diverged else _exact_statistics_accuracy(h.model, data)
                     )
     labels = ("none", "batch", "batch (whole-data statistics)", "layer")
     rows = [{"norm": n, **{f"K={k}": _mean(acc.get((n, k), [])) for k in batches}} for n in labels]
@@ -565,13 +563,15 @@ def _claims(
     never = mlp["epochs"] + 1
     e_none, e_bn = ([never if v is None else v for v in reached(n)] for n in ("none", "batch"))
     loss = {n: [h.final("train_loss") for h in mlp["runs"][(n, lr0)] if not h.diverged] for n in NORMS}
+    faster, lower = exceeds(e_none, e_bn, fmt=".3g"), exceeds(loss["none"], loss["batch"], fmt=".3g")
     rows.append(
         claim(
             f"BN speeds up the training of a deep net (7.5.1; {DEPTH} hidden layers, SGD lr {lr0:g})",
             f"epochs to a training loss <= {LOSS_TARGET:g} (per seed): none {show(reached('none'))}, BN "
-            f"{show(reached('batch'))}, LN {show(reached('layer'))}, WN {show(reached('weight'))}; final training "
-            f"loss none {_ms(loss['none'])}, BN {_ms(loss['batch'])}",
-            np.mean(e_bn) < np.mean(e_none) and (_mean(loss["batch"]) or math.inf) < (_mean(loss["none"]) or math.inf),
+            f"{show(reached('batch'))}, LN {show(reached('layer'))}, WN {show(reached('weight'))} (none - BN "
+            f"{faster.text}); final training loss none {_ms(loss['none'])}, BN {_ms(loss['batch'])} (none - BN "
+            f"{lower.text})",
+            faster.holds and lower.holds,
         )
     )
     top = {n: max([lr for lr in lrs if _trained(mlp, n, lr)], default=None) for n in NORMS}
@@ -586,24 +586,36 @@ def _claims(
         )
     )
     first, last = shift["none"][0], shift["none"][-1]
+    per_seed_shift = {n: [distribution_shift(r) for r in mlp["stats"][n]] for n in NORMS}
+    deeper = exceeds([float(s[-1]) for s in per_seed_shift["none"]], [float(s[0]) for s in per_seed_shift["none"]],
+                     fmt=".3g")  # fmt: skip
+    stable = exceeds([float(s[-1]) for s in per_seed_shift["none"]], [float(s[-1]) for s in per_seed_shift["batch"]],
+                     fmt=".3g")  # fmt: skip
     rows.append(
         claim(
             "every update shifts the input distribution of every layer, the deeper the layer the more "
             "(internal covariate shift, 7.5)",
             f"no normalization: distribution shift of layer 1 {first:.3g}, layer {len(shift['none'])} {last:.3g} "
-            f"(per layer: {', '.join(f'{v:.3g}' for v in shift['none'])})",
-            bool(last > first),
+            f"(per layer: {', '.join(f'{v:.3g}' for v in shift['none'])}); last - first {deeper.text}",
+            deeper.holds,
         )
     )
     rows.append(
         claim(
             "normalizing each layer keeps the distribution of its input stable during training (7.5)",
             f"distribution shift of the last hidden layer's normalized input: none {shift['none'][-1]:.3g}, BN "
-            f"{shift['batch'][-1]:.3g}, LN {shift['layer'][-1]:.3g}, WN {shift['weight'][-1]:.3g}",
-            bool(shift["batch"][-1] < shift["none"][-1]),
+            f"{shift['batch'][-1]:.3g}, LN {shift['layer'][-1]:.3g}, WN {shift['weight'][-1]:.3g}; none - BN "
+            f"{stable.text}",
+            stable.holds,
         )
     )
     cnn_loss = {r["norm"]: r for r in cnn["rows"]}
+
+    def cnn_seeds(norm: str, key: str) -> list[float | None]:
+        done = [h for h in cnn["runs"][norm] if not h.diverged]
+        return [h.final("train_loss") for h in done] if key == "train_loss" else [h.test_accuracy for h in done]
+
+    cnn_faster = exceeds(cnn_seeds("none", "train_loss"), cnn_seeds("batch", "train_loss"), fmt=".3g")
     rows.append(
         claim(
             "BN speeds up the training of a CNN too",
@@ -612,40 +624,55 @@ def _claims(
                 f"{n} {cnn_loss[n]['final_train_loss']:.3g}"
                 for n in CNN_NORMS
                 if cnn_loss[n]["final_train_loss"] is not None
-            ),
-            (cnn_loss["batch"]["final_train_loss"] or math.inf) < (cnn_loss["none"]["final_train_loss"] or math.inf),
+            )
+            + f"; none - BN {cnn_faster.text}",
+            cnn_faster.holds,
         )
     )
-    mlp_test = {n: _mean([h.test_accuracy for h in mlp["runs"][(n, lr0)] if not h.diverged]) for n in NORMS}
+    mlp_test_seeds = {n: [h.test_accuracy for h in mlp["runs"][(n, lr0)] if not h.diverged] for n in NORMS}
+    mlp_test = {n: _mean(v) for n, v in mlp_test_seeds.items()}
+    bn_mlp = exceeds(mlp_test_seeds["batch"], mlp_test_seeds["layer"])
+    bn_cnn = exceeds(cnn_seeds("batch", "test_accuracy"), cnn_seeds("layer", "test_accuracy"))
     rows.append(
         claim(
             f"with the usual batch size BN is generally the better choice than LN (7.5.2; batch {BATCH_SIZE})",
-            f"test accuracy: deep MLP BN {mlp_test['batch']:.3f} vs LN {mlp_test['layer']:.3f}; CNN BN "
-            f"{cnn_loss['batch']['test_accuracy']:.3f} vs LN {cnn_loss['layer']['test_accuracy']:.3f}",
-            (mlp_test["batch"] or 0) >= (mlp_test["layer"] or 0)
-            and (cnn_loss["batch"]["test_accuracy"] or 0) >= (cnn_loss["layer"]["test_accuracy"] or 0),
+            f"test accuracy: deep MLP BN {_f(mlp_test['batch'])} vs LN {_f(mlp_test['layer'])} ({bn_mlp.text}); CNN "
+            f"BN {_f(cnn_loss['batch']['test_accuracy'])} vs LN {_f(cnn_loss['layer']['test_accuracy'])} "
+            f"({bn_cnn.text})",
+            bn_mlp.holds and bn_cnn.holds,
         )
     )
     small, large = tiny["batches"][0], tiny["batches"][-1]
     t = {n: (_mean(tiny["acc"].get((n, small), [])), _mean(tiny["acc"].get((n, large), []))) for n in tiny["labels"]}
     drop = {n: (a[1] - a[0]) if None not in a else None for n, a in t.items()}
     change = {n: None if d is None else -d for n, d in drop.items()}
+
+    def tiny_acc(norm: str, k: int) -> list[float | None]:  # one per seed, None: diverged
+        return tiny["acc"].get((norm, k), [])
+
+    def drops(norm: str) -> list[float]:  # per seed, K = large minus K = small (the same seed's data)
+        return [a - b for a, b in zip(tiny_acc(norm, large), tiny_acc(norm, small)) if a is not None and b is not None]
+
+    bn_falls = exceeds(tiny_acc("batch", large), tiny_acc("batch", small), margin=0.05)
+    ln_flat = within(tiny_acc("layer", large), tiny_acc("layer", small), 0.02)
+    ln_like_none = exceeds(drops("none"), drops("layer"), margin=-0.02)
+    ln_beats = exceeds(tiny_acc("layer", small), tiny_acc("batch", small))
     rows.append(
         claim(
             f"BN needs mini-batches that are not too small (7.5.2): its accuracy falls at K = {small} "
             "(criterion: by more than 0.05)",
-            f"BN test accuracy K={large} {_f(t['batch'][1])} -> K={small} {_f(t['batch'][0])} (moving averages), "
-            f"{_f(t['batch (whole-data statistics)'][0])} with whole-data statistics",
-            drop["batch"] is not None and drop["batch"] > 0.05,
+            f"BN test accuracy K={large} {_f(t['batch'][1])} -> K={small} {_f(t['batch'][0])} (moving averages; "
+            f"drop {bn_falls.text}), {_f(t['batch (whole-data statistics)'][0])} with whole-data statistics",
+            drop["batch"] is not None and bn_falls.holds,
         )
     )
     rows.append(
         claim(
             "LN does not depend on the batch size (criterion: it changes by at most 0.02 from K = "
             f"{large} to K = {small})",
-            f"LN test accuracy K={large} {_f(t['layer'][1])}, K={small} {_f(t['layer'][0])}; no normalization "
-            f"{_f(t['none'][1])}, {_f(t['none'][0])}",
-            drop["layer"] is not None and abs(drop["layer"]) <= 0.02,
+            f"LN test accuracy K={large} {_f(t['layer'][1])}, K={small} {_f(t['layer'][0])} (difference "
+            f"{ln_flat.text}); no normalization {_f(t['none'][1])}, {_f(t['none'][0])}",
+            drop["layer"] is not None and ln_flat.holds,
         )
     )
     rows.append(
@@ -654,50 +681,55 @@ def _claims(
             "the batch at all (the control for the training budget; criterion: LN's drop from K = "
             f"{large} to K = {small} at most 0.02 larger than the unnormalized net's)",
             f"change of the test accuracy from K={large} to K={small}: LN {_f(change['layer'], '+.3f')}, "
-            f"no normalization {_f(change['none'], '+.3f')}, BN {_f(change['batch'], '+.3f')}",
-            drop["layer"] is not None and drop["none"] is not None and drop["layer"] - drop["none"] <= 0.02,
+            f"no normalization {_f(change['none'], '+.3f')}, BN {_f(change['batch'], '+.3f')}; the unnormalized "
+            f"net's drop minus LN's {ln_like_none.text}",
+            drop["layer"] is not None and drop["none"] is not None and ln_like_none.holds,
         )
     )
     rows.append(
         claim(
             f"with small mini-batches choose LN (7.5.2): LN beats BN at K = {small}",
-            f"test accuracy at K={small}: LN {_f(t['layer'][0])}, BN {_f(t['batch'][0])}",
-            (t["layer"][0] or 0) > (t["batch"][0] or 0),
+            f"test accuracy at K={small}: LN {_f(t['layer'][0])}, BN {_f(t['batch'][0])}; LN - BN {ln_beats.text}",
+            ln_beats.holds,
         )
     )
-    worst = max(recompute, key=lambda r: r["moving_average"] - r["whole_data"])
+    at_least = {r["model"]: exceeds(r["whole_data_seeds"], r["moving_average_seeds"], margin=-0.005) for r in recompute}
     rows.append(
         claim(
             "after training, the whole training set's mean and variance can replace the mini-batch statistics "
             "(7.5.1): test accuracy with them is at least that of the moving averages (criterion: within 0.005)",
             "; ".join(
-                f"{r['model']}: moving averages {r['moving_average']:.3f}, whole data {r['whole_data']:.3f}"
+                f"{r['model']}: moving averages {r['moving_average']:.3f}, whole data {r['whole_data']:.3f} "
+                f"({at_least[r['model']].text})"
                 for r in recompute
             ),
-            worst["moving_average"] - worst["whole_data"] <= 0.005,
+            all(c.holds for c in at_least.values()),
         )
     )
     usual = [r for r in recompute if r["batch_size"] >= BATCH_SIZE]
+    as_well = {r["model"]: within(r["moving_average_seeds"], r["whole_data_seeds"], 0.01) for r in usual}
     rows.append(
         claim(
             "in practice the moving averages do as well (7.5.1; at batch sizes >= "
             f"{BATCH_SIZE}, criterion: within 0.01 of the whole-data statistics)",
-            "; ".join(f"{r['model']}: {r['moving_average'] - r['whole_data']:+.3f}" for r in usual),
-            all(abs(r["moving_average"] - r["whole_data"]) <= 0.01 for r in usual),
+            "; ".join(f"{r['model']}: {as_well[r['model']].text}" for r in usual),
+            all(c.holds for c in as_well.values()),
         )
     )
     # exercise 7-2
     zs = np.mean(rnn["z_std"]["none"], axis=0)
+    varies = exceeds([max(z) / min(z) for z in rnn["z_std"]["none"]], 1.5, fmt=".2f")  # per seed, against 1.5
     rows.append(
         claim(
             "the distribution of a recurrent layer's net input changes with the time step (exercise 7-2)",
             f"plain RNN after training: std of z_t over the test set per step {', '.join(f'{v:.2f}' for v in zs)} "
-            f"(max / min = {zs.max() / zs.min():.2f}; criterion > 1.5)",
-            bool(zs.max() / zs.min() > 1.5),
+            f"(max / min = {zs.max() / zs.min():.2f}; criterion > 1.5; per seed, max / min - 1.5 {varies.text})",
+            varies.holds,
         )
     )
     acc, tm, b = rnn["acc"], rnn["train_mode"], rnn["blanks"]
     shared_eval, shared_batch = _mean(acc[("batch-shared", 0)]), _mean(tm["batch-shared"])
+    pooled = exceeds(tm["batch-shared"], acc[("batch-shared", 0)], margin=0.05)
     rows.append(
         claim(
             "BN cannot be applied to an RNN directly (exercise 7-2): one BN shared by all steps pools their "
@@ -705,12 +737,17 @@ def _claims(
             "accuracy with the test batch's own statistics)",
             f"shared BN test accuracy: moving averages {shared_eval:.3f}, the test batch's statistics "
             f"{shared_batch:.3f}; per-step BN {_mean(acc[('batch-per-step', 0)]):.3f}, "
-            f"LN {_mean(acc[('layer', 0)]):.3f}",
-            shared_batch - shared_eval > 0.05,
+            f"LN {_mean(acc[('layer', 0)]):.3f}; the batch's statistics minus the moving averages {pooled.text}",
+            pooled.holds,
         )
     )
     longer = [k for k in b if k > 0]
     ps = {n: (_mean(acc[(n, 0)]), float(np.mean([_mean(acc[(n, k)]) for k in longer]))) for n in RNN_NORMS}
+
+    def length_loss(norm: str) -> list[float]:  # per seed: accuracy at T minus its mean over the longer lengths
+        return [float(a - np.mean(c)) for a, *c in zip(acc[(norm, 0)], *(acc[(norm, k)] for k in longer))]
+
+    tied = exceeds(length_loss("batch-per-step"), length_loss("layer"))
     rows.append(
         claim(
             "BN with statistics per time step needs T sets of statistics, tied to the positions, and has none past "
@@ -720,27 +757,33 @@ def _claims(
             f"statistics stored: per-step BN {rnn['statistics']['batch-per-step']}, shared BN "
             f"{rnn['statistics']['batch-shared']}, LN 0; test accuracy T={ROWS} -> mean over T="
             f"{', '.join(str(ROWS + k) for k in longer)}: "
-            + ", ".join(f"{n} {a:.3f} -> {c:.3f}" for n, (a, c) in ps.items()),
-            (ps["batch-per-step"][0] - ps["batch-per-step"][1]) > (ps["layer"][0] - ps["layer"][1]),
+            + ", ".join(f"{n} {a:.3f} -> {c:.3f}" for n, (a, c) in ps.items())
+            + f"; per-step BN's loss minus LN's {tied.text}",
+            tied.holds,
         )
     )
+    ln_ok = {k: exceeds(acc[("layer", k)], acc[("none", k)], margin=-0.01) for k in b}
     rows.append(
         claim(
             "LN can be applied to recurrent nets (7.5.2, eqs. 7.52-7.53): at least as accurate as the plain RNN "
             "(criterion: within 0.01), at every length",
             ", ".join(
-                f"T={ROWS + k}: LN {_mean(acc[('layer', k)]):.3f} vs none {_mean(acc[('none', k)]):.3f}" for k in b
+                f"T={ROWS + k}: LN {_mean(acc[('layer', k)]):.3f} vs none {_mean(acc[('none', k)]):.3f} "
+                f"({ln_ok[k].text})"
+                for k in b
             ),
-            all((_mean(acc[("layer", k)]) or 0) >= (_mean(acc[("none", k)]) or 0) - 0.01 for k in b),
+            all(c.holds for c in ln_ok.values()),
         )
     )
     g = {n: _mean(rnn["grad_ratio"][n]) for n in ("none", "layer")}
+    eases = exceeds(*([abs(math.log(r)) for r in rnn["grad_ratio"][n]] for n in ("none", "layer")), fmt=".3g")
     rows.append(
         claim(
             "LN eases the vanishing / exploding gradients of a plain RNN (7.5.2): the gradient reaching the first "
             "step is closer in size to the last step's",
-            f"||dL/dh_1|| / ||dL/dh_T|| on the test set after training: none {g['none']:.3g}, LN {g['layer']:.3g}",
-            abs(math.log(g["layer"])) < abs(math.log(g["none"])),
+            f"||dL/dh_1|| / ||dL/dh_T|| on the test set after training: none {g['none']:.3g}, LN {g['layer']:.3g}; "
+            f"|log ratio| per seed, none - LN {eases.text}",
+            eases.holds,
         )
     )
     wn_weights = cnn.get("wn_weights", 0)
@@ -858,12 +901,15 @@ def run(ctx: Context) -> Result:
         if not done:
             continue
         exact = [_exact_statistics_accuracy(h.model, ctx.load_data(h.seed)) for h in done]
+        moving = [h.test_accuracy for h in done]
         recompute.append(
             {
                 "model": name,
                 "batch_size": k,
-                "moving_average": _mean([h.test_accuracy for h in done]),
+                "moving_average": _mean(moving),
                 "whole_data": _mean(exact),
+                "moving_average_seeds": moving,
+                "whole_data_seeds": exact,
             }
         )
     for k in tiny["batches"]:
@@ -875,6 +921,8 @@ def run(ctx: Context) -> Result:
                     "batch_size": k,
                     "moving_average": _mean(mov),
                     "whole_data": _mean(whole),
+                    "moving_average_seeds": mov,
+                    "whole_data_seeds": whole,
                 }
             )
     table = _claims(mlp, cnn, tiny, rnn, shift, recompute)
@@ -901,7 +949,7 @@ def run(ctx: Context) -> Result:
             plots.Panel(
                 {
                     n: [
-                        [tiny["acc"][(n, k)][i] for k in batches]
+                        [math.nan if (v := tiny["acc"][(n, k)][i]) is None else v for k in batches]
                         for i in range(len(tiny["acc"].get((n, batches[0]), [])))
                     ]
                     for n in tiny["labels"]
@@ -966,7 +1014,7 @@ def run(ctx: Context) -> Result:
             "batch, so its change with K is the training budget's, e.g. fewer examples seen at small K):\n\n"
             + _rows_table(tiny["rows"]),
             "BN test accuracy: moving averages vs whole-training-set statistics (recompute_batchnorm_statistics):\n\n"
-            + _rows_table(recompute),
+            + _rows_table([{k: v for k, v in r.items() if not k.endswith("_seeds")} for r in recompute]),
             f"Recurrent nets (hidden {RNN_HIDDEN}, Adam lr {RNN_LR:g}); T={ROWS}+k: k blank rows before the digit; "
             "per-step BN reuses its last step's statistics past step 8; test_acc_batch_stats: BN layers in training "
             "mode on the test set (its own statistics):\n\n" + _rows_table(rnn["rows"]),

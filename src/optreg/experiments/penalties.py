@@ -26,7 +26,7 @@ The table is the claims table; the notes hold the sweep (one row per model, meth
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from optreg._checks import check_choice, check_nonneg
 from optreg.errors import OptregValueError
-from optreg.experiments.base import Context, Result, RunHistory, claim, mean_std, register
+from optreg.experiments.base import Context, Result, RunHistory, claim, exceeds, mean_std, register
 from optreg.optim import Optimizer, create
 from optreg.optim.proximal import proximal_sgd
 from optreg.regularize import l1, l2, select_parameters
@@ -253,20 +253,35 @@ def _scores(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
     return float(nn.functional.cross_entropy(out, y)), float((out.argmax(-1) == y).double().mean())
 
 
+def _per_seed(runs: list[RunHistory], data: dict[int, Splits]) -> list[dict[str, Any]]:
+    """The seed, scores and weight statistics of each finished run (one dict per seed)."""
+    out = []
+    for h in runs:
+        if h.diverged:
+            continue
+        d = data[h.seed]
+        train_loss, train_acc = _scores(h.model, d.train.x, d.train.y)  # type: ignore[arg-type]
+        out.append({
+            "seed": h.seed, "train_accuracy": train_acc, "val_accuracy": h.final("val_accuracy"),
+            "test_accuracy": h.test_accuracy,
+            "gap": train_acc - h.test_accuracy, "loss_gap": h.test_loss - train_loss,  # type: ignore[operator]
+            **weight_stats(h.model, (d.train.x == 0).all(0)),  # type: ignore[arg-type]
+        })  # fmt: skip
+    return out
+
+
 def _row(
-    model: str, method: str, strength: float | None, runs: list[RunHistory], data: dict[int, Splits]
+    model: str, method: str, strength: float | None, per_seed: list[dict[str, Any]], runs: list[RunHistory]
 ) -> dict[str, Any]:
-    done = [h for h in runs if not h.diverged]
-    train = [_scores(h.model, data[h.seed].train.x, data[h.seed].train.y) for h in done]  # type: ignore[arg-type]
-    stats = [weight_stats(h.model, (data[h.seed].train.x == 0).all(0)) for h in done]  # type: ignore[arg-type]
-    row: dict[str, Any] = {"model": model, "method": method, "lambda": strength, "diverged": len(runs) - len(done)}
-    row["train_accuracy"] = mean_std(t[1] for t in train)[0]
-    row["val_accuracy"] = mean_std(h.final("val_accuracy") for h in done)[0]
-    row["test_accuracy"], row["test_accuracy_sd"] = mean_std(h.test_accuracy for h in done)
-    row["gap"] = mean_std(t[1] - h.test_accuracy for t, h in zip(train, done))[0]  # type: ignore[operator]
-    row["loss_gap"] = mean_std(h.test_loss - t[0] for t, h in zip(train, done))[0]  # type: ignore[operator]
-    for key in ("zero_fraction", "live_zero_fraction", "tiny_fraction", "l1_norm", "l2_norm", "max_abs"):
-        row[key] = mean_std(s[key] for s in stats)[0]
+    """One table row: the means over seeds of :func:`_per_seed`'s values (and the test accuracy's sd)."""
+    row: dict[str, Any] = {"model": model, "method": method, "lambda": strength, "diverged": len(runs) - len(per_seed)}
+    for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
+        row[key] = mean_std(s[key] for s in per_seed)[0]
+        if key == "test_accuracy":
+            row["test_accuracy_sd"] = mean_std(s[key] for s in per_seed)[1]
+    for key in ("gap", "loss_gap", "zero_fraction", "live_zero_fraction", "tiny_fraction", "l1_norm", "l2_norm",
+                "max_abs"):  # fmt: skip
+        row[key] = mean_std(s[key] for s in per_seed)[0]
     return row
 
 
@@ -452,6 +467,7 @@ def run(ctx: Context) -> Result:
     # --- digits: every method at every strength, for both models
     data = {seed: ctx.load_data(seed) for seed in seeds}
     rows: list[dict[str, Any]] = []
+    scored: dict[tuple[str, str, float | None], list[dict[str, Any]]] = {}
     histograms: dict[str, np.ndarray] = {}
     hist_strength = strengths[-2] if len(strengths) > 2 else strengths[-1]
     for model in MODELS:
@@ -461,7 +477,8 @@ def run(ctx: Context) -> Result:
                     train_penalized(ctx, model, method, strength or 0.0, seed=s, epochs=epochs, data=data[s])
                     for s in seeds
                 ]
-                rows.append(_row(model, method, strength, runs, data))
+                scored[(model, method, strength)] = _per_seed(runs, data)
+                rows.append(_row(model, method, strength, scored[(model, method, strength)], runs))
                 if model == "softmax regression" and strength in (None, hist_strength) and not runs[0].diverged:
                     histograms[method] = torch.cat(
                         [p.detach().flatten() for p in select_parameters(_OWNER, runs[0].model)]
@@ -469,6 +486,10 @@ def run(ctx: Context) -> Result:
 
     def get(model: str, method: str, strength: float | None) -> dict[str, Any]:
         return next(r for r in rows if r["model"] == model and r["method"] == method and r["lambda"] == strength)
+
+    def seeds_of(r: Mapping[str, Any], key: str) -> list[Any]:
+        """``key`` of each seed's finished run of the row ``r``'s setting."""
+        return [s[key] for s in scored[(r["model"], r["method"], r["lambda"])]]
 
     def best(model: str, method: str) -> dict[str, Any]:
         """The strength with the best validation accuracy (never the test's)."""
@@ -520,14 +541,15 @@ def run(ctx: Context) -> Result:
         )
         none = get(model, "none", None)
         l2s = [get(model, "l2", s) for s in strengths]
+        shrinks = [exceeds(seeds_of(none, "l2_norm"), seeds_of(r, "l2_norm"), fmt=".3g") for r in l2s]
         table.append(
             claim(
                 f"{model}: l2 shrinks the weights but does not set them to zero (criterion: ||W||_2 below the "
                 "unpenalized one at every lambda, no exact zeros)",
                 f"||W||_2: none {none['l2_norm']:.3g}, l2 "
-                + ", ".join(f"{s:g}: {r['l2_norm']:.3g}" for s, r in zip(strengths, l2s))
+                + ", ".join(f"{s:g}: {r['l2_norm']:.3g} ({c.text})" for s, r, c in zip(strengths, l2s, shrinks))
                 + f"; exact zeros at most {100 * max(r['zero_fraction'] for r in l2s):.2f}%",
-                all(r["l2_norm"] < none["l2_norm"] for r in l2s) and all(r["zero_fraction"] == 0 for r in l2s),
+                all(c.holds for c in shrinks) and all(r["zero_fraction"] == 0 for r in l2s),
             )
         )
         en = [get(model, "elastic net (proximal)", s)["live_zero_fraction"] for s in strengths]
@@ -544,35 +566,48 @@ def run(ctx: Context) -> Result:
             )
         )
         gaps = {m: get(model, m, top)["gap"] for m in METHODS if m != "none"}
+        narrower = {m: exceeds(seeds_of(none, "gap"), seeds_of(get(model, m, top), "gap")) for m in gaps}
         table.append(
             claim(
                 f"{model}: regularization narrows the gap between training and test accuracy (criterion: every "
                 f"penalty at lambda {top:g} has a smaller gap than none)",
-                f"train - test accuracy: none {none['gap']:.3f}, " + ", ".join(f"{m} {g:.3f}" for m, g in gaps.items()),
-                all(g < none["gap"] for g in gaps.values()),
+                f"train - test accuracy: none {none['gap']:.3f}, "
+                + ", ".join(f"{m} {g:.3f} ({narrower[m].text})" for m, g in gaps.items()),
+                all(c.holds for c in narrower.values()),
             )
         )
-    gain = {}
+    gain, seed_gain = {}, {}
     for model in MODELS:
         none = get(model, "none", None)
         picks = {m: best(model, m) for m in METHODS if m != "none"}
         gain[model] = {m: r["test_accuracy"] - none["test_accuracy"] for m, r in picks.items()}
+        raises = {m: exceeds(seeds_of(r, "test_accuracy"), seeds_of(none, "test_accuracy")) for m, r in picks.items()}
+        top_method = max(gain[model], key=lambda m: gain[model][m])
+        # per seed (the same seed's data and initial weights): the best penalty's test accuracy minus none's
+        base = dict(zip(seeds_of(none, "seed"), seeds_of(none, "test_accuracy")))
+        pairs = zip(seeds_of(picks[top_method], "seed"), seeds_of(picks[top_method], "test_accuracy"))
+        seed_gain[model] = [acc - base[seed] for seed, acc in pairs if seed in base]
         table.append(
             claim(
                 f"{model}: regularization improves generalization (7.7): a penalty whose lambda is chosen by "
                 "validation raises the test accuracy",
                 f"test accuracy none {none['test_accuracy']:.3f}; at the validation-best lambda: "
-                + ", ".join(f"{m} (lambda {r['lambda']:g}) {r['test_accuracy']:.3f}" for m, r in picks.items()),
-                max(gain[model].values()) > 0,
+                + ", ".join(
+                    f"{m} (lambda {r['lambda']:g}) {r['test_accuracy']:.3f} ({raises[m].text})"
+                    for m, r in picks.items()
+                ),
+                any(c.holds for c in raises.values()),
             )
         )
     soft, deep = (max(gain[m].values()) for m in MODELS)
+    less = exceeds(*(seed_gain[m] for m in MODELS))
     table.append(
         claim(
             "l1 / l2 help an over-parameterized network less than a shallow model (section 7.7: their effect is "
             "often less marked than in shallow machine learning models)",
-            f"best gain in test accuracy from a penalty: softmax regression {soft:+.3f}, mlp 256 {deep:+.3f}",
-            deep < soft,
+            f"best gain in test accuracy from a penalty: softmax regression {soft:+.3f}, mlp 256 {deep:+.3f}; "
+            f"difference {less.text}",
+            less.holds,
         )
     )
 
