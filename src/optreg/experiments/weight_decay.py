@@ -240,7 +240,8 @@ def train_setup(
 ) -> RunHistory:
     """Train :data:`MODEL` with the setup ``name`` of :data:`PAIR_SETUPS` (or ``setup``) in ``dtype`` through
     :meth:`Context.train_spec` (recorded like every run); the same seed gives the same initial weights and
-    mini-batches whatever the setup."""
+    mini-batches whatever the setup. The engine builds models in torch's default dtype, so that is set to
+    ``dtype`` for the run (and restored after it), and the data's features are cast to it."""
     optimizer, hparams, penalty = PAIR_SETUPS[name] if setup is None else setup
     precision = {torch.float64: "float64", torch.float32: "float32"}[dtype]
     spec = {
