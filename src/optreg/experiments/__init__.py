@@ -63,6 +63,7 @@ __all__ = [
 BUILTIN_MODULES = (
     "optimizers", "batch_size", "lr_decay", "init_schemes", "preprocessing", "curvature", "landscapes",
     "data_regularization", "regularization", "ensembles", "dropout", "normalization", "penalties",
+    "weight_decay",
 )
 
 _loaded = False
