@@ -27,7 +27,7 @@ import torch
 from optreg import experiments, optim
 from optreg.errors import OptregTypeError, OptregValueError
 from optreg.experiments import Context, Result, complete_spec, register
-from optreg.experiments.base import claim, curves, exceeds, mean_std, within
+from optreg.experiments.base import claim, curves, differs, exceeds, mean_std, within
 from optreg.report.plots import Panel, curves_figure
 from optreg.train import Lambda
 
@@ -186,6 +186,18 @@ def test_exceeds_on_hand_cases():
     assert exceeds(0.97, [0.9, 0.95, 1.0]) == (False, f"+0.020, 2 SE = {spread:.3f}: within seed noise")
     assert exceeds([0.97], 0.95) == (True, "+0.020 (1 seed)")
     assert exceeds([None, None], [1.0]) == (False, "no finished runs on one side")
+
+
+def test_differs_is_either_one_sided_exceeds_and_matches_welchs_t():
+    """Oracle: scipy.stats.ttest_ind(equal_var=False): the means differ beyond noise exactly when |t| > 2."""
+    from scipy import stats
+
+    a, b = [0.91, 0.93, 0.95, 0.92], [0.90, 0.89, 0.92]
+    t = stats.ttest_ind(a, b, equal_var=False).statistic
+    assert differs(a, b).holds == differs(b, a).holds == (abs(t) > 2)
+    assert differs(a, b).text == exceeds(a, b).text
+    assert differs([0.5, 0.51, 0.49], [0.5, 0.52, 0.48]).holds is False  # within noise either way
+    assert differs([1.0, 1.1, 0.9], [3.0, 3.1, 2.9]).holds is True  # b larger: differs too
 
 
 def test_within_is_two_one_sided_exceeds():

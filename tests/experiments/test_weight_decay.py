@@ -14,7 +14,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 from torch import nn
 
 from optreg import experiments
@@ -27,7 +26,6 @@ from optreg.experiments.weight_decay import (
     SGD_LR,
     GradientHistory,
     Trajectory,
-    _exceeds_2se,
     effective_shrinkage,
     max_difference,
     roundoff_bound,
@@ -176,18 +174,6 @@ def test_shrinkage_stats_on_known_ratios() -> None:
     assert len(out["centers"]) == len(out["medians"]) == 4
     assert out["medians"] == sorted(out["medians"]) and out["centers"] == sorted(out["centers"])
     assert shrinkage_stats(model, base, v_hat)["dead_ratio"] is None
-
-
-def test_two_se_rule_matches_welchs_t() -> None:
-    """Oracle: scipy.stats.ttest_ind(equal_var=False): difference / SE is Welch's t statistic."""
-    a, b = [0.91, 0.93, 0.95, 0.92], [0.90, 0.89, 0.92]
-    diff, se, verdict = _exceeds_2se(a, b)
-    t = stats.ttest_ind(a, b, equal_var=False).statistic
-    assert diff / se == pytest.approx(t, rel=1e-12)
-    assert verdict == (t > 2)
-    assert _exceeds_2se(b, a)[2] is False and _exceeds_2se(b, a, two_sided=True)[2] == (abs(t) > 2)
-    assert _exceeds_2se([1.0], [0.0, 0.1]) == (pytest.approx(0.95), None, False)  # one seed: no SE, no verdict
-    assert _exceeds_2se([None], [0.1, 0.2]) == (None, None, False)
 
 
 def test_comparisons_name_recorded_setups() -> None:

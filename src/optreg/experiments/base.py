@@ -288,6 +288,15 @@ def exceeds(
     return Comparison(d - margin > bar, text)
 
 
+def differs(
+    a: Iterable[float | None] | float, b: Iterable[float | None] | float, *, fmt: str = ".3f"
+) -> Comparison:
+    """Whether the means of ``a`` and ``b`` differ (either way) beyond seed noise: ``|d| > 2 SE`` (``d``, SE as
+    in :func:`exceeds`, whose two one-sided tests it joins); the text is ``exceeds(a, b)``'s."""
+    ab = exceeds(a, b, fmt=fmt)
+    return Comparison(ab.holds or exceeds(b, a, fmt=fmt).holds, ab.text)
+
+
 def within(
     a: Iterable[float | None] | float, b: Iterable[float | None] | float, tol: float, *, fmt: str = ".3f"
 ) -> Comparison:

@@ -29,7 +29,8 @@ The experiment trains the same MLP (same initial weights, same mini-batches: the
    gradient history :math:`\sqrt{\hat v_i}` of that run (Adam's second moment, :class:`GradientHistory`).
 
 Every verdict that compares means over seeds requires the difference to exceed two standard errors
-(:func:`_exceeds_2se`). The table is the claims table; the notes hold the sweep, one row per method and strength.
+(``base.exceeds`` / ``base.differs``). The table is the claims table; the notes hold the sweep, one row per
+method and strength.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from optreg._checks import check_nonneg, check_positive
-from optreg.experiments.base import Context, Result, RunHistory, claim, mean_std, register
+from optreg.experiments.base import Context, Result, RunHistory, claim, differs, exceeds, mean_std, register
 from optreg.optim import Optimizer
 from optreg.optim import transforms as T
 from optreg.optim.combine import chain
@@ -338,32 +339,6 @@ def shrinkage_stats(
     return out
 
 
-def _exceeds_2se(
-    a: Sequence[float | None], b: Sequence[float | None], *, two_sided: bool = False
-) -> tuple[float | None, float | None, bool]:
-    """The 2-SE rule for two means over seeds: ``(mean(a) - mean(b), its standard error, verdict)``, the
-    verdict being that the difference exceeds two standard errors (``two_sided``: its absolute value does).
-
-    The standard error is :math:`\\sqrt{s_a^2 / n_a + s_b^2 / n_b}` with the sample variances (``ddof = 1``, the
-    standard error of Welch's t statistic); values that are None are left out. With fewer than two values on a
-    side there is no standard error, and the difference never counts as exceeding it (the verdict is False).
-    """
-    xs, ys = [float(v) for v in a if v is not None], [float(v) for v in b if v is not None]
-    if not xs or not ys:
-        return None, None, False
-    diff = float(np.mean(xs) - np.mean(ys))
-    if len(xs) < 2 or len(ys) < 2:
-        return diff, None, False
-    se = math.sqrt(np.var(xs, ddof=1) / len(xs) + np.var(ys, ddof=1) / len(ys))
-    return diff, se, (abs(diff) if two_sided else diff) > 2 * se
-
-
-def _pm(diff: float | None, se: float | None, f: str = ".3g") -> str:
-    if diff is None:
-        return "-"
-    return f"{diff:+{f}}" + ("" if se is None else f" (2 SE {2 * se:{f}})")
-
-
 def _mean(values: Iterable[float | None]) -> float:
     m = mean_std(values)[0]
     return math.nan if m is None else m
@@ -546,8 +521,8 @@ def run(ctx: Context) -> Result:
     )
     norm = {k: [_norm(h.model) for h in runs] for k, runs in pair_runs.items()}  # type: ignore[arg-type]
     acc = {k: [h.test_accuracy for h in runs] for k, runs in pair_runs.items()}
-    d_norm = _exceeds_2se(norm["momentum 7.63 w=al"], norm["momentum l2"], two_sided=True)
-    d_acc = _exceeds_2se(acc["momentum l2"], acc["momentum 7.63 w=al"], two_sided=True)
+    d_norm = differs(norm["momentum 7.63 w=al"], norm["momentum l2"], fmt=".3g")
+    d_acc = differs(acc["momentum l2"], acc["momentum 7.63 w=al"], fmt=".3g")
     table.append(
         claim(
             "momentum: l2 and (7.63) with w = alpha lambda do not have the same effect on the weights (criterion: "
@@ -555,8 +530,8 @@ def run(ctx: Context) -> Result:
             f"||theta||: l2 {_mean(norm['momentum l2']):.4g}, 7.63 w = alpha lambda "
             f"{_mean(norm['momentum 7.63 w=al']):.4g}, w = alpha lambda / (1 - rho) "
             f"{_mean(norm['momentum 7.63 w=al/(1-rho)']):.4g}, none {_mean(norm['momentum none']):.4g}; "
-            f"difference {_pm(d_norm[0], d_norm[1])}",
-            d_norm[2],
+            f"difference {d_norm.text}",
+            d_norm.holds,
         )
     )
     table.append(
@@ -565,8 +540,8 @@ def run(ctx: Context) -> Result:
             "(criterion: the test accuracies differ by more than 2 SE over the seeds)",
             f"test accuracy: l2 {_mean(acc['momentum l2']):.4f}, 7.63 w = alpha lambda "
             f"{_mean(acc['momentum 7.63 w=al']):.4f}, w = alpha lambda / (1 - rho) "
-            f"{_mean(acc['momentum 7.63 w=al/(1-rho)']):.4f}; difference {_pm(d_acc[0], d_acc[1])}",
-            d_acc[2],
+            f"{_mean(acc['momentum 7.63 w=al/(1-rho)']):.4f}; difference {d_acc.text}",
+            d_acc.holds,
         )
     )
     gap_al = abs(_mean(norm["momentum 7.63 w=al"]) - _mean(norm["momentum l2"]))
@@ -647,10 +622,9 @@ def run(ctx: Context) -> Result:
         return next(r for r in rows if r["method"] == method and r["lambda"] == lam)
 
     norms = {
-        lam: _exceeds_2se(
+        lam: differs(
             [_norm(h.model) for h in runs[("adamw", lam)]],  # type: ignore[arg-type]
             [_norm(h.model) for h in runs[("adam l2", lam)]],  # type: ignore[arg-type]
-            two_sided=True,
         )
         for lam in lambdas
     }
@@ -664,11 +638,11 @@ def run(ctx: Context) -> Result:
                 for lam in lambdas
             )
             + f" (no decay {none_row['weight_norm']:.3g})",
-            all(d[2] for d in norms.values()),
+            all(d.holds for d in norms.values()),
         )
     )
     bl, bw = best("adam l2"), best("adamw")
-    d_best = _exceeds_2se(
+    d_best = exceeds(
         [h.test_accuracy for h in runs[("adamw", bw["lambda"])]],
         [h.test_accuracy for h in runs[("adam l2", bl["lambda"])]],
     )
@@ -678,12 +652,12 @@ def run(ctx: Context) -> Result:
             "validation (criterion: test accuracy higher by more than 2 SE over the seeds)",
             f"adamw (lambda {bw['lambda']:g}) {bw['test_accuracy']:.4f}, adam l2 (lambda {bl['lambda']:g}) "
             f"{bl['test_accuracy']:.4f}, no decay {none_row['test_accuracy']:.4f}; difference "
-            f"{_pm(d_best[0], d_best[1])}",
-            d_best[2],
+            f"{d_best.text}",
+            d_best.holds,
         )
     )
     corr = {
-        lam: _exceeds_2se(
+        lam: exceeds(
             [s["spearman"] for s in per_seed[("adam l2", lam)]], [s["spearman"] for s in per_seed[("adamw", lam)]]
         )
         for lam in lambdas
@@ -699,7 +673,7 @@ def run(ctx: Context) -> Result:
                 f"{_fmt(get('adamw', lam)['spearman'], '.2f')}"
                 for lam in lambdas
             ),
-            all(c[2] for c in corr.values()),
+            all(c.holds for c in corr.values()),
         )
     )
     has_dead = all(bool(d.any()) for d in dead)
