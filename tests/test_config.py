@@ -253,6 +253,16 @@ def test_the_template_is_a_config_whose_active_values_are_the_defaults(tmp_path)
     assert a.table[0]["train_loss"] == b.table[0]["train_loss"] and a.table[0]["test_loss"] == b.table[0]["test_loss"]
 
 
+def test_the_template_loads_with_every_built_in_dataset(tmp_path):
+    """Changing only data.name in the template gives a valid config for every built-in dataset (oracle:
+    optreg.data.available()); mnist1d refuses a test_fraction, so the template must not set one."""
+    from optreg import data
+
+    path = _write(tmp_path, config.template(), "template.toml")
+    for name in data.available():
+        assert config.load(path, [f'data.name="{name}"']).spec["data"]["name"] == name
+
+
 def test_the_template_names_every_key_of_every_section():
     """Every key of the schema, of every model kind, of MNIST-1D's generation, of early stopping, of the
     sgd optimizer and of every schedule appears in the template (oracle: the registries and signatures)."""

@@ -853,6 +853,10 @@ def parse_ref(text: str, out: str | os.PathLike[str] = "runs") -> RunRef:
     store = base if base.is_file() or base.suffix == ".sqlite" else base / "runs.sqlite"
     if not store.is_file():
         raise OptregValueError(f"runs: {text!r}: no run store at '{store}' (runs are named [OUT:]{_SELECTOR_HELP})")
+    wal = store.with_name(store.name + "-wal")
+    if store.stat().st_size == 0 and not (wal.is_file() and wal.stat().st_size > 0):
+        # (opening it would turn someone's empty file into a store)
+        raise OptregValueError(f"runs: {text!r}: '{store}' is an empty file, not a run store")
     return RunRef(store, selector, text)
 
 
