@@ -842,7 +842,13 @@ class Context:
         if run["status"] == "finished" and (state["epoch"] >= epochs or state["stop"]):
             why = "it stopped early" if state["stop"] else f"it has trained all {epochs} epochs"
             raise OptregValueError(f"{owner}: it is finished ({why}); give more epochs to train it further")
-        store.resume_run(run_id, step=state["step"], epoch=state["epoch"], environment=self.environment(data))
+        config = None  # more epochs than it had: the stored config says what the run now trains
+        if stored["train"].get("epochs") != epochs:
+            spec = {**stored, "train": {**stored["train"], "epochs": epochs}}
+            config = {**(run["config"] or {}), "epochs": epochs, "spec": spec}
+        store.resume_run(
+            run_id, step=state["step"], epoch=state["epoch"], environment=self.environment(data), config=config
+        )
         self.invocation = run["invocation"]
         self.folder = store.invocation_folder(run["invocation"])
         return run_id, state
