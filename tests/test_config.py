@@ -103,6 +103,10 @@ def test_defaults_and_name_from_the_file(tmp_path):
         (("val_fraction = 0.2", "val_fraction = 0.0"), 'train.early_stopping.monitor = "val_loss": there is no'),
         (('name = "digits"', 'name = "mnist1d"\ntest_fraction = 0.3'), "data.test_fraction = 0.3: does not apply"),
         (("epochs = 2", "epochs = 2\nsteps = 30"), "config: train.steps = 30: give train.epochs or train.steps"),
+        (
+            ('name = "cosine"\nlr = 0.01\ntotal_steps = 24', 'name = "step_decay"'),
+            "config: schedule.step_size is required for step_decay; allowed: lr, step_size, gamma",
+        ),
     ],
 )
 def test_bad_entries_name_the_key_the_value_and_what_is_allowed(tmp_path, edit, message):
