@@ -298,6 +298,10 @@ def test_train_resume_continues_a_finished_run_exactly(tmp_path, capsys):
         assert s1.steps(1) == s2.steps(1)
         run = s1.run(1)
         assert run["status"] == "finished" and run["environment"]["resumes"][0]["before"]["summary"]["epochs"] == 1
+        # what the run trained is what its config says (oracle: the run trained in one go), the old kept
+        assert run["config"]["epochs"] == run["config"]["spec"]["train"]["epochs"] == s2.run(1)["config"]["epochs"]
+        assert run["config"]["spec"] == s2.run(1)["config"]["spec"]
+        assert run["environment"]["resumes"][0]["before"]["config"]["epochs"] == 1
 
 
 @pytest.mark.parametrize(

@@ -283,6 +283,22 @@ def test_optreg_tune_then_optreg_train_best_toml(tmp_path, capsys):
     assert "optimizer.lr" in _error_line(capsys)
 
 
+def test_optreg_tune_checks_out_and_device_before_any_trial(tmp_path, capsys):
+    """An --out that is a file, and a device this machine lacks (oracle: torch's is_available), are refused
+    in one line before anything is written (they used to give a traceback, or 20 failed trials)."""
+    import torch
+
+    path = _write(tmp_path)
+    (tmp_path / "file").write_text("x")
+    assert main(["tune", str(path), "--trials", "2", "--out", str(tmp_path / "file")]) == 2
+    assert "tune: out must be a folder, got the file" in _error_line(capsys)
+    assert (tmp_path / "file").read_text() == "x"
+    missing = next(d for d in ("xpu", "mps", "cuda") if not getattr(torch, d).is_available())
+    assert main(["tune", str(path), "--trials", "2", "--device", missing, "--out", str(tmp_path / "o")]) == 2
+    assert f"tune: device '{missing}' asked for, but {missing} is not available" in _error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
 def _trials_stored(path: Path) -> tuple[int, int]:
     """(trials, running trials) in the study file, read through sqlite3 (0, 0 before it exists)."""
     if not path.exists():

@@ -414,7 +414,8 @@ class _Reporter:
                 parts.append(f"val acc {s['final_val_accuracy']:.4f}")
             if s.get("test_accuracy") is not None:
                 parts.append(f"test acc {s['test_accuracy']:.4f}")
-            parts.append(f"{s['seconds']:.1f}s")
+            if s.get("seconds") is not None:  # a run recorded outside the trainer may not say
+                parts.append(f"{s['seconds']:.1f}s")
             if not self.live and self.left():
                 parts.append(self.left())
             self.console.print("  ".join(parts), highlight=False, soft_wrap=True)
@@ -920,8 +921,11 @@ def _cmd_runs(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace, console: Console) -> int:
-    from optreg import tuning
+    from optreg import experiments, tuning
 
+    if args.backend != "ray":  # a Ray cluster's workers may have devices this machine lacks
+        experiments.check_device(args.device, "tune")
+    experiments.check_out(args.out, "tune")
     conf = tuning.load(args.config)
     backend = args.backend or ("processes" if args.workers > 1 else "serial")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -365,7 +365,8 @@ def template() -> str:
               active=False),
         _line("seed", DEFAULTS["data"]["seed"], "an integer >= 0: seeds the train / validation / test split"),
         _line("val_fraction", DEFAULTS["data"]["val_fraction"], "[0, 1): held out for validation (0: none)"),
-        _line("test_fraction", 0.2, "(0, 1): only for data without an official test set (not mnist1d)"),
+        _line("test_fraction", 0.2, "(0, 1): only for data without an official test set (not mnist1d)",
+              active=False),  # commented out, so that switching data.name to mnist1d needs no other edit
         _line("n_classes", 10, "default: 10 built in, the largest label + 1 for a file", active=False),
         "# [data.mnist1d]                          # data.name = \"mnist1d\" only: make_dataset's arguments",
         *(_line(k, v, active=False) for k, v in MNIST1D_ARGS.items()),

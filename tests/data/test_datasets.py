@@ -394,7 +394,7 @@ def test_mnist1d_generation_arguments_reach_make_dataset(tmp_path):
         ({"shuffle_seq": 1}, "shuffle_seq must be true or false, got 1"),
         ({"padding": [60, 36]}, r"padding must be \[low, high\]"),
         ({"iid_noise_scale": -1.0}, "iid_noise_scale must be in"),
-        ({"num_samples": 15}, "leaves fewer than 10 training or test signals"),
+        ({"num_samples": 15}, "num_samples must leave at least 10 training and 10 test signals"),
         ({"train_split": 1.0}, r"train_split must be in \(0, 1\)"),
     ],
 )

@@ -18,15 +18,59 @@ from optreg.experiments import Context
 QuickRun = Callable[[str], tuple[Context, experiments.Result]]
 
 
+class _Events:
+    """A progress function that keeps the events that count runs: ``("plan", runs)``, ``("start", label)``
+    and ``("end", label)``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "plan":
+            self.events.append((event, info["runs"]))
+        elif event in ("start", "end"):
+            self.events.append((event, info["label"]))
+
+
+def _check_announced(name: str, ctx: Context, events: list[tuple[str, object]]) -> None:
+    """The number of runs experiment ``name`` announced (``ctx.expect_runs``) against what it stored.
+
+    Oracle: the runs of the invocation's rows in ``runs.sqlite`` (and ``ctx.run_ids``); the announcement comes
+    once, before the first run starts, and every stored run sent one ``start`` and one ``end`` event."""
+    plans = [n for e, n in events if e == "plan"]
+    assert len(plans) == 1, f"{name}: announced its runs {len(plans)} times (ctx.expect_runs)"
+    assert events[0][0] == "plan", f"{name}: announced its runs after a run started"
+    stored = [r for r in ctx.open_store().runs(name) if r["invocation"] == ctx.invocation]
+    assert len(stored) == len(ctx.run_ids)
+    assert plans[0] == len(stored), f"{name}: announced {plans[0]} runs, stored {len(stored)}"
+    assert sum(e == "start" for e, _ in events) == sum(e == "end" for e, _ in events) == len(stored)
+
+
+def _run_counted(name: str, ctx: Context) -> experiments.Result:
+    """``experiments.run(name, ctx)`` with its announced number of runs checked (:func:`_check_announced`)."""
+    spy = _Events()
+    ctx.progress = spy
+    result = experiments.run(name, ctx)
+    _check_announced(name, ctx, spy.events)
+    return result
+
+
 @pytest.fixture(scope="session")
 def run_quick(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
-    """``run_quick(name)`` runs experiment ``name`` in quick mode into a fresh folder: ``(context, result)``."""
+    """``run_quick(name)`` runs experiment ``name`` in quick mode into a fresh folder: ``(context, result)``.
+    It also checks that the experiment announced as many runs as it stored (the overall progress)."""
 
     def run(name: str) -> tuple[Context, experiments.Result]:
         ctx = Context(quick=True, out=tmp_path_factory.mktemp(name))
-        return ctx, experiments.run(name, ctx)
+        return ctx, _run_counted(name, ctx)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def run_counted() -> Callable[[str, Context], experiments.Result]:
+    """``run_counted(name, ctx)``: ``experiments.run`` with the runs it announced checked against the store."""
+    return _run_counted
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

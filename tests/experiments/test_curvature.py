@@ -47,11 +47,39 @@ def test_positive_definite_fraction_closed_forms(n):
         expected, abs=0.005)
 
 
-def test_trajectories_cover_every_optimizer_on_three_functions(run_quick):
+@pytest.fixture(scope="module")
+def trajectories(run_quick):
+    """One quick run of ``trajectories`` for the tests below: ``(context, result)``."""
+    return run_quick("trajectories")
+
+
+def test_trajectories_cover_every_optimizer_on_three_functions(trajectories):
     from optreg.experiments.optimizers import OPTIMIZERS
 
-    _, result = run_quick("trajectories")
+    _, result = trajectories
     assert {(r["function"], r["optimizer"]) for r in result.table} == {
         (f, o) for f in ("quadratic", "rosenbrock", "saddle") for o in OPTIMIZERS}
     assert "momentum-vs-nesterov" in result.figures
     assert "-> holds" in result.notes or "-> does not hold here" in result.notes
+
+
+def test_trajectories_name_each_lr_and_store_each_trajectory(trajectories):
+    """Each trajectory names its lr (oracle: the rates of TOY_FUNCTIONS and SADDLE that toy_run used; in quick
+    mode the legend of one panel per function) and is a stored run whose step losses are f(x_t)."""
+    from optreg.experiments.curvature import SADDLE
+    from optreg.experiments.optimizers import OPTIMIZERS, TOY_FUNCTIONS, toy_run
+
+    ctx, result = trajectories
+    functions = {**TOY_FUNCTIONS, "saddle": SADDLE}
+    for fname, function in functions.items():
+        (ax,) = [ax for ax in result.figures[f"trajectories-{fname}"].axes if ax.get_visible()]
+        diverged = {r["optimizer"] for r in result.table if r["function"] == fname and r["diverged"]}
+        expected = [f"{o}, lr {function.lrs[o]:g}" + (" (diverged)" if o in diverged else "") for o in OPTIMIZERS]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == expected
+    store = ctx.open_store()
+    runs = {r["label"]: r for r in store.runs("trajectories")}
+    assert set(runs) == {f"{f}/{o}" for f in functions for o in OPTIMIZERS}
+    path = toy_run(SADDLE, "adam")
+    steps = store.steps(runs["saddle/adam"]["id"])
+    assert [s["loss"] for s in steps] == [float(v) for v in SADDLE.f(path[:, 0], path[:, 1])]
+    assert runs["saddle/adam"]["config"]["hparams"] == {"lr": SADDLE.lrs["adam"]}

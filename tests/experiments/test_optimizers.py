@@ -139,3 +139,14 @@ def test_the_best_optimizer_is_chosen_by_validation_not_test(quick_run, read_csv
     best = max(table, key=lambda r: float(r["val_accuracy"]))
     assert f"Best by validation accuracy: {best['optimizer']} " in result.notes
     assert "Best test accuracy" not in result.notes
+
+
+def test_optimizers_2d_quick_names_each_lr(run_quick):
+    """Quick mode draws every trajectory of a function on one panel: its legend names each optimizer's lr
+    (oracle: TOY_FUNCTIONS, the rates toy_run used) and a divergence (the table's diverged column)."""
+    _, result = run_quick("optimizers-2d")
+    for fname, function in TOY_FUNCTIONS.items():
+        (ax,) = [ax for ax in result.figures[f"trajectories-{fname}"].axes if ax.get_visible()]
+        diverged = {r["optimizer"] for r in result.table if r["function"] == fname and r["diverged"]}
+        expected = [f"{o}, lr {function.lrs[o]:g}" + (" (diverged)" if o in diverged else "") for o in OPTIMIZERS]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == expected

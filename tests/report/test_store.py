@@ -441,6 +441,11 @@ def test_selectors_and_references(tmp_path):
     assert parse_ref("@last", out=tmp_path) == RunRef(tmp_path / "runs.sqlite", "@last", "@last")
     with pytest.raises(OptregValueError, match="no run store at"):
         parse_ref("7", out=tmp_path / "elsewhere")
+    empty = tmp_path / "notes.txt"  # a reading command must not turn someone's empty file into a store
+    empty.touch()
+    with pytest.raises(OptregValueError, match="is an empty file, not a run store"):
+        parse_ref(f"{empty}:1")
+    assert empty.stat().st_size == 0
 
 
 def test_resume_run_reopens_it_and_drops_what_the_checkpoint_does_not_cover(tmp_path):

@@ -314,9 +314,9 @@ def _mnist1d_args(options: Any) -> tuple[Any, dict[str, Any]]:
         setattr(args, key, value)
     n_train = int(args.num_samples // 10 * 10 * args.train_split)
     if n_train < 10 or args.num_samples // 10 * 10 - n_train < 10:
-        raise OptregValueError(
-            f"{owner}: num_samples = {args.num_samples} with train_split = {args.train_split} leaves fewer than "
-            "10 training or test signals"
+        raise OptregValueError(  # (the field first, "must ...", "got": the config's one style, see train.run)
+            f"{owner}: num_samples must leave at least 10 training and 10 test signals with train_split = "
+            f"{args.train_split} (it keeps num_samples // 10 * 10 of them), got {args.num_samples}"
         )
     key = {k: v for k, v in vars(args).items() if k != "url"}
     return args, key

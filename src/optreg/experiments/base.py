@@ -88,7 +88,9 @@ QUICK_LIMITS = {"train": 384, "val": 192, "test": 192}
 #: ``progress(event, info)``: ``event`` is ``"start"`` (info: experiment, label, seed, epochs,
 #: steps_per_epoch), ``"step"`` (info: label, seed, record), ``"epoch"`` (info: label, seed, epochs, record)
 #: or ``"end"`` (info: label, seed, status, summary); ``"message"`` (info: text) for :meth:`Context.log`;
-#: ``"plan"`` (info: runs, the number of runs the experiment will train) for :meth:`Context.expect_runs`.
+#: ``"plan"`` (info: runs, the number of runs the experiment will train or record) for
+#: :meth:`Context.expect_runs`. A run of :meth:`Context.record_run` sends ``"start"`` (epochs and
+#: steps_per_epoch 0 unless the caller sent its own) and ``"end"`` too.
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
@@ -667,8 +669,10 @@ class Context:
         return self.epochs if self.epochs is not None else (quick if self.quick else default)
 
     def expect_runs(self, runs: int) -> None:
-        """Announce how many runs the experiment will train from now on (for the command line's overall
-        progress, ``run 14/27`` and the time left); call it once, before the first run."""
+        """Announce how many runs the experiment will store from now on: its :meth:`train` /
+        :meth:`train_spec` and :meth:`record_run` calls, the runs that end up in ``ctx.run_ids`` (for the
+        command line's overall progress, ``run 14/27`` and the time left); call it once, before the first
+        run (``0`` for an experiment that stores none)."""
         check_int("experiments", "runs", runs, 0)
         if self.progress is not None:
             self.progress("plan", {"runs": runs})
@@ -757,10 +761,16 @@ class Context:
         steps: Sequence[Mapping[str, Any]] = (),
         summary: Mapping[str, Any] | None = None,
         status: str = "finished",
+        started: bool = False,
     ) -> int:
         """Record a run computed without the trainer (e.g. an optimizer on a 2-D function): its config, its
         iteration records (fields :data:`~optreg.report.store.STEP_COLUMNS`) and summary, in the current
-        invocation; returns its id."""
+        invocation; returns its id. It counts as a run of :meth:`expect_runs`: the progress function gets
+        its ``"start"`` event (unless ``started``: the caller sent it when the work began) and, once it is
+        stored, its ``"end"`` event."""
+        if self.progress is not None and not started:
+            info = {"experiment": self.experiment, "label": label, "seed": seed, "epochs": 0, "steps_per_epoch": 0}
+            self.progress("start", info)
         store = self.open_store()
         run_id = store.start_run(
             self.experiment,
@@ -777,6 +787,8 @@ class Context:
             raise
         store.finish_run(run_id, status, summary=summary)
         self.run_ids.append(run_id)
+        if self.progress is not None:
+            self.progress("end", {"label": label, "seed": seed, "status": status, "summary": dict(summary or {})})
         return run_id
 
     # -------------------------------------------------------------- data
@@ -947,7 +959,13 @@ class Context:
         if run["status"] == "finished" and (state["epoch"] >= epochs or state["stop"]):
             why = "it stopped early" if state["stop"] else f"it has trained all {epochs} epochs"
             raise OptregValueError(f"{owner}: it is finished ({why}); give more epochs to train it further")
-        store.resume_run(run_id, step=state["step"], epoch=state["epoch"], environment=self.environment(data))
+        config = None  # more epochs than it had: the stored config says what the run now trains
+        if stored["train"].get("epochs") != epochs:
+            spec = {**stored, "train": {**stored["train"], "epochs": epochs}}
+            config = {**(run["config"] or {}), "epochs": epochs, "spec": spec}
+        store.resume_run(
+            run_id, step=state["step"], epoch=state["epoch"], environment=self.environment(data), config=config
+        )
         self.invocation = run["invocation"]
         self.folder = store.invocation_folder(run["invocation"])
         return run_id, state

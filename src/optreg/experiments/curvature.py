@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from optreg import diagnostics as dg
 from optreg import optim
 from optreg.experiments.base import Context, Result, claim, register
-from optreg.experiments.optimizers import OPTIMIZERS, TOY_FUNCTIONS, ToyFunction, steps_to_tol, toy_run
+from optreg.experiments.optimizers import TOY_FUNCTIONS, ToyFunction, steps_to_tol, toy_experiment, toy_run
 from optreg.report.plots import Panel, contour_figure, curves_figure, new_figure
 
 # ------------------------------------------------------------------------------------------------ saddle
@@ -83,6 +83,7 @@ def positive_definite_fraction(n: int, samples: int, generator: torch.Generator)
           options=(), why="2-D problems and random matrices: no data, fixed seeds, step budgets")
 def run_saddle(ctx: Context) -> Result:
     start, steps = (1.0, 1e-3), 120  # 2-D problems: cheap, so quick mode runs the same
+    ctx.expect_runs(0)  # nothing trained on data, nothing stored
     methods = {
         "sgd": ("sgd", {"lr": 0.05}),
         "momentum": ("momentum", {"lr": 0.05, "momentum": 0.9}),
@@ -157,6 +158,7 @@ def run_saddle(ctx: Context) -> Result:
           options=(), why="a one-neuron RNN on a fixed sequence: no data, no randomness, a step budget")
 def run_cliff(ctx: Context) -> Result:
     n = 81 if ctx.quick else 241
+    ctx.expect_runs(0)  # gradient descent on a 2-parameter surface, nothing stored
     ws = torch.linspace(-2.0, 8.0, n, dtype=torch.float64)
     bs = torch.linspace(-5.0, 2.0, n, dtype=torch.float64)
     wg, bg = torch.meshgrid(ws, bs, indexing="ij")
@@ -255,6 +257,7 @@ def run_second_order(ctx: Context) -> Result:
     x, y = data.train.x.double(), data.train.y
     n_in, n_out = x.shape[1], int(y.max()) + 1
     budget = 12 if ctx.quick else 150
+    ctx.expect_runs(0)  # full-batch closures, outside the trainer and the store
     problems = {"softmax regression": lambda: _seeded(lambda: torch.nn.Linear(n_in, n_out).double())}
     if not ctx.quick:
         problems["MLP (tanh, 16 hidden)"] = lambda: _seeded(lambda: torch.nn.Sequential(
@@ -348,22 +351,10 @@ def _sign_flips(values: np.ndarray) -> int:
           help="every optimizer on the ill-conditioned quadratic, Rosenbrock and a saddle; momentum vs Nesterov",
           options=(), why="2-D test functions: no data, no randomness, step budgets")
 def run_trajectories(ctx: Context) -> Result:
-    functions = {**TOY_FUNCTIONS, "saddle": SADDLE}
-    rows, figures = [], {}
-    for fname, function in functions.items():
-        paths = {}
-        for name in OPTIMIZERS:
-            path = toy_run(function, name)
-            paths[name] = path
-            values = function.f(path[:, 0], path[:, 1]) - function.f_min
-            rows.append({"function": fname, "optimizer": name, "lr": function.lrs[name],
-                         "steps_to_tol": steps_to_tol(values, function.tol), "final_value": float(values[-1]
-                         + function.f_min)})
-        figures[f"trajectories-{fname}"] = contour_figure(  # one panel per optimizer (quick: all on one, cheaper)
-            function.f, paths, xlim=function.xlim, ylim=function.ylim, separate=not ctx.quick,
-            title=f"{fname}: f = {function.formula}, start {function.start}", log_levels=fname == "rosenbrock",
-            minimum=function.argmin,
-        )
+    """Every optimizer on the two toy functions of ``optimizers-2d`` and on :data:`SADDLE`
+    (:func:`~optreg.experiments.optimizers.toy_experiment`: each trajectory a stored run, each panel naming
+    its lr), and figure 7.4's momentum against Nesterov."""
+    rows, figures = toy_experiment(ctx, {**TOY_FUNCTIONS, "saddle": SADDLE})
     # figure 7.4: momentum against Nesterov at the same learning rate and momentum, on the quadratic
     quad = TOY_FUNCTIONS["quadratic"]
     pair = {name: toy_run(quad, name, lr=0.1, steps=60) for name in ("momentum", "nesterov")}

@@ -123,16 +123,18 @@ def run_augmentation(ctx: Context) -> Result:
     groups: dict[tuple[int, str], list[dict[str, float | None]]] = {}
     head: dict[tuple[int, str], dict[str, Any]] = {}
     histories: dict[str, list[RunHistory]] = {}
-    sizes: list[int] = []
+    full = len(ctx.load_data(seeds[0]).train.y)  # every seed's split has the same size
+    sizes = sorted({n for n in ((50, 200) if ctx.quick else (50, 100, 200, 400)) if n < full} | {full})
+    settings = ("none", "augmented")
+    ctx.expect_runs(len(seeds) * len(sizes) * len(settings))
     for seed in seeds:
         data = ctx.load_data(seed)
-        full = len(data.train.y)
-        sizes = sorted({n for n in ((50, 200) if ctx.quick else (50, 100, 200, 400)) if n < full} | {full})
         g = torch.Generator().manual_seed(10_000 + seed)
         warped_test = AUGMENT(data.test.x.reshape(-1, *IMAGE), g).reshape(data.test.x.shape)
         for n in sizes:
             subset = data._replace(train=Split(data.train.x[:n], data.train.y[:n]))
-            for setting, transform in (("none", None), ("augmented", augment_transform())):
+            for setting in settings:
+                transform = augment_transform() if setting == "augmented" else None
                 label = f"n={n} {setting}"
                 spec = _spec(label, model, 1e-3, seed, steps=steps, log_every=10, batch_transform=transform)
                 h = ctx.train_spec(spec, subset, config={"n_train": n, "augmentation": repr(transform)})
@@ -253,6 +255,7 @@ def run_noise(ctx: Context) -> Result:
     groups: dict[str, list[dict[str, float | None]]] = {s: [] for s in NOISE_SETTINGS}
     learned: dict[str, list[tuple[int | None, float | None]]] = {"20% labels wrong": []}
     histories: dict[str, list[RunHistory]] = {}
+    ctx.expect_runs(len(seeds) * len(NOISE_SETTINGS))
     for seed in seeds:
         data = ctx.load_data(seed)
         x, y_true = data.train.x[:n_train], data.train.y[:n_train]
@@ -416,6 +419,7 @@ def run_pretraining(ctx: Context) -> Result:
     groups: dict[tuple[str, str], list[dict[str, float | None]]] = {}
     head: dict[tuple[str, str], dict[str, Any]] = {}
     curves_by: dict[str, list[list[float]]] = {}
+    ctx.expect_runs(len(seeds) * len(PRETRAIN_SETUPS) * 2)  # end to end, then greedy + fine-tune
     for seed in seeds:
         data = ctx.load_data(seed)
         for setup, s in PRETRAIN_SETUPS.items():

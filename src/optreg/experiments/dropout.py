@@ -259,6 +259,7 @@ def run_dropout(ctx: Context) -> Result:
     data = {seed: ctx.load_data(seed, dataset=dataset) for seed in seeds}
     settings = _mlp_settings(ctx.quick)
     runs: dict[str, list[RunHistory]] = {label: [] for label, _ in settings}
+    ctx.expect_runs(len(seeds) * len(settings))
     for seed in seeds:
         for label, options in settings:
             runs[label].append(ctx.train(
@@ -504,6 +505,7 @@ def run_rnn_dropout(ctx: Context) -> Result:
     epochs = ctx.epoch_count(default=20, quick=1)
     data = {seed: as_frames(ctx.load_data(seed, dataset="mnist1d", val_fraction=0.2), FRAME) for seed in seeds}
     runs: dict[str, list[RunHistory]] = {label: [] for label in RNN_SCHEMES}
+    ctx.expect_runs(len(seeds) * len(RNN_SCHEMES))
     for seed in seeds:
         for label, scheme in RNN_SCHEMES.items():
             spec = {**GRU, "dropout_scheme": scheme, "dropout": 0.0 if label == "none" else RNN_P}

@@ -101,6 +101,7 @@ def run(ctx: Context) -> Result:
     ema = WeightAveraging("ema", decay=EMA_DECAY)
     common = {"model_spec": MODEL, "optimizer": "adam", "hparams": {"lr": LR}, "batch_size": BATCH, "epochs": epochs,
               "data": data, "log_every": LOG_EVERY}
+    ctx.expect_runs(members + boots + 1)  # the members, the bootstrap models, the dropout net
     runs = [ctx.train("member", seed=s, callbacks=[snapshots, polyak, ema] if s == 0 else (), **common)
             for s in range(members)]
     models = [r.model for r in runs]

@@ -43,6 +43,7 @@ def run_spectrum(ctx: Context) -> Result:
     probe = _probe(data, 256 if ctx.quick else 1024)
     steps, probes = (20, 2) if ctx.quick else (60, 4)
     init_model = build_model(spec, data, seed=0)
+    ctx.expect_runs(1)
     run = ctx.train("mlp-32", model_spec=spec, optimizer="adam", hparams={"lr": 3e-3}, seed=0, batch_size=32,
                     epochs=epochs)
     densities, tops = {}, {}
@@ -92,6 +93,7 @@ def run_flat_minima(ctx: Context) -> Result:
     seeds = ctx.seed_list(default=3)
     batches = {"small batch (16)": 16, "large batch (full)": None}
     table: dict[str, list[dict[str, float]]] = {k: [] for k in batches}
+    ctx.expect_runs(len(seeds) * len(batches))
     for seed in seeds:
         data = ctx.load_data(seed)
         probe = _probe(data, 512 if not ctx.quick else 256)
@@ -152,6 +154,7 @@ def run_landscape(ctx: Context) -> Result:
                              "residual": True},
     }
     planes, lines, rows = {}, {}, []
+    ctx.expect_runs(len(specs))
     for label, spec in specs.items():
         start = dg.flat_parameters(build_model(spec, data, seed=0))
         run = ctx.train(label, model_spec=spec, optimizer="sgd", hparams={"lr": 0.05, "momentum": 0.9}, seed=0,
@@ -205,7 +208,9 @@ def run_conditioning(ctx: Context) -> Result:
     spec = {"kind": "mlp", "hidden": [64, 64], "activation": "tanh"}
     every = 5 if ctx.quick else 20
     monitors, rows = {}, []
-    for lr in (0.05, 0.5):
+    lrs = (0.05, 0.5)
+    ctx.expect_runs(len(lrs))
+    for lr in lrs:
         label = f"sgd lr={lr}"
         monitor = dg.ConditioningMonitor(F.cross_entropy, probe, every=every)
         run = ctx.train(label, model_spec=spec, optimizer="sgd", hparams={"lr": lr}, seed=0, batch_size=32,

@@ -883,11 +883,14 @@ def _lr_panel(mlp: dict[str, Any], seeds: int) -> plots.Panel:
 def run(ctx: Context) -> Result:
     quick = ctx.quick
     seeds = ctx.seed_list(default=2)
-    mlp = _mlp_part(ctx, seeds, epochs=1 if quick else 8, lrs=(LRS[0], LRS[-1]) if quick else LRS)
+    lrs, batches = ((LRS[0], LRS[-1]), (2, 32)) if quick else (LRS, TINY_BATCHES)
+    # per seed: every norm at every lr (MLP), every CNN norm, none / BN / LN at every tiny batch, every RNN
+    ctx.expect_runs(len(seeds) * (len(lrs) * len(NORMS) + len(CNN_NORMS) + len(batches) * 3 + len(RNN_NORMS)))
+    mlp = _mlp_part(ctx, seeds, epochs=1 if quick else 8, lrs=lrs)
     cnn = _cnn_part(ctx, seeds, epochs=1 if quick else 6)
     data = ctx.load_data(seeds[0])
     cnn["wn_weights"], cnn["bn_values"] = _cnn_sizes(data)
-    tiny = _tiny_part(ctx, seeds, updates=60 if quick else TINY_UPDATES, batches=(2, 32) if quick else TINY_BATCHES)
+    tiny = _tiny_part(ctx, seeds, updates=60 if quick else TINY_UPDATES, batches=batches)
     rnn = _rnn_part(ctx, seeds, epochs=1 if quick else 12, blanks=(0, 2) if quick else (0, 1, 2, 3, 4))
 
     shift = {n: np.mean([distribution_shift(r) for r in mlp["stats"][n]], axis=0) for n in NORMS if mlp["stats"][n]}

@@ -20,9 +20,9 @@ its border (the tuning practice of file 001). Every other hyperparameter is the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ import torch
 from optreg import optim
 from optreg.experiments.base import Context, Result, RunHistory, curves, diverged_note, mean_std, register
 from optreg.report.plots import Panel, contour_figure, curves_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "BATCH_SIZE",
@@ -40,6 +43,8 @@ __all__ = [
     "ToyFunction",
     "run",
     "run_2d",
+    "toy_experiment",
+    "toy_row",
     "toy_run",
     "toy_table",
 ]
@@ -270,31 +275,90 @@ def steps_to_tol(values: np.ndarray, tol: float) -> int | None:
     return t if t < len(values) else None
 
 
+def toy_row(fname: str, function: ToyFunction, optimizer: str) -> tuple[dict[str, Any], np.ndarray]:
+    """One optimizer on one toy function: ``(row, path)``. The row: function, optimizer, lr, the first step
+    from which ``f - f_min`` stays below ``tol`` (None if it does not end there), the final value and whether
+    it diverged; the path: :func:`toy_run`'s iterates."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        path = toy_run(function, optimizer)
+        values = function.f(path[:, 0], path[:, 1]) - function.f_min
+    row = {
+        "function": fname,
+        "optimizer": optimizer,
+        "lr": function.lrs[optimizer],
+        "steps_to_tol": steps_to_tol(values, function.tol),
+        "final_value": float(values[-1] + function.f_min),
+        "diverged": len(path) < function.steps + 1,
+    }
+    return row, path
+
+
 def toy_table(
     functions: Sequence[str] = tuple(TOY_FUNCTIONS), optimizers: Sequence[str] = OPTIMIZERS
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
-    """Run every optimizer on every toy function: ``(rows, paths)``. A row: function, optimizer, lr, the first
-    step from which ``f - f_min`` stays below ``tol`` (None if it does not end there), the final value and
-    whether it diverged."""
+    """Run every optimizer on every toy function (names of :data:`TOY_FUNCTIONS`): ``(rows, paths)``, the
+    rows of :func:`toy_row` and ``paths[function][optimizer]``."""
     rows, paths = [], {}
     for fname in functions:
-        function = TOY_FUNCTIONS[fname]
         paths[fname] = {}
         for name in optimizers:
-            path = toy_run(function, name)
-            values = function.f(path[:, 0], path[:, 1]) - function.f_min
-            paths[fname][name] = path
-            rows.append(
-                {
-                    "function": fname,
-                    "optimizer": name,
-                    "lr": function.lrs[name],
-                    "steps_to_tol": steps_to_tol(values, function.tol),
-                    "final_value": float(values[-1] + function.f_min),
-                    "diverged": len(path) < function.steps + 1,
-                }
-            )
+            row, paths[fname][name] = toy_row(fname, TOY_FUNCTIONS[fname], name)
+            rows.append(row)
     return rows, paths
+
+
+def _record_toy_run(ctx: Context, function: ToyFunction, row: dict[str, Any], path: np.ndarray) -> None:
+    """Store one trajectory as a run (label ``<function>/<optimizer>``): one step record per iterate with
+    ``loss = f(x_t)`` and the lr, the table row as its summary."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = function.f(path[:, 0], path[:, 1])
+    finite = int(np.argmin(np.isfinite(values))) if not np.isfinite(values).all() else len(values)
+    steps = [
+        {"step": t, "epoch": 0, "loss": float(v), "accuracy": None, "lr": row["lr"], "grad_norm": None}
+        for t, v in enumerate(values[:finite])
+    ]
+    config = {
+        "function": function.name,
+        "formula": function.formula,
+        "start": function.start,
+        "steps": function.steps,
+        "tol": function.tol,
+        "optimizer": row["optimizer"],
+        "hparams": {"lr": row["lr"]},
+    }
+    summary = {k: row[k] for k in ("steps_to_tol", "final_value", "diverged")}
+    status = "diverged" if row["diverged"] else "finished"
+    label = f"{row['function']}/{row['optimizer']}"
+    ctx.record_run(label, seed=0, config=config, steps=steps, summary=summary, status=status)
+
+
+def toy_experiment(
+    ctx: Context, functions: Mapping[str, ToyFunction]
+) -> tuple[list[dict[str, Any]], dict[str, Figure]]:
+    """Every optimizer of :data:`OPTIMIZERS` on every toy function: the :func:`toy_row` rows and a contour
+    figure ``trajectories-<function>`` per function whose panels (in quick mode: the legend of one panel)
+    name the optimizer, its learning rate and a divergence. Each trajectory is stored as a run as soon as it
+    is computed (:func:`_record_toy_run`), and their number announced first."""
+    ctx.expect_runs(len(functions) * len(OPTIMIZERS))
+    rows, figures = [], {}
+    for fname, function in functions.items():
+        named = {}
+        for name in OPTIMIZERS:
+            row, path = toy_row(fname, function, name)
+            _record_toy_run(ctx, function, row, path)
+            rows.append(row)
+            named[f"{name}, lr {row['lr']:g}" + (" (diverged)" if row["diverged"] else "")] = path
+        figures[f"trajectories-{fname}"] = contour_figure(
+            function.f,
+            named,
+            xlim=function.xlim,
+            ylim=function.ylim,
+            title=f"{fname}: f = {function.formula}, start {function.start}, {function.steps} steps",
+            log_levels=fname == "rosenbrock",
+            separate=not ctx.quick,  # one panel per optimizer (quick: all on one, cheaper to draw)
+            minimum=function.argmin,
+        )
+    return rows, figures
 
 
 @register(
@@ -309,49 +373,7 @@ def run_2d(ctx: Context) -> Result:
     """Each optimizer's trajectory on each toy function, drawn on its contours; every trajectory is also a
     run in the store (experiment ``optimizers-2d``, label ``<function>/<optimizer>``): one step record per
     iterate with ``loss = f(x_t)`` and the lr, and the table row as its summary."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        rows, paths = toy_table()
-    for row in rows:
-        function = TOY_FUNCTIONS[row["function"]]
-        path = paths[row["function"]][row["optimizer"]]
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = function.f(path[:, 0], path[:, 1])
-        finite = int(np.argmin(np.isfinite(values))) if not np.isfinite(values).all() else len(values)
-        steps = [
-            {"step": t, "epoch": 0, "loss": float(v), "accuracy": None, "lr": row["lr"], "grad_norm": None}
-            for t, v in enumerate(values[:finite])
-        ]
-        config = {
-            "function": function.name,
-            "formula": function.formula,
-            "start": function.start,
-            "steps": function.steps,
-            "tol": function.tol,
-            "optimizer": row["optimizer"],
-            "hparams": {"lr": row["lr"]},
-        }
-        summary = {k: row[k] for k in ("steps_to_tol", "final_value", "diverged")}
-        status = "diverged" if row["diverged"] else "finished"
-        label = f"{row['function']}/{row['optimizer']}"
-        ctx.record_run(label, seed=0, config=config, steps=steps, summary=summary, status=status)
-    figures = {}
-    diverged = {(r["function"], r["optimizer"]) for r in rows if r["diverged"]}
-    for fname, by_optimizer in paths.items():
-        function = TOY_FUNCTIONS[fname]
-        named = {  # each panel names its learning rate (and a divergence)
-            f"{name}, lr {function.lrs[name]:g}" + (" (diverged)" if (fname, name) in diverged else ""): path
-            for name, path in by_optimizer.items()
-        }
-        figures[f"trajectories-{fname}"] = contour_figure(
-            function.f,
-            named,
-            xlim=function.xlim,
-            ylim=function.ylim,
-            title=f"{fname}: f = {function.formula}, start {function.start}, {function.steps} steps",
-            log_levels=fname == "rosenbrock",
-            separate=True,
-            minimum=function.argmin,
-        )
+    rows, figures = toy_experiment(ctx, TOY_FUNCTIONS)
     notes = (
         "steps_to_tol: the first iteration from which f - f_min stays below the tolerance (1e-6 for the "
         "quadratic, 1e-4 for Rosenbrock). Learning rates per function: "

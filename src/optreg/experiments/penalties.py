@@ -420,6 +420,8 @@ def run(ctx: Context) -> Result:
     epochs = ctx.epoch_count(default=25, quick=1)
     strengths = (STRENGTHS[1], STRENGTHS[-1]) if quick else STRENGTHS
     table: list[dict[str, Any]] = []
+    settings = sum(1 if method == "none" else len(strengths) for method in METHODS)
+    ctx.expect_runs(2 + len(MODELS) * settings * len(seeds))  # figure 7.9's two paths, then the digits runs
 
     # --- figure 7.9 in 2-D
     a = np.array([[1.0, 0.35], [0.35, 0.45]])

@@ -374,6 +374,7 @@ def run(ctx: Context) -> Result:
         ctx.log(f"preprocessing: no gradient-descent numbers for {data.name}: {e}")
         descents = dict.fromkeys(REPRESENTATIONS)
     runs: dict[str, list[RunHistory]] = {name: [] for name in REPRESENTATIONS}
+    ctx.expect_runs(len(seeds) * len(REPRESENTATIONS))
     for seed in seeds:
         for name, view in _dataset_views(ctx.load_data(seed))[1].items():
             lam_max = float(np.linalg.eigvalsh(hessian(view.train.x.double().numpy()))[-1])

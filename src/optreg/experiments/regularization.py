@@ -156,9 +156,7 @@ def fit_with_loss(
     record = {"dataset": data.name, "optimizer": optimizer, "hparams": {k: v for k, v in opt.defaults.items()
                                                                         if isinstance(v, int | float | bool)},
               "batch_size": batch_size, "epochs": epochs, "n_train": len(train[1]), **dict(config or {})}
-    run_id = ctx.record_run(label, seed=seed, config=record, steps=history.iterations, summary=summary)
-    if progress is not None:
-        progress("end", {"label": label, "seed": seed, "status": "finished", "summary": summary})
+    run_id = ctx.record_run(label, seed=seed, config=record, steps=history.iterations, summary=summary, started=True)
     return FitResult(label, seed, model, history, run_id, test_loss, test_accuracy, seconds)
 
 
@@ -263,6 +261,7 @@ def run_early_stopping(ctx: Context) -> Result:
     seeds = ctx.seed_list(default=3)
     epochs = ctx.epoch_count(default=100, quick=12)
     curves: list[dict[str, Any]] = []
+    ctx.expect_runs(len(seeds))  # one long run per seed; the criteria are replayed on it
     for seed in seeds:
         data = noisy_subset(ctx.load_data(seed), ES_TRAIN, ES_NOISE, seed)
         spe = math.ceil(len(data.train.y) / ES_BATCH)
@@ -531,6 +530,7 @@ def run_label_smoothing(ctx: Context) -> Result:
     probs: dict[tuple[str, float, str], tuple[Tensor, Tensor]] = {}
     per_seed: dict[tuple[str, float, str], list[dict[str, Any]]] = {}  # (dataset, eps, row's form) -> runs
     check = None
+    ctx.expect_runs(len(_ls_datasets(ctx)) * len(seeds) * len(settings))
     for dataset in _ls_datasets(ctx):
         epochs = ctx.epoch_count(default=LS_EPOCHS.get(dataset, 25), quick=3)
         runs: dict[tuple[float, str], list[dict[str, Any]]] = {s: [] for s in settings}
@@ -811,6 +811,7 @@ def run_distillation(ctx: Context) -> Result:
     secs: dict[str, list[float]] = {k: [] for k in results}
     norms: list[dict[str, float]] = []
     arrays: dict[str, np.ndarray] = {}
+    ctx.expect_runs(len(seeds) * 5)  # teacher, student alone, distilled, hints' two stages
     for seed in seeds:
         data = ctx.load_data(seed, dataset=dataset)
         common = {"optimizer": "adam", "hparams": {"lr": KD_LR}, "seed": seed, "batch_size": KD_BATCH,

@@ -652,14 +652,24 @@ class RunStore:
             )
         self.checkpoint()
 
-    def resume_run(self, run_id: int, *, step: int, epoch: int, environment: Mapping[str, Any] | None = None) -> None:
+    def resume_run(
+        self,
+        run_id: int,
+        *,
+        step: int,
+        epoch: int,
+        environment: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         """Make an ``interrupted`` / ``failed`` / ``finished`` run ``running`` again, owned by this process,
         to be continued from a checkpoint taken after ``step`` updates and ``epoch`` epochs.
 
         The rows the checkpoint does not cover (steps >= ``step``, epochs >= ``epoch``: written after it,
         before the run stopped) are removed, to be written again by the resumed run (a resumed run repeats
         them bit for bit). The run's ``environment`` gains an entry in ``resumes``: when, from where,
-        ``environment`` (this process's), and the status, summary and error the run had before.
+        ``environment`` (this process's), and the status, summary and error the run had before. ``config``:
+        the run's config as it continues (e.g. more epochs), replacing the stored one; the old one is kept in
+        that entry (``before.config``).
         """
         step = _check_id("store", "step", step)
         epoch = _check_id("store", "epoch", epoch)
@@ -679,15 +689,18 @@ class RunStore:
             "environment": dict(environment or {}),
             "before": {k: run[k] for k in ("status", "finished", "summary", "error")},
         }
+        if config is not None:
+            entry["before"]["config"] = run["config"]
         env["resumes"] = [*env.get("resumes", []), entry]
         env_json = _dumps(env, "environment")
+        config_json = _dumps(run["config"] if config is None else dict(config), "config")
         with self._db:
             self._db.execute("DELETE FROM steps WHERE run_id = ? AND step >= ?", (run_id, step))
             self._db.execute("DELETE FROM epochs WHERE run_id = ? AND epoch >= ?", (run_id, epoch))
             self._db.execute(
                 "UPDATE runs SET status = 'running', finished = NULL, summary = NULL, error = NULL, environment = ?, "
-                "host = ?, pid = ?, process_start = ?, heartbeat = ? WHERE id = ? AND status = ?",
-                (env_json, _HOST, os.getpid(), _process_start(os.getpid()), _now(), run_id, status),
+                "config = ?, host = ?, pid = ?, process_start = ?, heartbeat = ? WHERE id = ? AND status = ?",
+                (env_json, config_json, _HOST, os.getpid(), _process_start(os.getpid()), _now(), run_id, status),
             )
 
     def mark_interrupted(self) -> list[int]:
@@ -853,6 +866,10 @@ def parse_ref(text: str, out: str | os.PathLike[str] = "runs") -> RunRef:
     store = base if base.is_file() or base.suffix == ".sqlite" else base / "runs.sqlite"
     if not store.is_file():
         raise OptregValueError(f"runs: {text!r}: no run store at '{store}' (runs are named [OUT:]{_SELECTOR_HELP})")
+    wal = store.with_name(store.name + "-wal")
+    if store.stat().st_size == 0 and not (wal.is_file() and wal.stat().st_size > 0):
+        # (opening it would turn someone's empty file into a store)
+        raise OptregValueError(f"runs: {text!r}: '{store}' is an empty file, not a run store")
     return RunRef(store, selector, text)
 
 

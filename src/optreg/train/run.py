@@ -151,6 +151,8 @@ def _fail(owner: str, where: str, key: str, value: Any, what: str) -> ConfigErro
 
 # a component's message, "adam: beta2 must be in [0, 1), got 1.5", split into its field and what is wrong
 _COMPONENT_MESSAGE = re.compile(r"^[^\n]*?: (?P<field>\w+) (?P<what>must .*?)(?:, got .*)?$", re.S)
+# a factory's missing arguments, "schedules.create: step_decay needs keyword(s) step_size; allowed: lr, ..."
+_MISSING_MESSAGE = re.compile(r"^[^\n]*?: (?P<name>\S+) needs keyword\(s\) (?P<keys>[\w, ]+); (?P<allowed>allowed: .*)")
 
 
 def _wrap(owner: str, section: str, error: Exception, table: Mapping[str, Any] | None = None) -> ConfigError:
@@ -163,6 +165,11 @@ def _wrap(owner: str, section: str, error: Exception, table: Mapping[str, Any] |
         if what.startswith("must be one of "):
             what = "allowed: " + what.removeprefix("must be one of ").replace("'", '"')
         return _fail(owner, section, m["field"], table[m["field"]], what)
+    m = _MISSING_MESSAGE.match(text)
+    if m is not None:  # as a missing model key reads: "model.channels is required for kind cnn1d"
+        keys = ", ".join(f"{section}.{k.strip()}" for k in m["keys"].split(","))
+        verb = "is" if "," not in m["keys"] else "are"
+        return ConfigError(f"{owner}: {keys} {verb} required for {m['name']}; {m['allowed']}")
     return ConfigError(f"{owner}: [{section}] {text}")
 
 
