@@ -194,7 +194,7 @@ class Ensemble(nn.Module):
 
         A trial run with a budget (Hyperband, successive halving) passes it on as ``budget=`` (the
         objective's convention). ``study`` is duck-typed (the engine's train/ does not import hpo/): any
-        object whose ``top_trials(k)`` returns trials with a ``params`` dict and a ``budget``."""
+        object whose ``top_trials(k)`` returns trials with a ``params`` dict (and a ``budget``, or none)."""
         owner = "ensemble.from_study"
         if (fit is None) == (spec is None):
             raise OptregValueError(f"{owner}: give exactly one of fit (params -> model) and spec (params -> spec)")
@@ -208,7 +208,8 @@ class Ensemble(nn.Module):
             seed = check_int(owner, "seed", seed, 0)
         members = []
         for trial in top(check_int(owner, "k", k, 1)):
-            kwargs = {} if trial.budget is None else {"budget": trial.budget}
+            budget = getattr(trial, "budget", None)
+            kwargs = {} if budget is None else {"budget": budget}
             if fit is not None:
                 members.append(fit(dict(trial.params), **kwargs))
             else:
