@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.only and out.exists():  # keep the sections of the benchmarks not rerun
         _, old = _sections(out.read_text())
-        sections = _merge(old, [s.rstrip("\n") for s in sections])
-        sections = [s + "\n" for s in sections]
+        sections = _merge(old, sections)
+    sections = [s.rstrip("\n") + "\n" for s in sections]  # one blank line between sections, however often rerun
     out.write_text("\n".join(header + sections))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

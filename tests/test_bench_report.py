@@ -33,3 +33,7 @@ def test_only_keeps_the_other_sections_on_disk(tmp_path, monkeypatch):
     assert bench_run.main(["--only", "bench_fake", "--out", str(out)]) == 0
     text = out.read_text()
     assert "kept numbers" in text and "old fake" not in text and "| x | 1.00 |" in text
+    assert "kept numbers\n\n## Fake" in text  # one blank line between sections
+    assert bench_run.main(["--only", "bench_fake", "--out", str(out)]) == 0
+    again = out.read_text()
+    assert again == text  # a rerun adds no blank lines (they used to pile up before every kept section)

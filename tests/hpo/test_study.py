@@ -54,6 +54,43 @@ def test_maximize_picks_the_largest_value():
     assert study.best_value == max(t.value for t in study.trials)
 
 
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_top_trials_are_a_sort_of_the_complete_trials_by_value(direction):
+    """Oracle: Python's sort of the complete trials by (value in the study's direction, trial number);
+    failed trials are left out, ties keep the lower number, and best_trial is the first of them."""
+    def objective(p):
+        if p["x"] > 0.8:
+            raise RuntimeError("diverged")
+        return round(p["x"], 1)  # rounded: ties
+
+    study = hpo.Study({"x": hpo.Float(0.0, 1.0)}, method="random", seed=0, n_trials=30, direction=direction)
+    study.optimize(objective)
+    done = [t for t in study.trials if t.state == "complete"]
+    assert 0 < len(done) < 30 and len({t.value for t in done}) < len(done)  # failures and ties happen
+    sign = 1 if direction == "minimize" else -1
+    expected = sorted(done, key=lambda t: (sign * t.value, t.number))
+    for k in (1, 4, len(done)):
+        assert study.top_trials(k) == expected[:k]
+    assert study.best_trial == expected[0]
+    with pytest.raises(OptregValueError, match=rf"hpo.top_trials: k must be at most .* \({len(done)}\), got 31"):
+        study.top_trials(31)
+    with pytest.raises(OptregValueError, match="hpo.top_trials: k must be an integer >= 1, got 0"):
+        study.top_trials(0)
+
+
+def test_top_trials_compare_only_the_largest_budget():
+    """Values at smaller budgets are not comparable: the top trials of successive halving all ran with the
+    largest budget, sorted by value (oracle: the sort of that rung)."""
+    study = hpo.minimize(lambda p, budget: (p["x"] - 0.3) ** 2 + 1 / budget, {"x": hpo.Float(0.0, 1.0)},
+                         method="halving", n_trials=8, budget=8 * 3 * 2, seed=0)  # fmt: skip
+    top = max(t.budget for t in study.trials)
+    last = sorted((t for t in study.trials if t.budget == top), key=lambda t: (t.value, t.number))
+    assert len(last) >= 2 and study.top_trials(len(last)) == last
+    with pytest.raises(OptregValueError, match=rf"\({len(last)} at the largest budget \({top}\)\)"):
+        study.top_trials(len(last) + 1)
+    assert study.top_trials(1) == [study.best_trial]
+
+
 def test_same_seed_same_trials_other_seed_other_trials():
     a = hpo.minimize(_objective, SPACE, method="random", n_trials=5, seed=7)
     b = hpo.minimize(_objective, SPACE, method="random", n_trials=5, seed=7)

@@ -2,7 +2,8 @@
 accuracy / NLL / spread / pairwise disagreement written out with loops, the ECE of a hand-worked example,
 snapshots against a shorter run of the same seed, torch.optim.swa_utils.AveragedModel's average against the
 closed-form mean / EMA of the recorded parameter iterates, batch-norm statistics against the mean and
-variance computed directly, and bootstrap indices against the law of sampling with replacement."""
+variance computed directly, bootstrap indices against the law of sampling with replacement, and the members of a
+search's top-k ensemble against a sort of its trials and the models their objectives scored."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import optreg.optim
+from optreg import hpo
 from optreg.data import load
 from optreg.errors import OptregTypeError, OptregValueError
-from optreg.train import Checkpoint, Lambda, Trainer
+from optreg.train import Checkpoint, Lambda, Trainer, run
 from optreg.train.ensemble import (
     Ensemble,
     Snapshots,
@@ -183,6 +185,58 @@ def test_top_k_keeps_the_best_scores_and_ties_keep_order():
     assert [m is models[i] for m, i in zip(best.members, (1, 3))] == [True, True]
     lowest = Ensemble.top_k(models, [0.5, 0.9, 0.7, 0.9], 2, mode="min")
     assert [m is models[i] for m, i in zip(lowest.members, (0, 2))] == [True, True]
+
+
+def test_from_study_trains_the_top_trials_through_run_and_averages_their_softmax():
+    """Recipe 2 from a search. Oracles: the members are the study's trials sorted by validation accuracy
+    (best first); each member is the very model its trial's objective scored (its validation accuracy
+    recomputed by hand equals the trial's value: same seed, same spec, same numbers); the ensemble's
+    probabilities are the mean of the members' softmax."""
+    data = load("digits", 0, val_fraction=0.2)
+
+    def spec(p):
+        return {"model": {"kind": "mlp", "hidden": [p["width"]]}, "optimizer": {"name": "adam", "lr": p["lr"]},
+                "train": {"epochs": 1, "batch_size": 64}}  # fmt: skip
+
+    space = {"width": hpo.Categorical([4, 8, 16]), "lr": hpo.Float(1e-3, 3e-2, log=True)}
+    study = hpo.maximize(lambda p: run(spec(p), data, seed=3).final("val_accuracy"), space, method="random",
+                         n_trials=5, seed=0)  # fmt: skip
+    ensemble = Ensemble.from_study(study, 3, spec=spec, data=data, seed=3)
+    chosen = sorted(study.trials, key=lambda t: (-t.value, t.number))[:3]
+    assert len(ensemble) == 3 and len({t.value for t in study.trials}) > 1
+    for member, trial in zip(ensemble.members, chosen):
+        assert next(m for m in member.modules() if isinstance(m, nn.Linear)).out_features == trial.params["width"]
+        with torch.no_grad():
+            accuracy = (member.eval()(data.val.x).argmax(1) == data.val.y).double().mean().item()
+        assert accuracy == pytest.approx(trial.value, abs=1e-12)
+    with torch.no_grad():
+        direct = torch.stack([F.softmax(m(data.test.x), dim=1) for m in ensemble.members]).mean(0)
+    torch.testing.assert_close(ensemble.predict_proba(data.test.x), direct)
+
+
+class _TopTrials:
+    """A duck-typed study: anything with top_trials(k)."""
+
+    def __init__(self, trials):
+        self.trials = trials
+
+    def top_trials(self, k):
+        return self.trials[:k]
+
+
+def test_from_study_calls_fit_with_each_trials_params_and_budget():
+    trials = [hpo.Trial(5, {"w": 3}, "complete", 0.1, budget=9), hpo.Trial(2, {"w": 2}, "complete", 0.2, budget=9),
+              hpo.Trial(7, {"w": 4}, "complete", 0.3)]  # fmt: skip
+    calls = []
+
+    def fit_one(params, **kwargs):
+        calls.append((params, kwargs))
+        return nn.Linear(2, params["w"])
+
+    ensemble = Ensemble.from_study(_TopTrials(trials), 3, fit_one)
+    assert calls == [({"w": 3}, {"budget": 9}), ({"w": 2}, {"budget": 9}), ({"w": 4}, {})]
+    assert [m.out_features for m in ensemble.members] == [3, 2, 4]
+    assert len(Ensemble.from_study(_TopTrials(trials), 1, fit_one)) == 1
 
 
 def test_from_initializations_trains_one_member_per_seed(digits):
@@ -407,6 +461,18 @@ def test_from_bootstrap_trains_members_on_the_resamples(digits):
          "ensemble.top_k: scores must be real numbers, got nan"),
         (lambda: Ensemble.top_k([nn.Linear(2, 2)], [0.1], 1, mode="best"), OptregValueError,
          "ensemble.top_k: mode must be one of 'max', 'min', got 'best'"),
+        (lambda: Ensemble.from_study(_TopTrials([]), 1), OptregValueError,
+         r"ensemble.from_study: give exactly one of fit \(params -> model\) and spec"),
+        (lambda: Ensemble.from_study(_TopTrials([]), 1, mlp, spec=dict), OptregValueError,
+         "ensemble.from_study: give exactly one of fit"),
+        (lambda: Ensemble.from_study(_TopTrials([]), 1, spec=3), OptregTypeError,
+         "ensemble.from_study: spec must be callable params -> run spec, got 3"),
+        (lambda: Ensemble.from_study([], 1, mlp), OptregTypeError,
+         r"ensemble.from_study: study must have top_trials\(k\) \(an optreg.hpo.Study\), got \[\]"),
+        (lambda: Ensemble.from_study(_TopTrials([]), 0, mlp), OptregValueError,
+         "ensemble.from_study: k must be an integer >= 1, got 0"),
+        (lambda: Ensemble.from_study(_TopTrials([]), 1, mlp, seed=-2), OptregValueError,
+         "ensemble.from_study: seed must be an integer >= 0, got -2"),
         (lambda: Snapshots(epochs=[0, 2]), OptregValueError, "snapshots: epochs must be an integer >= 1, got 0"),
         (lambda: Snapshots(epochs=3), OptregValueError, "snapshots: epochs must be a list of epoch counts"),
         (lambda: Snapshots(epochs=[]), OptregValueError, "snapshots: epochs must name at least one epoch"),

@@ -519,20 +519,34 @@ def test_train_run_on_splits_that_are_dataloaders():
 
 
 # ---------------------------------------------------------------- layering
+def _imports(package: str) -> list[tuple[str, str]]:
+    """``(file, module)`` for every absolute import in ``src/optreg/<package>/*.py``, at any depth of the code."""
+    folder = Path(__file__).resolve().parents[2] / "src" / "optreg" / package
+    out = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out += [(path.name, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                out += [(path.name, node.module)] + [(path.name, f"{node.module}.{a.name}") for a in node.names]
+    return out
+
+
 def test_the_engine_imports_neither_the_lab_nor_the_cli():
     """DESIGN: cli -> lab -> engine -> components. Every import in optreg/train (at any depth of the code)
     names an engine or component module, never experiments, report, config or cli."""
     lab = ("optreg.experiments", "optreg.report", "optreg.config", "optreg.cli")
-    folder = Path(__file__).resolve().parents[2] / "src" / "optreg" / "train"
-    for path in sorted(folder.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for name in names:
-                assert not name.startswith(lab), f"{path.name} imports {name}"
+    for file, name in _imports("train"):
+        assert not name.startswith(lab), f"{file} imports {name}"
+
+
+def test_train_and_hpo_import_each_other_neither():
+    """docs/architecture.md: the engine's train/ and hpo/ are siblings (tuning.py joins them; Ensemble.from_study
+    takes a duck-typed study). The walk does see imports: train/ imports torch, hpo/ its own modules."""
+    train, hpo = _imports("train"), _imports("hpo")
+    assert any(name == "torch" for _, name in train) and any(name.startswith("optreg.hpo") for _, name in hpo)
+    assert [(f, n) for f, n in train if n.startswith("optreg.hpo")] == []
+    assert [(f, n) for f, n in hpo if n.startswith("optreg.train")] == []
 
 
 # ---------------------------------------------------------------- configs that cannot lie

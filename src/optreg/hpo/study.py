@@ -202,7 +202,15 @@ class Study:
     def best_trial(self) -> Trial:
         """The best complete trial; with budgets, among those run with the largest budget (the values of
         smaller budgets are not comparable with it); trials stopped early (``median-stop``) only if no
-        trial ran to its end."""
+        trial ran to its end. ``top_trials(1)[0]``."""
+        return self.top_trials(1)[0]
+
+    def top_trials(self, k: int) -> list[Trial]:
+        """The ``k`` best complete trials, best first, by the study's direction, among the trials
+        :attr:`best_trial` chooses from (the largest budget; trials stopped early only if no trial ran to
+        its end); ties keep the lower trial number. For an ensemble of a search's best models
+        (:meth:`optreg.train.ensemble.Ensemble.from_study`, file 001)."""
+        k = check_int("hpo.top_trials", "k", k, 1)
         done = [t for t in self.trials if t.state == "complete"]
         if not done:
             raise OptregValueError(f"hpo: study {self.name!r} has no complete trial yet")
@@ -210,7 +218,13 @@ class Study:
         budgets = [t.budget for t in done if t.budget is not None]
         if budgets:
             done = [t for t in done if t.budget == max(budgets)]
-        return min(done, key=self.method.loss)
+        if k > len(done):
+            at = f" at the largest budget ({max(budgets)})" if budgets else ""
+            raise OptregValueError(
+                f"hpo.top_trials: k must be at most the number of comparable complete trials of study "
+                f"{self.name!r} ({len(done)}{at}), got {k}"
+            )
+        return sorted(done, key=self.method.loss)[:k]  # stable: trials come in number order
 
     @property
     def best_params(self) -> dict[str, Any]:

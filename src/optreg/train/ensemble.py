@@ -6,7 +6,9 @@ recipes, and file 004's fifth, each a constructor or a callback here:
 
 1. the same model from different initializations: ``Ensemble(models)``, or
    :meth:`Ensemble.from_initializations` (``fit(seed) -> model`` per seed);
-2. the best few models of a hyperparameter search: :meth:`Ensemble.top_k` (models and their scores);
+2. the best few models of a hyperparameter search: :meth:`Ensemble.from_study` (the ``k`` best trials of an
+   :mod:`optreg.hpo` study, each trained again from its parameters), or :meth:`Ensemble.top_k` (models already
+   trained, and their scores);
 3. snapshots of one run ("记录点", e.g. at the end of several epochs): the Trainer callback
    :class:`Snapshots` (``Snapshots(epochs=[10, 20, 30]).ensemble()``);
 4. a running average of the parameters during training (Polyak & Juditsky 1992 averaging, or an
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Real
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +168,55 @@ class Ensemble(nn.Module):
         sign = -1.0 if mode == "max" else 1.0
         order = sorted(range(len(models)), key=lambda i: sign * float(scores[i]))  # stable: ties keep order
         return cls([models[i] for i in order[:k]])
+
+    @classmethod
+    def from_study(
+        cls,
+        study: Any,
+        k: int,
+        fit: Callable[..., nn.Module] | None = None,
+        *,
+        spec: Callable[..., Mapping[str, Any]] | None = None,
+        data: Any = None,
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> Ensemble:
+        """Recipe 2 from a search: one member per trial of ``study.top_trials(k)``, the ``k`` best complete
+        trials by the study's direction (:meth:`optreg.hpo.Study.top_trials`: with budgets, among the largest
+        budget's; ties keep the lower trial number), best first. Each member is trained again from its
+        trial's parameters, in one of two ways:
+
+        - ``fit(params) -> model``: the caller's builder trains and returns the model;
+        - ``spec(params) -> run spec``: ``optreg.train.run(spec(params), data, seed=seed, device=device).model``
+          (``data=None`` loads the spec's data section; ``seed=None`` takes the spec's ``train.seed``). An
+          objective that returned a validation score of ``run(spec(params), data, seed=seed)`` gets back the
+          very model it scored (same seed, same spec, same numbers).
+
+        A trial run with a budget (Hyperband, successive halving) passes it on as ``budget=`` (the
+        objective's convention). ``study`` is duck-typed (the engine's train/ does not import hpo/): any
+        object whose ``top_trials(k)`` returns trials with a ``params`` dict (and a ``budget``, or none)."""
+        owner = "ensemble.from_study"
+        if (fit is None) == (spec is None):
+            raise OptregValueError(f"{owner}: give exactly one of fit (params -> model) and spec (params -> spec)")
+        name, build, what = ("fit", fit, "model") if fit is not None else ("spec", spec, "run spec")
+        if not callable(build):
+            raise OptregTypeError(f"{owner}: {name} must be callable params -> {what}, got {build!r}")
+        top = getattr(study, "top_trials", None)
+        if not callable(top):
+            raise OptregTypeError(f"{owner}: study must have top_trials(k) (an optreg.hpo.Study), got {study!r}")
+        if seed is not None:
+            seed = check_int(owner, "seed", seed, 0)
+        members = []
+        for trial in top(check_int(owner, "k", k, 1)):
+            budget = getattr(trial, "budget", None)
+            kwargs = {} if budget is None else {"budget": budget}
+            if fit is not None:
+                members.append(fit(dict(trial.params), **kwargs))
+            else:
+                from optreg.train.run import run  # the one path from a spec to a trained model
+
+                members.append(run(spec(dict(trial.params), **kwargs), data, seed=seed, device=device).model)
+        return cls(members)
 
     @classmethod
     def from_bootstrap(
