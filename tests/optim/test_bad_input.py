@@ -104,3 +104,20 @@ def test_closure_less_step_for_a_method_that_needs_one_raises():
     (w**2).sum().backward()
     with pytest.raises(ValueError, match=r"sgd_linesearch: step\(\) needs a closure .* got closure=None"):
         opt.step()
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "momentum"])
+def test_an_lr_beyond_the_parameters_dtype_is_refused_before_a_step(name):
+    """Oracle: torch.finfo(float32).max; torch itself overflows mid-step ("value cannot be converted to type
+    float without overflow"), so the optimizer refuses it when the group is planned, naming the dtype."""
+    p = [torch.zeros(2, requires_grad=True)]
+    match = rf"{name}: lr must fit the parameters' dtype torch.float32"
+    with pytest.raises(optreg.errors.OptregValueError, match=match):
+        opt = oo.create(name, p, lr=1e300)
+        p[0].grad = torch.ones(2)
+        opt.step()
+    q = [torch.zeros(2, dtype=torch.float64, requires_grad=True)]
+    opt = oo.create(name, q, lr=1e300)  # float64 holds it
+    q[0].grad = torch.ones(2, dtype=torch.float64)
+    opt.step()
+    assert torch.isfinite(q[0]).all()

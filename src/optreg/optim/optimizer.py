@@ -467,6 +467,13 @@ class Optimizer(torch.optim.Optimizer):
         maximize = group["maximize"]
         _check_group_key(self._name, "maximize", maximize)
         lr = hparams.get("lr")
+        if _is_real(lr) and group["params"] and group["params"][0].is_floating_point():
+            big = torch.finfo(group["params"][0].dtype).max
+            if big < abs(lr) < math.inf:  # it would overflow in the step (a torch RuntimeError mid-training)
+                raise OptregValueError(
+                    f"{self._name}: lr must fit the parameters' dtype {group['params'][0].dtype} (at most "
+                    f"{big:.4g}), got {lr!r}"
+                )
         tx, scaled = self._fixed, False
         if self._factory is not None:
             unit = None
