@@ -21,8 +21,8 @@ answered with numbers: on the network trained without dropout, each scheme's mas
 influence of the input at step t on the decision, :math:`\lVert \partial\, \mathrm{logit}_y / \partial
 x_t \rVert`, and the drift of the masked hidden states from the mean network's are measured over t.
 
-Each returns the table of the chapter's claims it tests (claim, measured, verdict); the per-setting numbers
-are in the notes. Values are means over seeds, ``_sd`` the standard deviation over seeds (population).
+Each returns a table of the per-setting numbers and the chapter's claims it tests (``Result.claims``: claim,
+measured, verdict). Values are means over seeds, ``_sd`` the standard deviation over seeds (population).
 """
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ def run_dropout(ctx: Context) -> Result:
     small_input = (exceeds(seeds_of(inputs[0], "val_accuracy"), seeds_of(inputs[-1], "val_accuracy"))
                    if len(inputs) > 1 else None)  # fmt: skip
     connect_narrow, connect_text = below_base(connect)
-    table = [
+    claims = [
         claim("dropout narrows the gap between training and validation (7.7.4): accuracy gap below p = 0's at every "
               "rate", "train - validation accuracy gap " + gaps(sweep) + narrow_text, narrow),
         claim("... and the loss gap (validation - training cross-entropy) likewise",
@@ -386,13 +386,13 @@ def run_dropout(ctx: Context) -> Result:
         f"epochs, the final model; {len(seeds)} seed(s): means, _sd = standard deviation over seeds. Train scores are "
         "the clean (evaluation-mode) scores on the whole training split; the best rate is chosen on validation. "
         "Drop rate p is the probability of dropping (eq. 7.64 writes the keep probability 1 - p).",
-        "Per setting:\n\n" + _notes_table([{k: r[k] for k in columns} for r in rows]),
         f"Weight scaling vs the Monte Carlo average (p = 0.5 net, seed {reference.seed}, test set):\n\n"
         + _notes_table(ensemble),
         "A claim that does not hold is a finding on this data with these settings (the criterion is in its text).",
     ])  # fmt: skip
-    return Result(table=table, figures={"sweep": sweep_fig, "ensemble": ensemble_fig, "thinned": mask_fig},
-                  notes=notes)  # fmt: skip
+    table = [{k: r[k] for k in columns} for r in rows]
+    return Result(table=table, claims=claims, notes=notes,
+                  figures={"sweep": sweep_fig, "ensemble": ensemble_fig, "thinned": mask_fig})  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ rnn-dropout
@@ -556,7 +556,7 @@ def run_rnn_dropout(ctx: Context) -> Result:
     var_gap, var_val = beats(none, var, "gap"), beats(var, none, margin=-0.01)
     var_rec, var_state = beats(var, rec), beats(var, state)
     ok = all(r[v] is not None for r in rows)
-    table = [
+    claims = [
         claim("dropping the hidden state at every time step hurts the recurrent net (7.7.4.1, ex. 7-4): lower "
               "validation accuracy than no dropout", f"{acc(state)}; {acc(none)}; none minus it {hurts.text}",
               ok and hurts.holds),
@@ -612,10 +612,10 @@ def run_rnn_dropout(ctx: Context) -> Result:
         "(the raw input is not dropped); per-step on h = that plus a fresh mask per step on h_{t-1} entering W_hh "
         "(the state carried on by z * h_{t-1} is kept); per-step on the state = that mask on the state itself, "
         "carried on; variational = one mask per sequence on the outputs and on h_{t-1} entering W_hh.",
-        "Per scheme (train: clean training accuracy; early_late_influence, drift_at_T and state_norm_at_T "
-        "(the mean ||h_T|| of the masked states): exercise 7-4's measures on the net trained without dropout, "
-        "under that scheme's masks):\n\n"
-        + _notes_table([{k: r[k] for k in columns} for r in rows]),
+        "Table: one row per scheme (train: clean training accuracy; early_late_influence, drift_at_T and "
+        "state_norm_at_T (the mean ||h_T|| of the masked states): exercise 7-4's measures on the net trained "
+        "without dropout, under that scheme's masks).",
         "A claim that does not hold is a finding on this data with these settings (the criterion is in its text).",
     ])  # fmt: skip
-    return Result(table=table, figures={"rnn": fig, "masks": masks_fig}, notes=notes)
+    table = [{k: r[k] for k in columns} for r in rows]
+    return Result(table=table, claims=claims, figures={"rnn": fig, "masks": masks_fig}, notes=notes)
