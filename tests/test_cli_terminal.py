@@ -9,6 +9,7 @@ written for ``--n-classes``.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import runpy
@@ -138,8 +139,10 @@ def test_json_summary_parses_and_names_the_result_files(tmp_path, capsys):
     assert summary["exit_status"] == 0 and summary["experiment"] == "batch-size"
     folder = tmp_path / "batch-size" / "1"
     assert Path(summary["folder"]) == folder and summary["invocation"] == 1
-    assert set(summary["files"]) == {"figure-7.3", "table.csv", "table.md", "metrics.csv"}
+    assert set(summary["files"]) == {"figure-7.3", "table.csv", "claims.csv", "table.md", "metrics.csv"}
     assert all(Path(p).is_file() and Path(p).parent == folder for p in summary["files"].values())
+    with open(folder / "claims.csv", newline="") as fh:  # the claims, as the experiment saved them
+        assert summary["claims"] == list(csv.DictReader(fh)) and len(summary["claims"]) == 2
     with RunStore(tmp_path / "runs.sqlite") as store:
         runs = store.runs()
     assert [(r["id"], r["label"], r["status"]) for r in summary["runs"]] == [
@@ -233,6 +236,24 @@ def test_tables_fit_80_columns_without_splitting_a_number(tmp_path, capsys, monk
 
     rows, _ = toy_table(["quadratic"])
     _cells_intact(printed, [v for r in rows for k, v in r.items() if k not in ("function", "diverged")])
+
+
+def test_a_run_ends_with_its_claims_table_in_80_columns(tmp_path, capsys, monkeypatch):
+    """``optreg run`` prints the table, the notes, then the claims table (claim, measured, verdict), at
+    COLUMNS=80 in lines of at most 80 characters with every word of every claim row whole. Oracle: the rows of
+    the claims.csv it wrote."""
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["run", "batch-size", "--quick", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    with open(tmp_path / "batch-size" / "1" / "claims.csv", newline="") as fh:
+        claims = list(csv.DictReader(fh))
+    start = printed.index("\nClaims\n")
+    assert printed.index("train_loss_sd: the standard deviation") < start < printed.index("wrote ")
+    shown = printed[start : printed.index("wrote ")]  # the claims table (then the files' paths, never wrapped)
+    assert max(len(line) for line in shown.splitlines()) <= 80
+    header = shown.splitlines()[3]
+    assert [h for h in re.split(r"[\s┃]+", header) if h] == ["claim", "measured", "verdict"]
+    _cells_intact(shown, [v for row in claims for v in row.values()])
 
 
 # ------------------------------------------------------------------------------------------- n_classes

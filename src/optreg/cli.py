@@ -13,17 +13,19 @@
     optreg --version                                                               # also: python -m optreg
 
 Results go under ``--out`` (default ``runs``): ``<out>/runs.sqlite`` records every run, and each
-invocation writes a new folder ``<out>/<name>/<invocation id>/`` with the figures (PNG), the table (CSV
-and markdown) and ``metrics.csv`` (and, for ``train``, the checkpoints ``run-<id>/last.pt`` and
-``best.pt``), so nothing earlier is ever replaced. ``--out`` and ``--device`` are checked before any work.
+invocation writes a new folder ``<out>/<name>/<invocation id>/`` with the figures (PNG), the table
+(``table.csv``), an experiment's claims (``claims.csv``: claim, measured, verdict), both in ``table.md``,
+and ``metrics.csv`` (and, for ``train``, the checkpoints ``run-<id>/last.pt`` and ``best.pt``), so
+nothing earlier is ever replaced. ``--out`` and ``--device`` are checked before any work.
 
 Output: on a terminal, a progress bar per run and one for the whole invocation (``run 14/27``, the time
 left); elsewhere (CI, pipes) one line per finished run (``run 14/27: adam (seed 0): finished ...``). Tables
 fit the terminal's width (else ``$COLUMNS``, else 120 characters) without splitting a number: columns that
-do not fit continue in a second table. ``run`` and ``train`` take ``--quiet`` (no progress and no table:
-only the paths of the files written, one per line) and ``--json`` (standard output holds only a JSON
-summary: the runs with their status and summary, the table, the files and the invocation; progress goes
-to standard error unless ``--quiet``); ``runs list`` and ``runs show`` take ``--json`` too. Errors and
+do not fit continue in a second table. A run ends with the experiment's table, its notes and its claims
+table. ``run`` and ``train`` take ``--quiet`` (no progress and no table: only the paths of the files
+written, one per line) and ``--json`` (standard output holds only a JSON summary: the runs with their
+status and summary, the table, the claims, the files and the invocation; progress goes to standard error
+unless ``--quiet``); ``runs list`` and ``runs show`` take ``--json`` too. Errors and
 warnings always go to standard error, one line each.
 
 Exit status: 0 done; 1 a trained run did not finish (``train``: it diverged); 2 a bad argument, config
@@ -457,7 +459,8 @@ class _Outcome:
 
 def _report(args: argparse.Namespace, console: Console, result: Any, outcome: _Outcome, seconds: float,
             status: int) -> None:  # fmt: skip
-    """A finished ``run`` / ``train``: the table, the notes and the files (default), only the files' paths
+    """A finished ``run`` / ``train``: the table, the notes, the claims table (claim, measured, verdict: the
+    same for every experiment) and the files (default), only the files' paths
     (``--quiet``), or a JSON summary (``--json``)."""
     if args.json:
         _print_json({
@@ -465,7 +468,7 @@ def _report(args: argparse.Namespace, console: Console, result: Any, outcome: _O
             "exit_status": status, "seconds": round(seconds, 3), "store": str(outcome.store),
             "invocation": outcome.invocation, "folder": None if outcome.folder is None else str(outcome.folder),
             "files": {k: str(v) for k, v in result.paths.items()}, "runs": outcome.runs, "table": result.table,
-            "notes": result.notes,
+            "claims": result.claims, "notes": result.notes,
         })  # fmt: skip
         return
     if args.quiet:
@@ -475,6 +478,8 @@ def _report(args: argparse.Namespace, console: Console, result: Any, outcome: _O
     _print_table(console, result.table, title=result.title)
     if result.notes:
         console.print(result.notes, highlight=False)
+    if result.claims:
+        _print_table(console, result.claims, title="Claims")
     for path in result.paths.values():
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     console.print(f"done in {seconds:.1f}s", highlight=False)

@@ -1,4 +1,5 @@
-"""Fixtures shared by the experiment tests: a quick run into a fresh folder, and reading its CSV files.
+"""Fixtures shared by the experiment tests: a quick run into a fresh folder, reading its CSV files, and
+reading its claims table (the one format every experiment saves).
 
 (Fixtures rather than importable helpers: the suite runs in pytest's importlib mode, where a test module
 cannot import ``conftest``.)
@@ -7,6 +8,7 @@ cannot import ``conftest``.)
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from optreg import experiments
 from optreg.experiments import Context
+from optreg.experiments.base import CLAIM_COLUMNS, VERDICTS
 
 QuickRun = Callable[[str], tuple[Context, experiments.Result]]
 
@@ -82,3 +85,34 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def read_csv() -> Callable[[Path], list[dict[str, str]]]:
     """``read_csv(path)``: the rows of a CSV file the lab wrote, as dicts of strings."""
     return _read_csv
+
+
+def _markdown_cells(line: str) -> list[str]:
+    """The cells of one row of a markdown table as :func:`optreg.experiments.format_table` writes it
+    (``| a | b |``, a ``|`` inside a cell escaped as ``\\|``)."""
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def _read_claims(result: experiments.Result) -> list[dict[str, str]]:
+    """The claims of a saved result, as rows of ``claims.csv`` (dicts of strings: claim, measured, verdict).
+
+    Checks the one format every experiment reports its claims in: ``claims.csv`` has the columns claim,
+    measured, verdict and a verdict of the two words in each row; ``table.md``'s "## Claims" markdown table
+    and ``result.claims`` hold the same rows; the data table (``table.csv``) holds none of them."""
+    rows = _read_csv(result.paths["claims.csv"])
+    assert rows, "no claims"
+    assert all(tuple(r) == CLAIM_COLUMNS and r["verdict"] in VERDICTS for r in rows)
+    assert result.claims == rows
+    section = result.paths["table.md"].read_text(encoding="utf-8").split("\n## Claims\n\n", 1)[1]
+    lines = [ln for ln in section.split("\n\n", 1)[0].splitlines() if ln.startswith("|")]
+    assert _markdown_cells(lines[0]) == list(CLAIM_COLUMNS) and set(lines[1]) <= {"|", "-"}
+    assert [_markdown_cells(ln) for ln in lines[2:]] == [list(r.values()) for r in rows]
+    assert all("verdict" not in row for row in result.table)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def read_claims() -> Callable[[experiments.Result], list[dict[str, str]]]:
+    """``read_claims(result)``: the claims table of a saved result (:func:`_read_claims`), checked to be in the
+    one format (``claims.csv``, the "Claims" table of ``table.md``, ``result.claims``)."""
+    return _read_claims

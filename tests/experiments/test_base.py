@@ -337,6 +337,39 @@ def test_save_result_refuses_to_replace_and_writes_nothing(tmp_path):
     assert paths["table.md"].read_text().startswith("# ")
 
 
+def test_save_result_writes_the_claims_the_same_way_for_every_experiment(tmp_path, read_claims):
+    """``claims.csv`` (claim, measured, verdict) and a "## Claims" markdown table in ``table.md`` between the
+    table and the notes; a ``|`` in a claim is escaped in the markdown. Oracle: the rows given (read back by the
+    tests' one claims reader)."""
+    claims = [claim("a | b holds", "1.5 vs 2", True), claim("c", "+0.001, 2 SE = 0.010: within seed noise", False)]
+    result = Result(table=[{"x": 1}], claims=claims, notes="A note.", title="T")
+    result.paths = experiments.save_result(result, tmp_path)
+    assert set(result.paths) == {"table.csv", "claims.csv", "table.md"}
+    assert read_claims(result) == [
+        {"claim": "a | b holds", "measured": "1.5 vs 2", "verdict": "holds"},
+        {"claim": "c", "measured": "+0.001, 2 SE = 0.010: within seed noise", "verdict": "does not hold here"},
+    ]
+    md = result.paths["table.md"].read_text()
+    assert md.index("| x |") < md.index("\n## Claims\n") < md.index("a \\| b holds") < md.index("A note.")
+
+
+@pytest.mark.parametrize(
+    ("claims", "match"),
+    [
+        ("holds", "claims must be a list of claim"),
+        ([{"claim": "a", "measured": "1"}], r"claims\[0\] must be a claim\(\) row with the keys claim, measured"),
+        ([{"measured": "1", "claim": "a", "verdict": "holds"}], r"claims\[0\] must be a claim\(\) row"),
+        ([claim("a", "1", True), {"claim": "b", "measured": "2", "verdict": "maybe"}],
+         r"claims\[1\] verdict must be one of 'holds', 'does not hold here', got 'maybe'"),
+        ([claim("a", "", True)], r"claims\[0\] needs a non-empty claim and measured text"),
+    ],
+)
+def test_save_result_refuses_claims_that_are_not_claim_rows_and_writes_nothing(tmp_path, claims, match):
+    with pytest.raises((OptregValueError, OptregTypeError), match=match):
+        experiments.save_result(Result(table=[{"x": 1}], claims=claims), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def _device_types() -> list[str]:
     """Every device type torch parses (its c10 DeviceType names), but the ones this machine has."""
     names = ["cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga", "maia", "xla",

@@ -82,14 +82,15 @@ def test_panel_a_is_smoothed_with_the_raw_curve_faint_and_short_curves_marked(qu
     assert ends == sorted(float(r["iterations"]) for r in result.table if r["batch_size"] != 1)
 
 
-def test_the_claims_are_measured_in_the_notes(quick_run):
-    """Oracle: the table's final training losses for claim (b); both claims have a claims line."""
+def test_the_claims_are_measured_in_the_claims_table(quick_run, read_claims):
+    """Oracle: the table's final training losses for claim (b); both claims have a row in the claims table."""
     result, _, _ = quick_run
     final = [r["train_loss"] for r in result.table]
-    (b,) = [ln for ln in result.notes.splitlines() if ln.startswith("- per epoch, a smaller batch")]
+    claims = read_claims(result)
+    (b,) = [c for c in claims if c["claim"].startswith("per epoch, a smaller batch")]
     rises = final == sorted(final) and len(set(final)) == len(final)
-    assert b.endswith("-> holds" if rises else "-> does not hold here")
-    assert any(ln.startswith("- per iteration, a larger batch") for ln in result.notes.splitlines())
+    assert b["verdict"] == ("holds" if rises else "does not hold here")
+    assert any(c["claim"].startswith("per iteration, a larger batch") for c in claims)
 
 
 def test_batch_claims_need_each_step_beyond_seed_noise():

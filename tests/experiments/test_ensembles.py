@@ -15,8 +15,6 @@ from scipy.stats import rankdata
 
 from optreg.experiments.ensembles import auroc, uncertainty_split
 
-VERDICTS = {"holds", "does not hold here"}
-
 
 def ece_numpy(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     p = p.astype(np.float64)
@@ -81,13 +79,10 @@ def test_ensembles_table_matches_the_stored_probabilities(ensembles, read_csv):
     assert mc["ece"] == pytest.approx(ece_numpy(stored["mc_mean"], y), abs=1e-6)
 
 
-def test_ensembles_recipes_figures_and_claims(ensembles):
+def test_ensembles_recipes_figures_and_claims(ensembles, read_claims):
     ctx, result = ensembles
     recipes = {r["recipe"].split(" (")[0] for r in result.table}
     assert {"different initializations", "snapshots of member 0", "Polyak average of member 0", "EMA of member 0",
             "member 0 alone", "bootstrap resamples", "MC dropout", "dropout net, deterministic"} <= recipes
     assert {"size", "reliability", "uncertainty"} <= set(result.figures)
-    md = (ctx.folder / "table.md").read_text()
-    claims = [line for line in md.split("Claims:", 1)[1].splitlines() if line.startswith("| ")][1:]
-    verdicts = {line.rstrip(" |").rsplit("| ", 1)[1] for line in claims if not line.startswith("|---")}
-    assert len(claims) == 10 and verdicts <= VERDICTS
+    assert len(read_claims(result)) == 10

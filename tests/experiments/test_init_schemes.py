@@ -21,6 +21,7 @@ from optreg.experiments import Context
 from optreg.experiments.init_schemes import (
     DEPTH,
     NETWORKS,
+    PRESERVING,
     SCHEMES,
     WIDTH,
     distinct_units,
@@ -69,6 +70,23 @@ def test_zero_init_keeps_the_hidden_units_identical(quick: tuple[Context, experi
         assert row["act_std_layer1"] == 0.0 and row["act_std_last"] == 0.0
         assert row["distinct_units_last"] == 1
         assert row["val_accuracy"] <= 0.2
+
+
+def test_claims_follow_the_table(quick: tuple[Context, experiments.Result], read_claims) -> None:
+    """Oracle: the table (quick mode has one seed, so the claims' std ratios are its act_std_last /
+    act_std_layer1 and the training claim a plain comparison of its validation accuracies); zero weights give
+    one distinct unit (section 7.3's closed form, checked on the weights below)."""
+    _, result = quick
+    table = rows(result)
+    zero, small, kept, trained = read_claims(result)
+    assert zero["verdict"] == "holds"
+    for row, scheme in ((small, lambda a: "gaussian"), (kept, lambda a: PRESERVING[a])):
+        ratio = {a: table[(a, scheme(a))]["act_std_last"] / table[(a, scheme(a))]["act_std_layer1"] for a in NETWORKS}
+        assert all(f"{ratio[a]:.3g}" in row["measured"] for a in NETWORKS)
+        ok = all(r < 0.5 for r in ratio.values()) if row is small else all(0.5 <= r <= 2 for r in ratio.values())
+        assert row["verdict"] == ("holds" if ok else "does not hold here")
+    better = all(table[(a, PRESERVING[a])]["val_accuracy"] > table[(a, "zeros")]["val_accuracy"] for a in NETWORKS)
+    assert trained["verdict"] == ("holds" if better else "does not hold here")
 
 
 def test_zero_init_weights_stay_symmetric_through_training(tmp_path) -> None:

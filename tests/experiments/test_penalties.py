@@ -38,23 +38,13 @@ def quick(run_quick) -> tuple[Context, experiments.Result]:
     return run_quick("penalties")
 
 
-def _sweep(notes: str) -> list[dict[str, str]]:
-    """The sweep table of the notes (markdown, as format_table writes it) as dicts of strings."""
-    lines = [ln for ln in notes.splitlines() if ln.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
-
-
-def test_quick_run_writes_a_claims_table_figures_and_the_sweep(quick, read_csv) -> None:
+def test_quick_run_writes_a_claims_table_figures_and_the_sweep(quick, read_csv, read_claims) -> None:
     ctx, result = quick
     assert set(result.figures) == FIGURES
-    for name in (*FIGURES, "table.csv", "table.md", "metrics.csv"):
+    for name in (*FIGURES, "table.csv", "claims.csv", "table.md", "metrics.csv"):
         assert result.paths[name].is_file() and result.paths[name].stat().st_size > 0
-    rows = read_csv(result.paths["table.csv"])
-    assert len(rows) == 2 + 7 * len(MODELS) + 1
-    for row in rows:
-        assert set(row) == {"claim", "measured", "verdict"} and row["verdict"] in {"holds", "does not hold here"}
-    sweep = _sweep(result.notes)
+    assert len(read_claims(result)) == 2 + 7 * len(MODELS) + 1
+    sweep = read_csv(result.paths["table.csv"])
     strengths = (STRENGTHS[1], STRENGTHS[-1])  # quick mode
     assert [(r["model"], r["method"]) for r in sweep] == [
         (m, k) for m in MODELS for k in METHODS for _ in ([None] if k == "none" else strengths)
@@ -66,12 +56,12 @@ def test_quick_run_writes_a_claims_table_figures_and_the_sweep(quick, read_csv) 
     assert "softmax regression l1 (proximal) lambda=0.01" in labels and "fig7.9 proximal" in labels
 
 
-def test_reported_zero_fraction_is_the_weights(quick, tmp_path) -> None:
+def test_reported_zero_fraction_is_the_weights(quick, read_csv, tmp_path) -> None:
     """Retrain the proximal-l1 setting (same spec and seed: the same weights) and count its zeros directly."""
     _, result = quick
     row = next(
         r
-        for r in _sweep(result.notes)
+        for r in read_csv(result.paths["table.csv"])
         if r["model"] == "softmax regression" and r["method"] == "l1 (proximal)" and r["lambda"] == "0.01"
     )
     ctx = Context(quick=True, out=tmp_path)

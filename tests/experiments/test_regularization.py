@@ -35,20 +35,6 @@ from optreg.regularize.losses import smooth_labels
 from optreg.train import EarlyStopping, Trainer
 from optreg.train.run import build_model
 
-VERDICTS = {"holds", "does not hold here"}
-
-
-def _claims(md: str) -> list[list[str]]:
-    """The rows of the claims table in ``table.md`` (claim, measured, verdict)."""
-    part = md.split("Claims:", 1)[1]
-    lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| claim |")]
-    rows = []
-    for line in lines:
-        cells = [c.strip() for c in line.replace("\\|", "\0").strip("|").split("|")]
-        if len(cells) == 3:
-            rows.append([c.replace("\0", "|") for c in cells])
-    return rows
-
 
 def ece_numpy(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     """Expected calibration error from its definition: equal-width bins (b/B, (b+1)/B] of the top probability."""
@@ -105,7 +91,7 @@ def early(run_quick):
     return run_quick("early-stopping")
 
 
-def test_early_stopping_table_rows_and_claims(early, read_csv):
+def test_early_stopping_table_rows_and_claims(early, read_csv, read_claims):
     ctx, result = early
     labels = [r["criterion"] for r in result.table]
     assert labels == [*CRITERIA, "oracle", "no early stopping"]
@@ -113,9 +99,9 @@ def test_early_stopping_table_rows_and_claims(early, read_csv):
     rows = read_csv(folder / "table.csv")
     assert [r["criterion"] for r in rows] == labels
     assert (folder / "curves.png").stat().st_size > 0
-    claims = _claims((folder / "table.md").read_text())
-    assert len(claims) == 5 and {c[2] for c in claims} <= VERDICTS
-    assert all(any(ch.isdigit() for ch in c[1]) for c in claims)  # every claim carries a measured number
+    claims = read_claims(result)
+    assert len(claims) == 5
+    assert all(any(ch.isdigit() for ch in c["measured"]) for c in claims)  # every claim carries a measured number
 
 
 def test_early_stopping_points_match_prechelts_definitions_on_the_stored_curve(early, read_csv):
@@ -182,7 +168,9 @@ def smoothing(run_quick):
     return run_quick("label-smoothing")
 
 
-def test_label_smoothing_ece_and_accuracy_recomputed_from_stored_probabilities(smoothing, read_csv):
+def test_label_smoothing_ece_and_accuracy_recomputed_from_stored_probabilities(
+    smoothing, read_csv, read_claims
+):
     ctx, result = smoothing
     stored = np.load(ctx.folder / "predictions.npz")
     assert len(read_csv(ctx.folder / "table.csv")) == len(result.table)
@@ -201,9 +189,8 @@ def test_label_smoothing_ece_and_accuracy_recomputed_from_stored_probabilities(s
             assert row["closed-form gap"] == pytest.approx(math.log((1 - row["eps"]) * (k - 1) / row["eps"]))
         else:
             assert row["closed-form gap"] == pytest.approx(math.log(1 + k * (1 - row["eps"]) / row["eps"]))
-    claims = _claims((ctx.folder / "table.md").read_text())
-    assert claims and {c[2] for c in claims} <= VERDICTS
-    assert claims[0][0].startswith("exercise 7-5") and claims[0][2] == "holds"  # an identity, up to float32
+    claims = read_claims(result)
+    assert claims[0]["claim"].startswith("exercise 7-5") and claims[0]["verdict"] == "holds"  # an identity (float32)
     assert {"calibration", "reliability", "logit-gap"} <= set(result.figures)
 
 
@@ -231,7 +218,7 @@ def distilled(run_quick):
     return run_quick("distillation")
 
 
-def test_distillation_table_and_stored_gradient_check(distilled, read_csv):
+def test_distillation_table_and_stored_gradient_check(distilled, read_csv, read_claims):
     ctx, result = distilled
     assert [r["model"] for r in read_csv(ctx.folder / "table.csv")] == [
         "teacher", "student alone", "student distilled", "student with hints"]
@@ -243,8 +230,7 @@ def test_distillation_table_and_stored_gradient_check(distilled, read_csv):
     for t, scaled in zip(stored["T"], stored["scaled"]):
         analytic = t * ((z / t).softmax(1) - (v / t).softmax(1)) / z.shape[0]
         assert scaled == pytest.approx(float(analytic.norm()), rel=1e-6)
-    claims = _claims((ctx.folder / "table.md").read_text())
-    assert len(claims) == 3 and {c[2] for c in claims} <= VERDICTS
+    assert len(read_claims(result)) == 3
 
 
 def test_fit_with_loss_reproduces_context_train_with_the_plain_cross_entropy(tmp_path):

@@ -3,7 +3,8 @@ overall progress (``run 14/27``, the time left).
 
 Oracle: the runs stored in the invocation (``runs.sqlite``) and the start / end events they sent, counted by
 the ``run_quick`` fixture (tests/experiments/conftest.py), so every quick-mode test of an experiment checks its
-count on the way; here: that every registered experiment has such a test, and (slow) all of them in one go.
+count on the way; here: that every registered experiment has such a test, and (slow) all of them in one go,
+each with its claims table read back in the one format every experiment saves.
 """
 
 from __future__ import annotations
@@ -62,5 +63,7 @@ def test_the_check_catches_a_wrong_announcement(tmp_path, run_counted):
 
 @pytest.mark.slow  # every experiment's quick mode in one test: about two minutes on 2 cores
 @pytest.mark.parametrize("name", _builtin())
-def test_every_experiment_announces_the_runs_it_stores(name, tmp_path, run_counted):
-    run_counted(name, Context(quick=True, out=tmp_path))
+def test_every_experiment_announces_the_runs_it_stores_and_reports_its_claims(name, tmp_path, run_counted, read_claims):
+    """Also: every built-in experiment has a claims table, saved in the one format (``read_claims``)."""
+    result = run_counted(name, Context(quick=True, out=tmp_path))
+    assert read_claims(result)

@@ -20,6 +20,7 @@ import io
 import math
 import re
 import sys
+from collections.abc import Sequence
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,14 @@ from typing import Any
 from optreg.errors import OptregTypeError, OptregValueError
 from optreg.experiments.base import (
     _REGISTRY,
+    CLAIM_COLUMNS,
     DEFAULT_DATASET,
     OPTIONS,
     Context,
     Experiment,
     Result,
     RunHistory,
+    check_claims,
     check_device,
     check_out,
     complete_spec,
@@ -55,6 +58,7 @@ __all__ = [
     "format_table",
     "get",
     "register",
+    "result_markdown",
     "run",
     "save_result",
 ]
@@ -147,13 +151,34 @@ def format_table(table: list[dict[str, Any]]) -> str:
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def _csv_text(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def result_markdown(result: Result) -> str:
+    """``table.md``: the title, the table, the claims as a markdown table under ``## Claims`` (columns
+    ``claim | measured | verdict``), then the notes."""
+    md = f"# {result.title or result.name}\n\n{format_table(result.table)}"
+    if result.claims:
+        md += f"\n## Claims\n\n{format_table(result.claims)}"
+    if result.notes:
+        md += f"\n{result.notes.strip()}\n"
+    return md
+
+
 def save_result(
     result: Result, folder: Path, ctx: Context | None = None, *, overwrite: bool = False
 ) -> dict[str, Path]:
-    """Write a result's figures (PNG), ``table.csv`` and ``table.md`` (the table, then the notes) under
-    ``folder``, and with ``ctx`` the runs it trained (``ctx.run_ids``) to ``metrics.csv`` from its store;
-    returns ``{what: path}``. Figure names must be file-name safe. In data-parallel training only rank 0
-    writes (the other ranks return ``{}``).
+    """Write a result's figures (PNG), ``table.csv`` (the table), ``claims.csv`` (the claims: columns
+    ``claim, measured, verdict``; only when there are claims) and ``table.md`` (:func:`result_markdown`)
+    under ``folder``, and with ``ctx`` the runs it trained (``ctx.run_ids``) to ``metrics.csv`` from its
+    store; returns ``{what: path}``. Figure names must be file-name safe and the claims :func:`claim` rows
+    (:func:`~optreg.experiments.base.check_claims`). In data-parallel training only rank 0 writes (the
+    other ranks return ``{}``).
 
     Nothing is written when a file to be written exists already (unless ``overwrite``) or a name is
     unsafe: a result never silently replaces another.
@@ -162,10 +187,13 @@ def save_result(
         if not isinstance(name, str) or not _SAFE.match(name):
             raise OptregValueError(f"experiments: figure names must be file-name safe, got {name!r}")
     columns = _columns(result.table)
+    result.claims = check_claims(result.claims)
     if distributed.rank() != 0:
         return {}
     folder = Path(folder)
     targets = [folder / f"{name}.png" for name in result.figures] + [folder / "table.csv", folder / "table.md"]
+    if result.claims:
+        targets.append(folder / "claims.csv")
     if ctx is not None and ctx.run_ids:
         targets.append(folder / "metrics.csv")
     taken = [t for t in targets if t.exists()]
@@ -182,17 +210,13 @@ def save_result(
         if pyplot is not None:  # a figure made with pyplot is released (no-op for plain Figures)
             pyplot.close(fig)
         paths[name] = path
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(result.table)
     paths["table.csv"] = folder / "table.csv"
-    paths["table.csv"].write_text(buf.getvalue(), encoding="utf-8")
-    md = f"# {result.title or result.name}\n\n{format_table(result.table)}"
-    if result.notes:
-        md += f"\n{result.notes.strip()}\n"
+    paths["table.csv"].write_text(_csv_text(result.table, columns), encoding="utf-8")
+    if result.claims:
+        paths["claims.csv"] = folder / "claims.csv"
+        paths["claims.csv"].write_text(_csv_text(result.claims, CLAIM_COLUMNS), encoding="utf-8")
     paths["table.md"] = folder / "table.md"
-    paths["table.md"].write_text(md, encoding="utf-8")
+    paths["table.md"].write_text(result_markdown(result), encoding="utf-8")
     if ctx is not None and ctx.run_ids:
         paths["metrics.csv"] = ctx.open_store().export_csv(folder / "metrics.csv", ctx.run_ids)
     return paths
@@ -217,10 +241,10 @@ def run(name: str, ctx: Context) -> Result:
     """Run the experiment ``name`` in ``ctx`` and save everything in a new folder, ``ctx.out / name / <id>``.
 
     The runs it trains form one invocation (id ``<id>`` in ``ctx.out / runs.sqlite``). Writes the figures
-    (``<fig>.png``), ``table.csv``, ``table.md`` and ``metrics.csv`` (every step and epoch of the runs it
-    trained, from the store) in that folder, which did not exist before: nothing earlier is replaced.
-    A setting of ``ctx`` the experiment does not honour is refused first. Returns the :class:`Result` with
-    ``paths`` filled in.
+    (``<fig>.png``), ``table.csv``, ``claims.csv``, ``table.md`` (:func:`save_result`) and ``metrics.csv``
+    (every step and epoch of the runs it trained, from the store) in that folder, which did not exist
+    before: nothing earlier is replaced. A setting of ``ctx`` the experiment does not honour is refused
+    first. Returns the :class:`Result` with ``paths`` filled in.
     """
     experiment = get(name)
     if not isinstance(ctx, Context):

@@ -2,7 +2,7 @@
 
 An experiment is a function ``run(ctx: Context) -> Result`` registered under a name::
 
-    from optreg.experiments.base import Context, Result, register
+    from optreg.experiments.base import Context, Result, claim, register
 
     @register("optimizers", title="Optimizers on the same MLP", figure="7.6",
               help="SGD ... AdamW: training loss per iteration, validation accuracy per epoch")
@@ -13,11 +13,13 @@ An experiment is a function ``run(ctx: Context) -> Result`` registered under a n
             h = ctx.train("adam", model_spec={"kind": "mlp", "hidden": [128]}, optimizer="adam",
                           hparams={"lr": 1e-3}, seed=seed, batch_size=32, epochs=epochs)
             h.test_accuracy, h.iterations, h.epochs      # a RunHistory (a train.History)
-        return Result(table=[{"optimizer": "adam", ...}], figures={"loss": fig}, notes="...")
+        claims = [claim("Adam beats SGD", "+0.012, 2 SE = 0.004", holds=True)]
+        return Result(table=[{"optimizer": "adam", ...}], claims=claims, figures={"loss": fig}, notes="...")
 
 :func:`optreg.experiments.run` then saves, in a new folder ``<out>/<name>/<invocation id>/`` (never one
 that exists, so a rerun replaces nothing): every figure as ``<fig>.png`` (matplotlib's Agg backend), the
-table as ``table.csv`` and ``table.md``, and ``metrics.csv`` (one row per recorded step and epoch of every
+table as ``table.csv``, the claims as ``claims.csv``, both in ``table.md`` (the table, a "Claims" table,
+the notes), and ``metrics.csv`` (one row per recorded step and epoch of every
 run the experiment trained, with its label and seed). Every run is also recorded live in
 ``<out>/runs.sqlite`` (:class:`optreg.report.store.RunStore`), in the invocation's id: the values it used
 (the resolved spec, the optimizer's hyperparameters with defaults), seed, versions, environment (threads,
@@ -36,6 +38,8 @@ Rules for experiment authors:
   it is what the tests run. :meth:`Context.seed_list` and :meth:`Context.epoch_count` do this for you.
 - Never print: report through ``Result.notes`` and ``ctx.log(...)``; draw with :mod:`optreg.report.plots`.
 - Return small tables (a list of dicts with the same keys, one row per setting) and readable figures.
+- Report each claim of the chapter the run tests as a :func:`claim` row of ``Result.claims`` (never in the
+  table or the notes): the lab saves and prints every experiment's claims the same way.
 """
 
 from __future__ import annotations
@@ -65,12 +69,16 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DATASET",
     "QUICK_LIMITS",
+    "CLAIM_COLUMNS",
+    "VERDICTS",
     "Comparison",
     "Context",
     "Experiment",
     "ProgressFn",
     "Result",
     "RunHistory",
+    "check_claims",
+    "claim",
     "complete_spec",
     "curves",
     "diverged_note",
@@ -172,9 +180,12 @@ def register(
 class Result:
     """What an experiment returns.
 
-    ``table``: the small summary table, a list of dicts (one per row, the same keys in the same order;
-    numbers, strings or None). ``figures``: ``name -> matplotlib Figure`` (saved as ``<name>.png``; names
-    are file-name safe). ``notes``: a few sentences on what the run shows (saved at the end of ``table.md``).
+    ``table``: the small summary table of measured numbers, a list of dicts (one per row, the same keys in
+    the same order; numbers, strings or None). ``claims``: the claims table, rows of :func:`claim`
+    (``claim``, ``measured``, ``verdict``), saved as ``claims.csv`` and as the "Claims" table of
+    ``table.md``, and printed after the table by the command line, the same way for every experiment.
+    ``figures``: ``name -> matplotlib Figure`` (saved as ``<name>.png``; names are file-name safe).
+    ``notes``: a few sentences on what the run shows (saved at the end of ``table.md``).
     ``name``/``title`` are filled in by :func:`optreg.experiments.run` when left empty; ``paths`` lists the
     files it wrote.
     """
@@ -182,6 +193,7 @@ class Result:
     table: list[dict[str, Any]] = field(default_factory=list)
     figures: dict[str, Figure] = field(default_factory=dict)
     notes: str = ""
+    claims: list[dict[str, Any]] = field(default_factory=list)
     name: str = ""
     title: str = ""
     paths: dict[str, Path] = field(default_factory=dict)
@@ -234,6 +246,11 @@ class RunHistory(History):
         )
 
 
+#: The columns of a claims table (:func:`claim`'s keys) and its two verdicts.
+CLAIM_COLUMNS = ("claim", "measured", "verdict")
+VERDICTS = ("holds", "does not hold here")
+
+
 def claim(text: str, measured: str, holds: bool) -> dict[str, Any]:
     """One row of a claims table: the chapter's claim, what was measured, and the verdict.
 
@@ -245,7 +262,28 @@ def claim(text: str, measured: str, holds: bool) -> dict[str, Any]:
     shown here and its verdict is ``"does not hold here"`` (the measured text says ``"within seed noise"``).
     A deterministic claim (a closed form, a single run by design, a count) compares its numbers directly.
     """
-    return {"claim": text, "measured": measured, "verdict": "holds" if holds else "does not hold here"}
+    return {"claim": text, "measured": measured, "verdict": VERDICTS[0] if holds else VERDICTS[1]}
+
+
+def check_claims(claims: Any, owner: str = "experiments") -> list[dict[str, Any]]:
+    """``claims`` as a list of :func:`claim` rows, or a one-line error naming the row and what is wrong:
+    every row a dict with exactly the keys :data:`CLAIM_COLUMNS`, text in ``claim`` and ``measured``, and a
+    verdict of :data:`VERDICTS`."""
+    if isinstance(claims, str | Mapping) or not isinstance(claims, Iterable):
+        raise OptregTypeError(f"{owner}: claims must be a list of claim() rows, got {claims!r}")
+    rows = list(claims)
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping) or tuple(row) != CLAIM_COLUMNS:
+            raise OptregValueError(
+                f"{owner}: claims[{i}] must be a claim() row with the keys {', '.join(CLAIM_COLUMNS)}, got {row!r}"
+            )
+        if not all(isinstance(row[k], str) and row[k] for k in ("claim", "measured")):
+            raise OptregValueError(f"{owner}: claims[{i}] needs a non-empty claim and measured text, got {row!r}")
+        if row["verdict"] not in VERDICTS:
+            raise OptregValueError(
+                f"{owner}: claims[{i}] verdict must be one of {', '.join(map(repr, VERDICTS))}, got {row['verdict']!r}"
+            )
+    return rows
 
 
 class Comparison(NamedTuple):

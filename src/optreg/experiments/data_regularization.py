@@ -1,7 +1,8 @@
 r"""Regularization through the data and the training procedure: augmentation, noise, greedy pretraining.
 
-Three experiments, each a table of measured numbers and one line per claim of the chapter (holds / does
-not hold here), on digits (8x8 images, flattened for an MLP; the augmentations view them as images):
+Three experiments, each a table of measured numbers and a claims table (``Result.claims``: one row per
+claim of the chapter, holds / does not hold here), on digits (8x8 images, flattened for an MLP; the
+augmentations view them as images):
 
 ``augmentation`` (section 7.7.5)
     "With limited data, data augmentation increases the amount of data, improves the model's robustness
@@ -84,10 +85,6 @@ def _rows(groups: dict[Any, list[dict[str, float | None]]], keys: Sequence[str],
             row[key], row[f"{key}_sd"] = mean_std(r[key] for r in runs)
         out.append(row)
     return out
-
-
-def _claims_notes(claims: list[dict[str, Any]], extra: str) -> str:
-    return "Claims:\n" + "\n".join(f"- {c['claim']}: {c['measured']} -> {c['verdict']}" for c in claims) + "\n" + extra
 
 
 # ------------------------------------------------------------------------------------------- augmentation
@@ -196,13 +193,13 @@ def run_augmentation(ctx: Context) -> Result:
         ],
         title=f"Section 7.7.5: augmentation vs none, MLP {model['hidden']}, {steps} updates ({len(seeds)} seed(s))",
     )  # fmt: skip
-    notes = _claims_notes(claims, (
+    notes = (
         f"MLP {model['hidden']} (ReLU), Adam lr 1e-3, batch 32, {steps} updates at every size (the same compute), "
         f"final model. Augmentation: {AUGMENT!r}. Train accuracy is on the clean training subset; the warped test "
         f"set is the test set under one fixed draw of the same augmentation. Means over {len(seeds)} seed(s)."
-    ))  # fmt: skip
-    return Result(table=table, figures={"examples": _examples_figure(data.train.x, 0), "accuracy": acc_fig},
-                  notes=notes)  # fmt: skip
+    )  # fmt: skip
+    return Result(table=table, claims=claims, notes=notes,
+                  figures={"examples": _examples_figure(data.train.x, 0), "accuracy": acc_fig})  # fmt: skip
 
 
 def _per_seed(groups: dict, sizes: Sequence[int], setting: str, i: int) -> list[dict[str, float | None]]:
@@ -358,15 +355,15 @@ def run_noise(ctx: Context) -> Result:
                      ylabel="accuracy")],
         title=f"File 004: noise injection, MLP {model_spec['hidden']} on {n_train} digits ({len(seeds)} seed(s))",
     )  # fmt: skip
-    notes = _claims_notes(claims, (
+    notes = (
         f"MLP {model_spec['hidden']} (ReLU), Adam lr {lr}, batch 32, {epochs} epochs on {n_train} training digits, "
         "final model. Input noise: x + s N(0, I) on every training batch (pixels in [0, 1]); weight noise: the "
         "forward pass with W + 0.05 N(0, I) (WeightNoise); '10% labels shuffled': 10% of the labels permuted among "
         "themselves; '20% labels wrong': 20% replaced by another class; 'all labels shuffled': every label "
         "permuted (Zhang et al.'s randomization test). train_accuracy is against the labels trained on, "
         f"train_accuracy_true_labels against the true ones. Means over {len(seeds)} seed(s)."
-    ))  # fmt: skip
-    return Result(table=table, figures={"curves": fig}, notes=notes)
+    )  # fmt: skip
+    return Result(table=table, claims=claims, figures={"curves": fig}, notes=notes)
 
 
 def _train_weight_noise(ctx: Context, label: str, model_spec: dict, data: Any, seed: int, epochs: int, lr: float,
@@ -517,11 +514,11 @@ def run_pretraining(ctx: Context) -> Result:
         title=f"File 002: greedy pretraining ({depth} x {per_layer} epochs) + {finetune} fine-tuning vs {total} "
               f"epochs end to end, MLP {depth} x {width}",
     )  # fmt: skip
-    notes = _claims_notes(claims, (
+    notes = (
         f"Deep MLP, {depth} hidden layers of {width}, digits; both methods start from the same initial weights "
         f"(build_model with the seed) and train {total} epochs in all: greedy = {per_layer} epochs per layer "
         f"(lower layers frozen, a temporary linear head) then {finetune} epochs of joint fine-tuning. "
         + "; ".join(f"{k}: {v['optimizer']} {v['hparams']}" for k, v in PRETRAIN_SETUPS.items())
         + f". Seconds are wall-clock (not reproducible). Means over {len(seeds)} seed(s)."
-    ))  # fmt: skip
-    return Result(table=table, figures={"curves": fig}, notes=notes)
+    )  # fmt: skip
+    return Result(table=table, claims=claims, figures={"curves": fig}, notes=notes)

@@ -16,13 +16,14 @@ On the trained p = 0.5 net it then checks the two readings of eq. (7.64):
 samples, under each ``dropout_scheme`` of :mod:`optreg.nn.models` at the same rate: none, non-recurrent
 only (Zaremba et al. 2014, figure 7.11), a fresh mask per step on :math:`h_{t-1}` entering the recurrent
 weights, a fresh mask per step on the state carried on (the chapter's "dropping the hidden state at every
-time step"), and variational (Gal & Ghahramani 2016, one mask per sequence, figure 7.12). Exercise 7-4
+time step"), and variational (Gal & Ghahramani 2016, figure 7.12: one mask per sequence on the inputs, the
+outputs and the recurrent state; the other schemes keep every input). Exercise 7-4
 answered with numbers: on the network trained without dropout, each scheme's masks are applied and the
 influence of the input at step t on the decision, :math:`\lVert \partial\, \mathrm{logit}_y / \partial
 x_t \rVert`, and the drift of the masked hidden states from the mean network's are measured over t.
 
-Each returns the table of the chapter's claims it tests (claim, measured, verdict); the per-setting numbers
-are in the notes. Values are means over seeds, ``_sd`` the standard deviation over seeds (population).
+Each returns a table of the per-setting numbers and the chapter's claims it tests (``Result.claims``: claim,
+measured, verdict). Values are means over seeds, ``_sd`` the standard deviation over seeds (population).
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ from optreg.report import plots
 
 __all__ = [
     "CONNECT_RATES",
+    "INPUT_DROPPED",
     "INPUT_RATES",
     "RATES",
     "RNN_SCHEMES",
     "as_frames",
     "input_influence",
     "masked_drift",
+    "rnn_dropout",
     "run_dropout",
     "run_rnn_dropout",
     "scores",
@@ -310,7 +313,7 @@ def run_dropout(ctx: Context) -> Result:
     small_input = (exceeds(seeds_of(inputs[0], "val_accuracy"), seeds_of(inputs[-1], "val_accuracy"))
                    if len(inputs) > 1 else None)  # fmt: skip
     connect_narrow, connect_text = below_base(connect)
-    table = [
+    claims = [
         claim("dropout narrows the gap between training and validation (7.7.4): accuracy gap below p = 0's at every "
               "rate", "train - validation accuracy gap " + gaps(sweep) + narrow_text, narrow),
         claim("... and the loss gap (validation - training cross-entropy) likewise",
@@ -386,13 +389,13 @@ def run_dropout(ctx: Context) -> Result:
         f"epochs, the final model; {len(seeds)} seed(s): means, _sd = standard deviation over seeds. Train scores are "
         "the clean (evaluation-mode) scores on the whole training split; the best rate is chosen on validation. "
         "Drop rate p is the probability of dropping (eq. 7.64 writes the keep probability 1 - p).",
-        "Per setting:\n\n" + _notes_table([{k: r[k] for k in columns} for r in rows]),
         f"Weight scaling vs the Monte Carlo average (p = 0.5 net, seed {reference.seed}, test set):\n\n"
         + _notes_table(ensemble),
         "A claim that does not hold is a finding on this data with these settings (the criterion is in its text).",
     ])  # fmt: skip
-    return Result(table=table, figures={"sweep": sweep_fig, "ensemble": ensemble_fig, "thinned": mask_fig},
-                  notes=notes)  # fmt: skip
+    table = [{k: r[k] for k in columns} for r in rows]
+    return Result(table=table, claims=claims, notes=notes,
+                  figures={"sweep": sweep_fig, "ensemble": ensemble_fig, "thinned": mask_fig})  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ rnn-dropout
@@ -405,9 +408,19 @@ RNN_SCHEMES = {
     "per-step on the state (naive)": "state",
     "variational (fig. 7.12)": "variational",
 }
+#: The schemes that also drop the raw input, with one mask per sequence (variational: Gal & Ghahramani's masks on
+#: the inputs, the outputs and the recurrent state, figure 7.12); the others keep every input.
+INPUT_DROPPED = ("variational",)
 FRAME = 2  # MNIST-1D's 40 samples read as 20 frames of 2
 GRU = {"kind": "gru", "hidden_size": 64}
 RNN_P, RNN_LR, RNN_BATCH = 0.25, 1e-2, 64
+
+
+def rnn_dropout(scheme: str, p: float) -> dict[str, Any]:
+    """The dropout entries of the GRU's model spec for ``scheme`` (a ``dropout_scheme``) at rate ``p``: ``p`` on
+    the scheme's connections, and on the input too (``input_dropout``) for the schemes of
+    :data:`INPUT_DROPPED`."""
+    return {"dropout_scheme": scheme, "dropout": p, "input_dropout": p if scheme in INPUT_DROPPED else 0.0}
 
 
 def as_frames(data: Splits, frame: int) -> Splits:
@@ -423,9 +436,10 @@ def as_frames(data: Splits, frame: int) -> Splits:
 
 
 def _with_scheme(model: nn.Module, scheme: str, p: float) -> nn.Module:
-    """A classifier with ``dropout_scheme`` ``scheme`` at rate ``p`` and the weights of ``model`` (same names)."""
+    """A classifier with ``dropout_scheme`` ``scheme`` at rate ``p`` (:func:`rnn_dropout`: the input too where
+    the scheme drops it) and the weights of ``model`` (same names)."""
     spec = {"kind": "gru", "hidden_size": model.rnn.hidden_size, "in_features": model.in_features,  # type: ignore[union-attr]
-            "out_features": model.head.out_features, "dropout_scheme": scheme, "dropout": p}  # type: ignore[union-attr]
+            "out_features": model.head.out_features, **rnn_dropout(scheme, p)}  # type: ignore[union-attr]
     other = build(spec)
     other.load_state_dict(model.state_dict())
     return other
@@ -471,21 +485,30 @@ def masked_drift(model: nn.Module, x: Tensor, draws: int) -> tuple[np.ndarray, n
 
 def rnn_masks_figure(models: Mapping[str, nn.Module], steps: int, units: int, seed: int) -> Any:
     """Figures 7.11 and 7.12: the masks each scheme draws for one sequence (units x time steps; black =
-    dropped), on the output of the recurrent layer and on the recurrent connection."""
+    dropped), on the input of the recurrent layer (its first ``units`` features), on its output and on the
+    recurrent connection."""
     shown = {label: m for label, m in models.items() if hasattr(m.rnn, "sample_masks")}  # type: ignore[union-attr]
-    fig, axes = plots.new_figure(2, len(shown), panel_size=(4.6, 1.9),
+    fig, axes = plots.new_figure(3, len(shown), panel_size=(3.8, 1.9),
                                  title="Figures 7.11 / 7.12: the masks of one sequence (black: dropped)")  # fmt: skip
     like = torch.zeros(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for row, (label, model) in enumerate(shown.items()):
-            masks = model.rnn.sample_masks(steps, 1, like)  # type: ignore[union-attr]
-            for col, (what, mask) in enumerate((("output", masks.output), ("recurrent", masks.recurrent[0]))):
-                ax = axes[2 * row + col]
-                image = np.ones((units, steps)) if mask is None else (
-                    mask[:, 0, :units].expand(steps, units).T.numpy() > 0).astype(float)  # fmt: skip
+            rnn = model.rnn  # type: ignore[union-attr]
+            masks = rnn.sample_masks(steps, 1, like)
+            panels = (("input", masks.inputs[0], rnn.input_size), ("output", masks.output, rnn.hidden_size),
+                      ("recurrent", masks.recurrent[0], rnn.hidden_size))  # fmt: skip
+            for col, (what, mask, size) in enumerate(panels):
+                ax = axes[3 * row + col]
+                width = min(units, size)
+                image = np.ones((width, steps)) if mask is None else (
+                    mask[:, 0, :width].expand(steps, width).T.numpy() > 0).astype(float)  # fmt: skip
                 ax.imshow(image, cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-                ax.set_title(f"{label}: {what}" + (" (no mask)" if mask is None else ""), fontsize=9)
+                if mask is None:
+                    note = " (no mask)"
+                else:  # an input of a few features: say how many this draw dropped (none is likely)
+                    note = f" ({int((image[:, 0] == 0).sum())} of {width} dropped)" if what == "input" else ""
+                ax.set_title(f"{label}: {what}{note}", fontsize=9)
                 ax.set_yticks([])
                 ax.set_xlabel("time step" if row == len(shown) - 1 else "")
     return fig
@@ -508,7 +531,7 @@ def run_rnn_dropout(ctx: Context) -> Result:
     ctx.expect_runs(len(seeds) * len(RNN_SCHEMES))
     for seed in seeds:
         for label, scheme in RNN_SCHEMES.items():
-            spec = {**GRU, "dropout_scheme": scheme, "dropout": 0.0 if label == "none" else RNN_P}
+            spec = {**GRU, **rnn_dropout(scheme, 0.0 if label == "none" else RNN_P)}
             runs[label].append(ctx.train(label, model_spec=spec, optimizer="adam", hparams={"lr": RNN_LR}, seed=seed,
                                          batch_size=RNN_BATCH, epochs=epochs, data=data[seed]))  # fmt: skip
     scored = {label: _per_seed(runs[label], data) for label in RNN_SCHEMES}
@@ -556,7 +579,7 @@ def run_rnn_dropout(ctx: Context) -> Result:
     var_gap, var_val = beats(none, var, "gap"), beats(var, none, margin=-0.01)
     var_rec, var_state = beats(var, rec), beats(var, state)
     ok = all(r[v] is not None for r in rows)
-    table = [
+    claims = [
         claim("dropping the hidden state at every time step hurts the recurrent net (7.7.4.1, ex. 7-4): lower "
               "validation accuracy than no dropout", f"{acc(state)}; {acc(none)}; none minus it {hurts.text}",
               ok and hurts.holds),
@@ -575,11 +598,13 @@ def run_rnn_dropout(ctx: Context) -> Result:
               f"{nonrec_gap.text}", ok and nonrec_gap.holds),
         claim("... without the harm: validation accuracy not below no dropout's (within 0.01)",
               f"{acc(nonrec)}; {acc(none)}; difference {nonrec_val.text}", ok and nonrec_val.holds),
-        claim("variational dropout (one mask for all time steps, recurrent connections included; Gal & Ghahramani, "
-              "fig. 7.12) narrows the gap and does not hurt: gap below none's, validation accuracy within 0.01",
+        claim("variational dropout (one mask for all time steps on the inputs, outputs and recurrent connections; Gal "
+              "& Ghahramani, fig. 7.12) narrows the gap and does not hurt: gap below none's, validation accuracy "
+              "within 0.01",
               f"gap {var['gap']:.3f} vs {none['gap']:.3f} (none minus it {var_gap.text}); {acc(var)}; {acc(none)} "
               f"(difference {var_val.text})", ok and var_gap.holds and var_val.holds),
-        claim("on the recurrent connections, the same mask at every step (variational) beats a fresh one per step",
+        claim("on the recurrent connections, the same mask at every step (variational) beats a fresh one per step "
+              "(variational also drops its inputs, the per-step schemes do not)",
               f"{acc(var)}; {acc(rec)}; {acc(state)}; variational minus per-step on h {var_rec.text}, minus per-step "
               f"on the state {var_state.text}", ok and var_rec.holds and var_state.holds),
     ]  # fmt: skip
@@ -611,11 +636,14 @@ def run_rnn_dropout(ctx: Context) -> Result:
         "Schemes (optreg.nn.models dropout_scheme): non-recurrent = a fresh mask per step on the layer's outputs "
         "(the raw input is not dropped); per-step on h = that plus a fresh mask per step on h_{t-1} entering W_hh "
         "(the state carried on by z * h_{t-1} is kept); per-step on the state = that mask on the state itself, "
-        "carried on; variational = one mask per sequence on the outputs and on h_{t-1} entering W_hh.",
-        "Per scheme (train: clean training accuracy; early_late_influence, drift_at_T and state_norm_at_T "
-        "(the mean ||h_T|| of the masked states): exercise 7-4's measures on the net trained without dropout, "
-        "under that scheme's masks):\n\n"
-        + _notes_table([{k: r[k] for k in columns} for r in rows]),
+        "carried on; variational = one mask per sequence on the inputs (input_dropout p: each of a frame's "
+        f"{FRAME} features, dropped in every frame of the sequence), on the outputs and on h_{{t-1}} entering W_hh "
+        "(Gal & Ghahramani's inputs, outputs and recurrent state). Only variational drops the raw input, so its "
+        "comparisons with the other schemes include that input dropout too.",
+        "Table: one row per scheme (train: clean training accuracy; early_late_influence, drift_at_T and "
+        "state_norm_at_T (the mean ||h_T|| of the masked states): exercise 7-4's measures on the net trained "
+        "without dropout, under that scheme's masks).",
         "A claim that does not hold is a finding on this data with these settings (the criterion is in its text).",
     ])  # fmt: skip
-    return Result(table=table, figures={"rnn": fig, "masks": masks_fig}, notes=notes)
+    table = [{k: r[k] for k in columns} for r in rows]
+    return Result(table=table, claims=claims, figures={"rnn": fig, "masks": masks_fig}, notes=notes)

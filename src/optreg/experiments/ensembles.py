@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from optreg.data.datasets import Split
 from optreg.experiments.base import Context, Result, claim, exceeds, mean_std, register
-from optreg.experiments.regularization import _save_arrays, claims_notes
+from optreg.experiments.regularization import _save_arrays
 from optreg.nn.dropout import mc_dropout_predict
 from optreg.report import plots
 from optreg.train.ensemble import Ensemble, Snapshots, WeightAveraging, expected_calibration_error, reliability_bins
@@ -155,7 +155,7 @@ def run(ctx: Context) -> Result:
         "mc_mean": mc_mean.numpy(), "mc_std": mc_std.numpy(), "deterministic": deterministic.numpy()})
     claims = _claims(table, by_k, recipes, mc_row, det_row, mc_mean, deterministic)
     figures = _figures(table, by_k, member_probs, y, mc_mean, mc_std, members)
-    notes = claims_notes(claims, (
+    notes = (
         f"{data.name}, one split (seed 0); MLP {MODEL['hidden']} ({MODEL['activation']}), Adam lr {LR}, batch {BATCH}, "
         f"{epochs} epochs; members differ in their seed (weights, data order). Rows with k < {members} members "
         f"average the {members} cyclic runs of k consecutive members (sd = population std over them). Averaging "
@@ -163,8 +163,8 @@ def run(ctx: Context) -> Result:
         "a resample of the training set drawn with replacement. Uncertainty = std of the predicted class's "
         "probability across members / dropout samples. ECE: 15 equal-width bins. predictions.npz holds the test "
         "probabilities (members, bootstrap, snapshots, mc_mean, mc_std, deterministic) and labels."
-    ))
-    return Result(table=table, figures=figures, notes=notes)
+    )
+    return Result(table=table, claims=claims, figures=figures, notes=notes)
 
 
 def _claims(table, by_k, recipes, mc_row, det_row, mc_mean, deterministic) -> list[dict[str, Any]]:

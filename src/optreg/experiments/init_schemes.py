@@ -33,7 +33,7 @@ from torch import nn
 from optreg._checks import check_choice
 from optreg.data import StandardScaler
 from optreg.errors import OptregValueError
-from optreg.experiments.base import Context, Result, RunHistory, mean_std, register
+from optreg.experiments.base import Context, Result, RunHistory, claim, exceeds, mean_std, register
 from optreg.experiments.lr_decay import training_panels
 from optreg.experiments.preprocessing import transform_splits
 from optreg.report import plots
@@ -49,6 +49,7 @@ __all__ = [
     "WIDTH",
     "distinct_units",
     "hidden_activations",
+    "init_claims",
     "init_config",
     "model_spec",
     "run",
@@ -244,8 +245,54 @@ def run(ctx: Context) -> Result:
         )
         + " (the symmetric weights problem of section 7.3). Diverged runs are left out of the training curves."
     )
+    val = {(a, s): [h.final("val_accuracy") for h in runs[a][s] if not h.diverged] for a in NETWORKS for s in SCHEMES}
     return Result(
         table=table,
+        claims=init_claims(stds, units, val),
         figures={"activations": signal, "histograms": histograms, "training": training},
         notes=notes,
     )
+
+
+#: The variance-preserving scheme of each network (section 7.3: Xavier for tanh, He for ReLU).
+PRESERVING = {"tanh": "xavier", "relu": "he"}
+
+
+def init_claims(
+    stds: dict[str, dict[str, list[list[float]]]],
+    units: dict[tuple[str, str], list[int]],
+    val: dict[tuple[str, str], list[float | None]],
+) -> list[dict[str, Any]]:
+    """Section 7.3's claims (:func:`~optreg.experiments.base.claim` rows) from the activations' standard
+    deviation per layer at initialization (``stds[network][scheme]``: one list of ``DEPTH`` values per seed),
+    the distinct units of the last hidden layer after training (``units[(network, scheme)]``, per seed) and
+    the final validation accuracies (``val[(network, scheme)]``, per seed).
+
+    The signal's criteria are ratios of the last hidden layer's std to the first's, averaged over seeds
+    (eq. 7.31 multiplies the variance by ``n var[w]`` per layer): "vanishes" is a ratio below 1/2, "kept" a
+    ratio within a factor of 2. The symmetric-weights claim is a count (every seed, every network)."""
+
+    def ratio(network: str, scheme: str) -> float:
+        return float(np.mean([layers[-1] / layers[0] if layers[0] > 0 else 0.0 for layers in stds[network][scheme]]))
+
+    small = {a: ratio(a, "gaussian") for a in NETWORKS}
+    kept = {a: ratio(a, PRESERVING[a]) for a in NETWORKS}
+    zeros = {a: max(units[(a, "zeros")]) for a in NETWORKS}
+    beats = {a: exceeds(val[(a, PRESERVING[a])], val[(a, "zeros")]) for a in NETWORKS}
+    pairs = ", ".join(f"{a} {PRESERVING[a]}" for a in NETWORKS)
+    return [
+        claim("all-zero weights keep every hidden unit identical (the symmetric weights problem, section 7.3): one "
+              "distinct unit in the last hidden layer after training",
+              ", ".join(f"{a}: {zeros[a]} distinct of {WIDTH}" for a in NETWORKS), all(z == 1 for z in zeros.values())),
+        claim("weights that are too small make the signal vanish with depth (eq. 7.31; N(0, 0.01) here): the last "
+              "hidden layer's std below half the first's",
+              "std last / first: " + ", ".join(f"{a} {small[a]:.3g}" for a in NETWORKS),
+              all(r < 0.5 for r in small.values())),
+        claim(f"a variance-preserving initialization keeps the signal steady ({pairs}; eq. 7.34, He et al. 2015): "
+              "the last hidden layer's std within a factor 2 of the first's",
+              "std last / first: " + ", ".join(f"{a} {PRESERVING[a]} {kept[a]:.3g}" for a in NETWORKS),
+              all(0.5 <= r <= 2.0 for r in kept.values())),
+        claim(f"training from it beats training from zeros ({pairs}): higher validation accuracy",
+              "; ".join(f"{a}: {PRESERVING[a]} minus zeros {beats[a].text}" for a in NETWORKS),
+              all(c.holds for c in beats.values())),
+    ]  # fmt: skip

@@ -20,7 +20,7 @@ momentum :math:`\rho = 0.9`, eq. 7.14) from the same initial weights under each 
 =====================  =====================================================================================
 
 The chapter's claim that decaying the rate lets the iterates settle lower than a constant rate is checked
-for each schedule (a claims row in the notes: ``optreg.experiments.base.claim``); where a schedule ends
+for each schedule (a row of ``Result.claims``: ``optreg.experiments.base.claim``); where a schedule ends
 with a higher training loss than the constant rate, the notes say that the claim does not hold there.
 
 Eqs. (7.6) and (7.7) are one family (:math:`\beta_{7.6} = e^{-\beta_{7.7}}`); they differ here in the
@@ -203,8 +203,7 @@ def run(ctx: Context) -> Result:
                 f"Against the text: {', '.join(failed)} end{'s' if len(failed) == 1 else ''} with no lower training "
                 "loss than the constant rate here (beyond seed noise)."
             )
-        notes.append("Claims:\n" + "\n".join(f"- {c['claim']}: {c['measured']} -> {c['verdict']}" for c in claims))
-    return Result(table=table, figures={"lr": lr_fig, "loss": loss_fig}, notes=" ".join(notes))
+    return Result(table=table, claims=claims, figures={"lr": lr_fig, "loss": loss_fig}, notes=" ".join(notes))
 
 
 def decay_claims(finals: Mapping[str, Sequence[float | None]]) -> list[dict[str, Any]]:

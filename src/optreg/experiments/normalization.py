@@ -1,6 +1,8 @@
 r"""Layer-wise normalization (section 7.5): none / batch / layer / weight normalization, measured.
 
-The chapter's claims, each measured on the digits and reported in the claims table (the ``Result.table``):
+The chapter's claims, each measured on the digits and reported in the claims table (``Result.claims``); the
+table is the deep MLP's (one row per normalization and learning rate), the other parts' tables are in the
+notes:
 
 - **Deep MLP** (``DEPTH`` hidden ReLU layers of ``WIDTH`` units, He init, plain SGD, batch ``BATCH_SIZE``):
   every normalization at every learning rate of :data:`LRS`. BN "accelerates convergence" (7.5.1): epochs
@@ -928,7 +930,7 @@ def run(ctx: Context) -> Result:
                     "whole_data_seeds": whole,
                 }
             )
-    table = _claims(mlp, cnn, tiny, rnn, shift, recompute)
+    claims = _claims(mlp, cnn, tiny, rnn, shift, recompute)
 
     steps_per_epoch = math.ceil(len(data.train.y) / BATCH_SIZE)
     smooth = max(1, steps_per_epoch // 2)
@@ -1004,9 +1006,8 @@ def run(ctx: Context) -> Result:
             f"Data: {data.name}, {len(seeds)} seed(s) (values are means over seeds; +- is the standard deviation). "
             f"Claims are judged by the criterion given in each (fixed before the runs); 'does not hold here' is a "
             f"finding on this data and these settings.",
-            f"Deep MLP ({DEPTH} hidden ReLU layers of {WIDTH}, He init, plain SGD, batch {BATCH_SIZE}, "
-            f"{mlp['epochs']} epochs; target: an epoch's mean training loss <= {LOSS_TARGET:g}):\n\n"
-            + _rows_table(mlp["rows"]),
+            f"Table: the deep MLP ({DEPTH} hidden ReLU layers of {WIDTH}, He init, plain SGD, batch {BATCH_SIZE}, "
+            f"{mlp['epochs']} epochs; target: an epoch's mean training loss <= {LOSS_TARGET:g}).",
             f"Distribution shift per hidden layer (lr {lr0:g}; see distribution_shift):\n\n"
             + _rows_table(
                 [{"norm": n, **{f"layer {i + 1}": float(v) for i, v in enumerate(s)}} for n, s in shift.items()]
@@ -1024,7 +1025,8 @@ def run(ctx: Context) -> Result:
         ]
     )
     return Result(
-        table=table,
+        table=mlp["rows"],
+        claims=claims,
         figures={"mlp": fig_mlp, "covariate_shift": fig_shift, "cnn": fig_cnn, "batch_size": fig_tiny, "rnn": fig_rnn},
         notes=notes,
     )

@@ -20,7 +20,7 @@ lands on it. This experiment measures all of it.
    penalized (file 004). The elastic net (eq. 7.62) uses :math:`\lambda_1 = \lambda_2 = \lambda / 2`, its l1
    part by the proximal step (so that it can give exact zeros too).
 
-The table is the claims table; the notes hold the sweep (one row per model, method and strength).
+The table is the sweep (one row per model, method and strength); the claims are ``Result.claims``.
 """
 
 from __future__ import annotations
@@ -396,7 +396,7 @@ def _sweep_figure(rows: list[dict[str, Any]], strengths: Sequence[float]) -> Fig
                     spread="none",
                 )
             )
-    return plots.curves_figure(panels, ncols=4, title="The strength sweep (none: see the table in the notes)")
+    return plots.curves_figure(panels, ncols=4, title="The strength sweep (none: see the table)")
 
 
 # ------------------------------------------------------------------------------------ experiment
@@ -419,7 +419,7 @@ def run(ctx: Context) -> Result:
     seeds = ctx.seed_list(default=2)
     epochs = ctx.epoch_count(default=25, quick=1)
     strengths = (STRENGTHS[1], STRENGTHS[-1]) if quick else STRENGTHS
-    table: list[dict[str, Any]] = []
+    claims: list[dict[str, Any]] = []
     settings = sum(1 if method == "none" else len(strengths) for method in METHODS)
     ctx.expect_runs(2 + len(MODELS) * settings * len(seeds))  # figure 7.9's two paths, then the digits runs
 
@@ -445,7 +445,7 @@ def run(ctx: Context) -> Result:
     fig79 = _fig79(a, c, paths, lam)
     end_sub, end_prox = paths["subgradient"][-1], paths["proximal"][-1]
     tail_sub = np.abs(paths["subgradient"][-20:, 1])
-    table.append(
+    claims.append(
         claim(
             "the l1 constraint usually puts the optimum on an axis (a sparse vector); the l2 constraint does not "
             "(figure 7.9)",
@@ -455,7 +455,7 @@ def run(ctx: Context) -> Result:
             bool(sparse1 > 0.5 and sparse2 == 0),
         )
     )
-    table.append(
+    claims.append(
         claim(
             "a subgradient step on lambda ||theta||_1 jumps over zero instead of landing on it; the proximal step "
             "(soft-thresholding) lands on it (2-D, penalized form 7.58 with the KKT lambda)",
@@ -505,7 +505,7 @@ def run(ctx: Context) -> Result:
         prox = [get(model, "l1 (proximal)", s)["live_zero_fraction"] for s in strengths]
         sub = [get(model, "l1 (subgradient)", s) for s in strengths]
         pick = best(model, "l1 (proximal)")
-        table.append(
+        claims.append(
             claim(
                 f"{model}: l1 gives sparse solutions, exact zeros, with the proximal step (criterion: the fraction of "
                 "exact zeros among the live weights grows with lambda and passes 1/2 at the largest)",
@@ -516,7 +516,7 @@ def run(ctx: Context) -> Result:
                 all(b >= a_ for a_, b in zip(prox, prox[1:])) and prox[-1] > 0.5,
             )
         )
-        table.append(
+        claims.append(
             claim(
                 f"{model}: the plain subgradient of l1 gives no exact zeros, only small weights (criterion: < 1% of "
                 "all weights exactly 0 at every lambda)",
@@ -529,7 +529,7 @@ def run(ctx: Context) -> Result:
             )
         )
         smooth = [get(model, "l1 smooth (7.61)", s) for s in strengths]
-        table.append(
+        claims.append(
             claim(
                 f"{model}: the smooth l1 of eq. 7.61 (eps = {SMOOTH_EPS:g}) is differentiable but gives no exact "
                 "zeros either (criterion: < 1% at every lambda)",
@@ -544,7 +544,7 @@ def run(ctx: Context) -> Result:
         none = get(model, "none", None)
         l2s = [get(model, "l2", s) for s in strengths]
         shrinks = [exceeds(seeds_of(none, "l2_norm"), seeds_of(r, "l2_norm"), fmt=".3g") for r in l2s]
-        table.append(
+        claims.append(
             claim(
                 f"{model}: l2 shrinks the weights but does not set them to zero (criterion: ||W||_2 below the "
                 "unpenalized one at every lambda, no exact zeros)",
@@ -556,7 +556,7 @@ def run(ctx: Context) -> Result:
         )
         en = [get(model, "elastic net (proximal)", s)["live_zero_fraction"] for s in strengths]
         l2z = [r["live_zero_fraction"] for r in l2s]
-        table.append(
+        claims.append(
             claim(
                 f"{model}: the elastic net (7.62, lambda_1 = lambda_2 = lambda / 2) lies between l2 and l1 in sparsity "
                 "(criterion: l2 <= elastic net <= l1 in exact zeros among the live weights, at every lambda)",
@@ -569,7 +569,7 @@ def run(ctx: Context) -> Result:
         )
         gaps = {m: get(model, m, top)["gap"] for m in METHODS if m != "none"}
         narrower = {m: exceeds(seeds_of(none, "gap"), seeds_of(get(model, m, top), "gap")) for m in gaps}
-        table.append(
+        claims.append(
             claim(
                 f"{model}: regularization narrows the gap between training and test accuracy (criterion: every "
                 f"penalty at lambda {top:g} has a smaller gap than none)",
@@ -589,7 +589,7 @@ def run(ctx: Context) -> Result:
         base = dict(zip(seeds_of(none, "seed"), seeds_of(none, "test_accuracy")))
         pairs = zip(seeds_of(picks[top_method], "seed"), seeds_of(picks[top_method], "test_accuracy"))
         seed_gain[model] = [acc - base[seed] for seed, acc in pairs if seed in base]
-        table.append(
+        claims.append(
             claim(
                 f"{model}: regularization improves generalization (7.7): a penalty whose lambda is chosen by "
                 "validation raises the test accuracy",
@@ -603,7 +603,7 @@ def run(ctx: Context) -> Result:
         )
     soft, deep = (max(gain[m].values()) for m in MODELS)
     less = exceeds(*(seed_gain[m] for m in MODELS))
-    table.append(
+    claims.append(
         claim(
             "l1 / l2 help an over-parameterized network less than a shallow model (section 7.7: their effect is "
             "often less marked than in shallow machine learning models)",
@@ -618,8 +618,6 @@ def run(ctx: Context) -> Result:
         f"Softmax regression on {data[seeds[0]].name}: the weights (lambda = {hist_strength:g}; none: unpenalized)",
     )
     fig_sweep = _sweep_figure(rows, strengths)
-    from optreg.experiments import format_table
-
     notes = (
         f"Plain SGD (lr {LR:g}, batch {BATCH_SIZE}, {epochs} epochs) on {data[seeds[0]].name}, {len(seeds)} seed(s), "
         "means over seeds; weights only (biases never penalized). lambda is eq. 7.58's (l2: lambda ||W||^2); elastic "
@@ -629,6 +627,7 @@ def run(ctx: Context) -> Result:
         "smooth l1 with lr lambda <= sqrt(eps), ends in float underflow, exactly 0); "
         f"tiny_fraction: |w| < {TINY:g}; gap: train - test accuracy of the final model; loss_gap: test - train "
         "cross-entropy. Best lambda by validation accuracy. Figure 7.9: A = "
-        f"{a.tolist()}, c = {c.tolist()}.\n\n" + format_table(rows)
+        f"{a.tolist()}, c = {c.tolist()}."
     )
-    return Result(table=table, figures={"fig7_9": fig79, "weights": fig_hist, "sweep": fig_sweep}, notes=notes)
+    return Result(table=rows, claims=claims, figures={"fig7_9": fig79, "weights": fig_hist, "sweep": fig_sweep},
+                  notes=notes)  # fmt: skip

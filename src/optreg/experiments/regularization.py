@@ -62,7 +62,6 @@ __all__ = [
     "EPS",
     "TEMPERATURES",
     "FitResult",
-    "claims_notes",
     "closed_form_gap",
     "fit_with_loss",
     "logit_gap",
@@ -76,11 +75,6 @@ __all__ = [
 ]
 
 # ------------------------------------------------------------------------------------------ shared parts
-
-
-def claims_notes(claims: Sequence[dict[str, Any]], extra: str = "") -> str:
-    """The claims as a markdown table (``claim | measured | verdict``) for ``table.md``, then ``extra``."""
-    return "Claims:\n\n" + format_table(list(claims)) + (f"\n{extra.strip()}\n" if extra else "")
 
 
 @dataclass
@@ -334,7 +328,7 @@ def run_early_stopping(ctx: Context) -> Result:
 
     claims = _early_stopping_claims(table, curves, stops, epochs)
     figure = _early_stopping_figure(curves[0], stops, epochs)
-    notes = claims_notes(claims, (
+    notes = (
         f"MLP {ES_MODEL['hidden']} ({ES_MODEL['activation']}), Adam lr {ES_LR}, batch {ES_BATCH}, {epochs} epochs on "
         f"the first {len(data.train.y)} training examples of {data.name} with {ES_NOISE:.0%} of the "
         f"training and validation labels replaced by another class (test labels clean), {len(seeds)} seed(s) "
@@ -342,8 +336,8 @@ def run_early_stopping(ctx: Context) -> Result:
         "to the stop), mean over seeds, sd = population std over seeds. Each criterion is replayed on the stored "
         "per-epoch validation losses (E_va = validation cross-entropy; E_tr = training loss, for PQ). "
         "'epochs / oracle's' is the training cost relative to stopping right at the oracle epoch."
-    ))
-    return Result(table=table, figures={"curves": figure}, notes=notes)
+    )
+    return Result(table=table, claims=claims, figures={"curves": figure}, notes=notes)
 
 
 def _kept(curves: list[dict[str, Any]], points: list[tuple[int, int | None]], key: str = "test_error") -> list[float]:
@@ -592,14 +586,14 @@ def run_label_smoothing(ctx: Context) -> Result:
     claims = _label_smoothing_claims(rows, per_seed, check)
     figures = _label_smoothing_figures(rows, gaps, probs)
     _save_arrays(ctx, "predictions.npz", arrays)
-    notes = claims_notes(claims, (
+    notes = (
         f"MLP {LS_MODEL['hidden']}, Adam lr {LS_LR}, batch {LS_BATCH}; {len(seeds)} seed(s), mean (sd = population "
         "std over seeds). ECE: 15 equal-width confidence bins. 'train logit gap': mean over training examples of "
         "z_y - mean_{j != y} z_j after the last epoch; 'closed-form gap': the gap that minimizes the smoothed loss "
         "(inf for hard targets); 'gap growth (2nd half)': its change over the second half of training. Test "
         "probabilities of every run: predictions.npz (keys p|dataset|eps|form|seed, y|dataset|seed)."
-    ))
-    return Result(table=rows, figures=figures, notes=notes)
+    )
+    return Result(table=rows, claims=claims, figures=figures, notes=notes)
 
 
 def _exercise_7_5(z: Tensor, y: Tensor, eps: float) -> dict[str, float]:
@@ -884,18 +878,19 @@ def run_distillation(ctx: Context) -> Result:
     claims = _distillation_claims(table, results, norms)
     _save_arrays(ctx, "predictions.npz", arrays)
     figure = _distillation_figure(table, norms)
-    notes = claims_notes(claims, (
+    notes = (
         f"{dataset}; teacher MLP {TEACHER['hidden']}, student MLP {STUDENT['hidden']}; Adam lr {KD_LR}, batch "
         f"{KD_BATCH}, {epochs} epochs each; distillation alpha = {KD_ALPHA}, T = {KD_T}; hints: stage 1 "
         f"({hint_epochs} epochs) trains the student up to its {_middle(STUDENT)} and a linear regressor to the "
         f"teacher's {_middle(TEACHER)} (FitNets, 1/2 ||u_h - r(v_g)||^2), stage 2 distils the whole student. "
         f"{len(seeds)} seed(s) (split, weights); sd = population std over seeds. The T^2 check uses seed "
         f"{seeds[0]}'s trained student-alone and teacher logits on the test set (predictions.npz)."
-    ))
+    )
     norm_rows = [{"T": r["T"], "grad norm with T^2": r["scaled"], "grad norm without T^2": r["unscaled"],
                   "high-T limit": r["limit"]} for r in norms]
-    notes += "\nThe soft term's gradient with respect to the student's logits (test set):\n\n" + format_table(norm_rows)
-    return Result(table=table, figures={"distillation": figure}, notes=notes)
+    notes += "\n\nThe soft term's gradient with respect to the student's logits (test set):\n\n"
+    notes += format_table(norm_rows)
+    return Result(table=table, claims=claims, figures={"distillation": figure}, notes=notes)
 
 
 def _distillation_claims(table, results, norms) -> list[dict[str, Any]]:

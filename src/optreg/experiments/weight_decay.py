@@ -29,8 +29,8 @@ The experiment trains the same MLP (same initial weights, same mini-batches: the
    gradient history :math:`\sqrt{\hat v_i}` of that run (Adam's second moment, :class:`GradientHistory`).
 
 Every verdict that compares means over seeds requires the difference to exceed two standard errors
-(``base.exceeds`` / ``base.differs``). The table is the claims table; the notes hold the sweep, one row per
-method and strength.
+(``base.exceeds`` / ``base.differs``). The table is the sweep, one row per method and strength; the claims
+are ``Result.claims``.
 """
 
 from __future__ import annotations
@@ -427,7 +427,7 @@ def run(ctx: Context) -> Result:
     pairs64 = list(PAIR_SETUPS)
     pairs32 = ["sgd l2 penalty", "sgd 7.63"]
     ctx.expect_runs(len(seeds) * (len(pairs64) + len(pairs32) + 1 + 2 * len(lambdas)))
-    table: list[dict[str, Any]] = []
+    claims: list[dict[str, Any]] = []
 
     # --- parts 1-3: the pairs, float64 (and the SGD pair in float32)
     diff: dict[str, list[list[float]]] = {}
@@ -463,7 +463,7 @@ def run(ctx: Context) -> Result:
 
     eq64, eq32 = "sgd: l2 penalty vs 7.63, float64", "sgd: l2 penalty vs 7.63, float32"
     wd64, effect = "sgd: weight_decay vs 7.63, float64", "sgd: 7.63 vs no decay"
-    table.append(
+    claims.append(
         claim(
             "SGD: the l2 penalty lambda/2 ||theta||^2 and weight decay (7.63) with w = alpha lambda give the same "
             "trajectory (exercise 7-3; closed form (1 - alpha lambda) theta - alpha g = theta - alpha (g + lambda "
@@ -474,7 +474,7 @@ def run(ctx: Context) -> Result:
             within(eq64) and worst(effect) > 1e3 * max(bound[eq64]),
         )
     )
-    table.append(
+    claims.append(
         claim(
             "SGD in float32, as a user trains: the two forms still agree to float32 round-off (criterion: within "
             "4 T eps32 max|theta|)",
@@ -484,7 +484,7 @@ def run(ctx: Context) -> Result:
             within(eq32),
         )
     )
-    table.append(
+    claims.append(
         claim(
             "frameworks implement weight decay as l2 in the optimizer (7.7.2): optreg's sgd(weight_decay=lambda) "
             "is (7.63) with w = alpha lambda (criterion: float64 difference within round-off)",
@@ -499,7 +499,7 @@ def run(ctx: Context) -> Result:
         "momentum: l2 vs 7.63 w = alpha lambda / (1 - rho)",
         "momentum: l2 vs no decay",
     )
-    table.append(
+    claims.append(
         claim(
             "momentum: l2 and (7.63) with w = alpha lambda are no longer the same trajectory (criterion: float64 "
             "difference 1000 times the round-off bound)",
@@ -509,7 +509,7 @@ def run(ctx: Context) -> Result:
     )
     half = [s[len(s) // 2 :] for s in shrink]
     amplification = _mean(float(np.mean(h)) for h in half) / (MOMENTUM_LR * LAMBDA)
-    table.append(
+    claims.append(
         claim(
             "momentum: the velocity sums the penalty's gradient, so coupled l2 shrinks the weights like (7.63) with "
             "w = alpha lambda / (1 - rho) (criterion: the measured shrinkage per step over the second half of "
@@ -523,7 +523,7 @@ def run(ctx: Context) -> Result:
     acc = {k: [h.test_accuracy for h in runs] for k, runs in pair_runs.items()}
     d_norm = differs(norm["momentum 7.63 w=al"], norm["momentum l2"], fmt=".3g")
     d_acc = differs(acc["momentum l2"], acc["momentum 7.63 w=al"], fmt=".3g")
-    table.append(
+    claims.append(
         claim(
             "momentum: l2 and (7.63) with w = alpha lambda do not have the same effect on the weights (criterion: "
             "the final ||theta|| differ by more than 2 SE over the seeds)",
@@ -534,7 +534,7 @@ def run(ctx: Context) -> Result:
             d_norm.holds,
         )
     )
-    table.append(
+    claims.append(
         claim(
             "momentum: l2 and (7.63) with w = alpha lambda do not have the same effect on the test accuracy "
             "(criterion: the test accuracies differ by more than 2 SE over the seeds)",
@@ -546,7 +546,7 @@ def run(ctx: Context) -> Result:
     )
     gap_al = abs(_mean(norm["momentum 7.63 w=al"]) - _mean(norm["momentum l2"]))
     gap_rescaled = abs(_mean(norm["momentum 7.63 w=al/(1-rho)"]) - _mean(norm["momentum l2"]))
-    table.append(
+    claims.append(
         claim(
             "momentum: (7.63) with the rescaled w = alpha lambda / (1 - rho) is closer to l2 than w = alpha lambda "
             "(criterion: a smaller parameter difference and a smaller gap in ||theta||)",
@@ -555,7 +555,7 @@ def run(ctx: Context) -> Result:
         )
     )
     a1, a0, aw0 = "adam: l2 vs adamw", "adam: l2 vs no decay", "adam: adamw vs no decay"
-    table.append(
+    claims.append(
         claim(
             "Adam: l2 (coupled weight_decay) and AdamW's decoupled decay at the same lambda are not the same "
             "trajectory (Loshchilov & Hutter; criterion: float64 difference 1000 times the round-off bound)",
@@ -628,7 +628,7 @@ def run(ctx: Context) -> Result:
         )
         for lam in lambdas
     }
-    table.append(
+    claims.append(
         claim(
             "Adam: at the same lambda, l2 and decoupled decay do not have the same effect on the weights "
             "(criterion: ||theta|| differs by more than 2 SE over the seeds at every lambda)",
@@ -646,7 +646,7 @@ def run(ctx: Context) -> Result:
         [h.test_accuracy for h in runs[("adamw", bw["lambda"])]],
         [h.test_accuracy for h in runs[("adam l2", bl["lambda"])]],
     )
-    table.append(
+    claims.append(
         claim(
             "AdamW generalizes better than Adam with l2 (Loshchilov & Hutter 2019), each at its lambda chosen by "
             "validation (criterion: test accuracy higher by more than 2 SE over the seeds)",
@@ -662,7 +662,7 @@ def run(ctx: Context) -> Result:
         )
         for lam in lambdas
     }
-    table.append(
+    claims.append(
         claim(
             "Adam: l2's gradient is divided by sqrt(v_hat), so l2 shrinks weights with a large gradient history less "
             "than decoupled decay does (Loshchilov & Hutter; criterion: the rank correlation of |theta| / |theta "
@@ -680,7 +680,7 @@ def run(ctx: Context) -> Result:
     if has_dead:
         expected = {lam: (1 - ADAM_LR * lam) ** history[0].steps for lam in lambdas}  # T: the steps trained
         err = max(abs(get("adamw", lam)["dead_ratio"] / expected[lam] - 1) for lam in lambdas)
-        table.append(
+        claims.append(
             claim(
                 "AdamW decays a weight without data gradient by exactly (1 - alpha lambda)^T (closed form; criterion: "
                 "the median ratio within 1e-3 of it)",
@@ -691,7 +691,7 @@ def run(ctx: Context) -> Result:
                 err < 1e-3,
             )
         )
-        table.append(
+        claims.append(
             claim(
                 "Adam with l2 removes such weights much faster: their gradient is lambda theta alone, which Adam's "
                 "step divides by its own size, so they move by about alpha per step towards 0 whatever lambda "
@@ -713,8 +713,6 @@ def run(ctx: Context) -> Result:
     fig_diff = _difference_figure(curves_by_panel, {})
     fig_sweep = _sweep_figure(rows, lambdas, none_row)
     fig_shrink = _shrinkage_figure(binned)
-    from optreg.experiments import format_table
-
     name = data[seeds[0]].name
     notes = (
         f"Every run: MLP {MODEL['hidden']} ({MODEL['activation']}) on {name}, batch {BATCH_SIZE}, the same seed "
@@ -730,9 +728,10 @@ def run(ctx: Context) -> Result:
         "without decay| with sqrt(v_hat_i) of the run without decay (weights with v_hat > 0); dead_ratio: the "
         "median of that ratio over the first layer's weights on inputs that are 0 in every training example; "
         "max_diff_to_other: the largest |theta_adam l2 - theta_adamw| at the end. The shrinkage figure bins "
-        "sqrt(v_hat) by quantiles for each seed and draws them at the first seed's bin centres.\n\n"
-        + format_table(rows)
+        "sqrt(v_hat) by quantiles for each seed and draws them at the first seed's bin centres. The table is the "
+        "sweep."
     )
     return Result(
-        table=table, figures={"difference": fig_diff, "sweep": fig_sweep, "shrinkage": fig_shrink}, notes=notes
+        table=rows, claims=claims, figures={"difference": fig_diff, "sweep": fig_sweep, "shrinkage": fig_shrink},
+        notes=notes,
     )
