@@ -45,7 +45,7 @@ def test_train_on_two_processes_is_the_one_process_run(tmp_path, capfd):
         printed = capfd.readouterr().out
         assert printed.count("ddp (seed 0): finished") == 1, printed
         for name in ("curves.png", "table.csv", "table.md", "metrics.csv"):
-            assert (out / "ddp" / name).is_file()
+            assert (out / "ddp" / "1" / name).is_file()  # the invocation's own folder
         with RunStore(out / "runs.sqlite") as store:
             (run,) = store.runs("train")
             runs[nproc] = (run, store.epochs(run["id"]))
