@@ -171,3 +171,19 @@ def test_pack_round_trips():
     q = gp.unpack(gp.pack(p))
     for a, b in zip(p, q):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("noise", [1e-2, 1e-7])
+def test_closed_form_posterior_gradients_match_autograd(noise):
+    """predict_with_grad's d mean/dx and d var/dx against torch.autograd through predict (float64)."""
+    x, y, xs = _data()
+    post = gp.condition(torch.tensor(x), torch.tensor(y), _params([0.3, 0.7, 1.5], 1.7, noise))
+    u = torch.tensor(np.concatenate([xs, x[:2]]), requires_grad=True)  # includes training points
+    mean, var = gp.predict(post, u)
+    dmean = torch.autograd.grad(mean.sum(), u, retain_graph=True)[0]
+    dvar = torch.autograd.grad(var.sum(), u)[0]
+    m2, v2, dm2, dv2 = gp.predict_with_grad(post, u.detach())
+    torch.testing.assert_close(m2, mean.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(v2, var.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dm2, dmean, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(dv2, dvar, rtol=1e-6, atol=1e-8)

@@ -25,11 +25,10 @@ lie, so a region where the objective fails is not proposed again and again.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.optimize
 import scipy.stats
 import torch
 from threadpoolctl import threadpool_limits
@@ -37,6 +36,7 @@ from torch import Tensor
 
 from optreg._checks import check_choice, check_int, check_positive
 from optreg.hpo import gp
+from optreg.hpo._lbfgsb import batched_lbfgsb
 from optreg.hpo.method import Method, register
 from optreg.hpo.space import Encoding, Space
 from optreg.hpo.trial import Proposal, Trial
@@ -59,9 +59,11 @@ class GPSampler:
         acquisition: str = "ei",
         *,
         beta: float = 2.0,
-        n_raw: int = 512,
-        n_starts: int = 8,
+        n_raw: int = 2048,
+        n_starts: int = 9,
         local_steps: int = 5,
+        maxiter: int = 200,
+        gtol: float = 1e-2,
     ) -> None:
         self.encoding = encoding
         self.acquisition = check_choice("gp", "acquisition", acquisition, ACQUISITIONS)
@@ -69,6 +71,8 @@ class GPSampler:
         self.n_raw = check_int("gp", "n_raw", n_raw, 1)
         self.n_starts = check_int("gp", "n_starts", n_starts, 1)
         self.local_steps = check_int("gp", "local_steps", local_steps, 0)
+        self.maxiter = check_int("gp", "maxiter", maxiter, 1)
+        self.gtol = check_positive("gp", "gtol", gtol)
         d = encoding.n_dims
         cont = np.zeros(d, dtype=bool)
         for dim in encoding.dims:
@@ -80,9 +84,9 @@ class GPSampler:
     # ------------------------------------------------------------------ the model
     def _acquisition(
         self, x: np.ndarray, y: np.ndarray, pending: np.ndarray, init: gp.GPParams | None
-    ) -> Callable[[Tensor], Tensor]:
-        """The acquisition ``(S, D) -> (S,)`` of the GP fitted to ``x`` ``(n, D)``, ``y`` ``(n,)`` (to
-        minimize; warm start ``init``), conditioned on ``pending`` ``(p, D)`` with the constant lie ``max(y)``."""
+    ) -> _Acquisition:
+        """The acquisition (to maximize) of the GP fitted to ``x`` ``(n, D)``, ``y`` ``(n,)`` (to minimize;
+        warm start ``init``), conditioned on ``pending`` ``(p, D)`` with the constant lie ``max(y)``."""
         scale = y.std() if y.std() > 0 else 1.0
         ys = torch.tensor((y - y.mean()) / scale, dtype=_DTYPE)
         xt = torch.tensor(x, dtype=_DTYPE)
@@ -91,49 +95,36 @@ class GPSampler:
         if len(pending):
             xt = torch.cat([xt, torch.tensor(pending, dtype=_DTYPE)])
             ys = torch.cat([ys, ys.max().expand(len(pending))])
-        post = gp.condition(xt, ys, params)
-        best = ys[: len(y)].min()
-        kind, beta = self.acquisition, self.beta
-
-        def acq(u: Tensor) -> Tensor:
-            mean, var = gp.predict(post, u)
-            if kind == "ei":
-                return gp.log_ei(mean, var, best)
-            if kind == "pi":
-                return gp.log_pi(mean, var, best)
-            return gp.ucb(mean, var, beta)
-
-        return acq
+        return _Acquisition(gp.condition(xt, ys, params), ys[: len(y)].min(), self.acquisition, self.beta)
 
     # ------------------------------------------------------------------ optimizing the acquisition
-    def _score(self, acq: Callable[[Tensor], Tensor], u: np.ndarray) -> np.ndarray:
+    def _score(self, acq: _Acquisition, u: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return acq(torch.tensor(u, dtype=_DTYPE)).numpy()
 
-    def _climb(self, acq: Callable[[Tensor], Tensor], starts: np.ndarray) -> np.ndarray:
-        """Batched L-BFGS-B on the continuous coordinates of ``starts`` ``(S, D)``; the others stay fixed."""
+    def _climb(self, acq: _Acquisition, starts: np.ndarray) -> np.ndarray:
+        """L-BFGS-B from each of ``starts`` ``(S, D)`` on its continuous coordinates (the others stay fixed),
+        the starts decoupled and their evaluations batched (:func:`~optreg.hpo._lbfgsb.batched_lbfgsb`).
+        The climb is in ``z = x / l`` (``l`` the fitted length scales), where the acquisition is equally
+        curved along every coordinate, so L-BFGS-B's first steps are well scaled."""
         cont = self._cont
         if not cont.any():
             return starts
-        s, c = len(starts), int(cont.sum())
-        fixed = torch.tensor(np.where(cont, 0.0, starts), dtype=_DTYPE)
-        place = torch.tensor(np.eye(len(cont))[cont], dtype=_DTYPE)  # (C, D): continuous coordinate -> column
+        ls = acq.post.params.lengthscales.numpy()[cont]
 
-        def f(flat: np.ndarray) -> tuple[float, np.ndarray]:
-            z = torch.tensor(flat.reshape(s, c), dtype=_DTYPE, requires_grad=True)
-            value = -acq(fixed + z @ place).sum()
-            value.backward()
-            return value.item(), z.grad.numpy().ravel()
+        def f(rows: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            u = starts[rows].copy()
+            u[:, cont] = z * ls
+            value, grad = acq.value_and_grad(u)
+            return -value, -grad[:, cont] * ls
 
-        x0 = starts[:, cont].ravel()
-        res = scipy.optimize.minimize(
-            f, x0, jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * len(x0), options={"maxiter": 60, "ftol": 1e-7}
-        )
+        bounds = np.stack([np.zeros_like(ls), 1.0 / ls], axis=1)
+        z, _ = batched_lbfgsb(f, starts[:, cont] / ls, bounds, maxiter=self.maxiter, gtol=self.gtol)
         out = starts.copy()
-        out[:, cont] = res.x.reshape(s, c)
+        out[:, cont] = np.clip(z * ls, 0.0, 1.0)
         return out
 
-    def _local(self, acq: Callable[[Tensor], Tensor], u: np.ndarray, score: float) -> tuple[np.ndarray, float]:
+    def _local(self, acq: _Acquisition, u: np.ndarray, score: float) -> tuple[np.ndarray, float]:
         """Discrete neighbourhood search from the encodable point ``u`` ``(D,)``, alternating with climbs."""
         enc = self.encoding
         for _ in range(self.local_steps):
@@ -163,9 +154,10 @@ class GPSampler:
         (the fit is in :attr:`params_` afterwards)."""
         enc = self.encoding
         acq = self._acquisition(x, y, pending, init)
-        raw = enc.canonical(rng.random((self.n_raw, enc.n_dims)))
+        sobol = scipy.stats.qmc.Sobol(enc.n_dims, scramble=True, seed=rng)
+        raw = enc.canonical(sobol.random(self.n_raw))
         raw_scores = self._score(acq, raw)
-        top = np.argsort(-raw_scores)[: self.n_starts]
+        top = _roulette(raw_scores, self.n_starts, rng)
         starts = np.concatenate([raw[top], x[[int(np.argmin(y))]]])
         ends = enc.canonical(self._climb(acq, starts))
         cand = np.concatenate([ends, raw[top]])
@@ -182,6 +174,51 @@ class GPSampler:
             if np.abs(seen - u).max(axis=1).min() > 1e-9:
                 return u
         return cand[int(np.argmax(scores))]
+
+
+class _Acquisition:
+    """An acquisition ``a(u)`` to maximize (log EI, log PI or UCB) of the posterior ``post``; ``best`` is the
+    smallest (standardized) target seen. ``acq(u)`` for a tensor ``(S, D)``; :meth:`value_and_grad` for
+    the climb, with the posterior's gradients in closed form (:func:`optreg.hpo.gp.predict_with_grad`)
+    and only the cheap elementwise ``a(mean, var)`` through autograd."""
+
+    def __init__(self, post: gp.Posterior, best: Tensor, kind: str, beta: float) -> None:
+        self.post, self.best, self.kind, self.beta = post, best, kind, beta
+
+    def _of(self, mean: Tensor, var: Tensor) -> Tensor:
+        if self.kind == "ei":
+            return gp.log_ei(mean, var, self.best)
+        if self.kind == "pi":
+            return gp.log_pi(mean, var, self.best)
+        return gp.ucb(mean, var, self.beta)
+
+    def __call__(self, u: Tensor) -> Tensor:
+        return self._of(*gp.predict(self.post, u))
+
+    def value_and_grad(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``a(u)`` ``(S,)`` and ``da/du`` ``(S, D)`` at the points ``u`` ``(S, D)``."""
+        with torch.no_grad():
+            mean, var, dmean, dvar = gp.predict_with_grad(self.post, torch.tensor(u, dtype=_DTYPE))
+        mean.requires_grad_(True)
+        var.requires_grad_(True)
+        with torch.enable_grad():
+            value = self._of(mean, var)
+            value.sum().backward()
+        grad = mean.grad.unsqueeze(-1) * dmean + var.grad.unsqueeze(-1) * dvar
+        return value.detach().numpy(), grad.numpy()
+
+
+def _roulette(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` indices of ``scores`` (log acquisitions): the best one, then up to ``k - 1`` more drawn without
+    replacement with probabilities proportional to ``exp(score)`` (roulette-wheel selection, as Optuna's
+    and BoTorch's initializers do), so the starts are good but not all in the same basin."""
+    best = int(np.argmax(scores))
+    p = np.exp(scores - scores[best])
+    p[best] = 0.0
+    n = min(k - 1, int(np.count_nonzero(p > 0)))
+    if n <= 0:
+        return np.array([best])
+    return np.concatenate([[best], rng.choice(len(scores), size=n, replace=False, p=p / p.sum())])
 
 
 class BayesOpt(Method):
