@@ -74,11 +74,12 @@ class GPSampler:
         self.maxiter = check_int("gp", "maxiter", maxiter, 1)
         self.gtol = check_positive("gp", "gtol", gtol)
         d = encoding.n_dims
-        cont = np.zeros(d, dtype=bool)
+        cont, floats = np.zeros(d, dtype=bool), np.zeros(d, dtype=bool)
         for dim in encoding.dims:
             if dim.kind in ("float", "int"):
                 cont[dim.start] = True
-        self._cont = cont
+            floats[dim.start] = dim.kind == "float"
+        self._cont, self._floats = cont, floats  # climbed in the first ascent / after integers are fixed
         self.params_: gp.GPParams | None = None  # the last fit, for inspection
 
     # ------------------------------------------------------------------ the model
@@ -102,12 +103,13 @@ class GPSampler:
         with torch.no_grad():
             return acq(torch.tensor(u, dtype=_DTYPE)).numpy()
 
-    def _climb(self, acq: _Acquisition, starts: np.ndarray) -> np.ndarray:
-        """L-BFGS-B from each of ``starts`` ``(S, D)`` on its continuous coordinates (the others stay fixed),
+    def _climb(self, acq: _Acquisition, starts: np.ndarray, cont: np.ndarray | None = None) -> np.ndarray:
+        """L-BFGS-B from each of ``starts`` ``(S, D)`` on its continuous coordinates (floats and relaxed
+        integers; or the coordinates of the mask ``cont`` ``(D,)``), the others fixed,
         the starts decoupled and their evaluations batched (:func:`~optreg.hpo._lbfgsb.batched_lbfgsb`).
         The climb is in ``z = x / l`` (``l`` the fitted length scales), where the acquisition is equally
         curved along every coordinate, so L-BFGS-B's first steps are well scaled."""
-        cont = self._cont
+        cont = self._cont if cont is None else cont
         if not cont.any():
             return starts
         ls = acq.post.params.lengthscales.numpy()[cont]
@@ -124,9 +126,22 @@ class GPSampler:
         out[:, cont] = np.clip(z * ls, 0.0, 1.0)
         return out
 
+    def _refine(self, acq: _Acquisition, u: np.ndarray, score: float) -> tuple[np.ndarray, float]:
+        """Climb the float coordinates of the encodable point ``u`` ``(D,)``, its integers and categoricals
+        fixed; the climbed point if it scores better than ``score``."""
+        if not self._floats.any():
+            return u, score
+        climbed = self.encoding.canonical(self._climb(acq, u[None], self._floats))
+        s2 = self._score(acq, climbed)[0]
+        return (climbed[0], s2) if s2 > score else (u, score)
+
     def _local(self, acq: _Acquisition, u: np.ndarray, score: float) -> tuple[np.ndarray, float]:
-        """Discrete neighbourhood search from the encodable point ``u`` ``(D,)``, alternating with climbs."""
+        """Discrete neighbourhood search from the encodable point ``u`` ``(D,)``, alternating with climbs of
+        the floats. The first climb relaxed the integers and ``u`` has them rounded, so its floats are
+        climbed again first: they were optimal for the unrounded integers, not for these."""
         enc = self.encoding
+        if (self._cont & ~self._floats).any():
+            u, score = self._refine(acq, u, score)
         for _ in range(self.local_steps):
             neigh = enc.neighbours(enc.decode(u))
             if not neigh:
@@ -136,9 +151,7 @@ class GPSampler:
             i = int(np.argmax(scores))
             if not scores[i] > score:
                 break
-            climbed = enc.canonical(self._climb(acq, cand[i : i + 1]))
-            s2 = self._score(acq, climbed)[0]
-            u, score = (climbed[0], s2) if s2 > scores[i] else (cand[i], scores[i])
+            u, score = self._refine(acq, cand[i], scores[i])
         return u, score
 
     def suggest(
@@ -179,8 +192,8 @@ class GPSampler:
 class _Acquisition:
     """An acquisition ``a(u)`` to maximize (log EI, log PI or UCB) of the posterior ``post``; ``best`` is the
     smallest (standardized) target seen. ``acq(u)`` for a tensor ``(S, D)``; :meth:`value_and_grad` for
-    the climb, with the posterior's gradients in closed form (:func:`optreg.hpo.gp.predict_with_grad`)
-    and only the cheap elementwise ``a(mean, var)`` through autograd."""
+    the climb, with the posterior's gradients in closed form (:func:`optreg.hpo.gp.predict_with_grad`),
+    and log EI's too (:func:`optreg.hpo.gp.log_ei_with_grad`; PI and UCB through autograd, elementwise)."""
 
     def __init__(self, post: gp.Posterior, best: Tensor, kind: str, beta: float) -> None:
         self.post, self.best, self.kind, self.beta = post, best, kind, beta
@@ -199,6 +212,10 @@ class _Acquisition:
         """``a(u)`` ``(S,)`` and ``da/du`` ``(S, D)`` at the points ``u`` ``(S, D)``."""
         with torch.no_grad():
             mean, var, dmean, dvar = gp.predict_with_grad(self.post, torch.tensor(u, dtype=_DTYPE))
+            if self.kind == "ei":
+                value, d_mean, d_var = gp.log_ei_with_grad(mean, var, self.best)
+                grad = d_mean.unsqueeze(-1) * dmean + d_var.unsqueeze(-1) * dvar
+                return value.numpy(), grad.numpy()
         mean.requires_grad_(True)
         var.requires_grad_(True)
         with torch.enable_grad():

@@ -37,6 +37,7 @@ __all__ = [
     "fit_params",
     "kernel",
     "log_ei",
+    "log_ei_with_grad",
     "log_h",
     "log_marginal_likelihood",
     "log_pi",
@@ -266,6 +267,19 @@ def log_ei(mean: Tensor, var: Tensor, best: Tensor | float) -> Tensor:
     = sigma h((y* - mean) / sigma)``, so ``log EI = log sigma + log_h(z)``. Same shape as ``mean``."""
     sigma = var.sqrt()
     return sigma.log() + log_h((best - mean) / sigma)
+
+
+def log_ei_with_grad(mean: Tensor, var: Tensor, best: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`log_ei` and its partial derivatives with respect to ``mean`` and ``var``, in closed form.
+
+    With ``h'(z) = Phi(z)`` and ``r = Phi(z) / h(z) = exp(log Phi(z) - log_h(z))`` (computed in logs, so it
+    stays finite where both underflow): ``d/d mean = -r / sigma``, ``d/d var = (1 - z r) / (2 var)``.
+    """
+    sigma = var.sqrt()
+    z = (best - mean) / sigma
+    lh = log_h(z)
+    r = torch.exp(torch.special.log_ndtr(z) - lh)
+    return sigma.log() + lh, -r / sigma, (1 - z * r) / (2 * var)
 
 
 def log_pi(mean: Tensor, var: Tensor, best: Tensor | float) -> Tensor:
