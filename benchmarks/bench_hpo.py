@@ -7,7 +7,7 @@ to TPE. Each method runs ``n_trials`` trials per seed through its ask / tell int
 the table gives the median over seeds of the simple regret ``min_t f(x_t) - f*`` and the median time per
 suggestion (the ``ask``; the functions themselves cost microseconds). Methods: optreg ``random`` and
 ``gp-ei`` (and ``gp-ucb`` on Styblinski-Tang), Optuna's ``RandomSampler``, ``TPESampler`` and
-``GPSampler`` (all with their defaults, seeded). One torch thread for everyone.
+``GPSampler`` (all with their defaults, seeded). One torch thread and one BLAS thread for everyone.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 import optuna
+from threadpoolctl import threadpool_limits
 
 from benchmarks._common import one_thread
 from optreg import hpo
@@ -210,7 +211,12 @@ def _run(quick: bool) -> dict:
     }
 
 
-run = one_thread(_run)
+def _run_one_blas_thread(quick: bool) -> dict:
+    with threadpool_limits(1):  # BLAS on one thread too, for every library (Optuna pins its own as well)
+        return _run(quick)
+
+
+run = one_thread(_run_one_blas_thread)
 
 
 if __name__ == "__main__":
