@@ -4,7 +4,8 @@ Each start keeps its own L-BFGS-B state (its own memory, line search and stoppin
 *decoupled*, unlike one L-BFGS-B over the sum of all starts, where one badly scaled start slows every
 other); what they share is the evaluation: every round, the point each unfinished run asks for is
 gathered and ``fun`` is called once on all of them. SciPy's L-BFGS-B drives each run from its own thread
-that blocks in its callback until the batch is evaluated, so only one thread works at a time and the
+that blocks in its callback until the batch is evaluated (one event per run, so a round wakes each thread
+once), so only one thread works at a time and the
 result is the same as running the starts one by one (the batch a run is evaluated in does not change
 its numbers beyond rounding, and the batches themselves are the same on every call).
 """
@@ -41,20 +42,30 @@ def batched_lbfgsb(
             options={"maxiter": maxiter, "gtol": gtol},
         )  # fmt: skip
         return res.x[None], np.array([res.fun])
-    cond = threading.Condition()
+    lock = threading.Lock()
+    all_asked = threading.Event()  # set by the last run to ask (or to finish) in a round
+    ready = [threading.Event() for _ in range(s)]  # set when run i's answer is there
     asked: dict[int, np.ndarray] = {}  # run -> the point it waits on
     answers: dict[int, tuple[float, np.ndarray] | None] = {}  # None: stop
-    running = set(range(s))
+    waiting = [s]  # runs still going that have not asked in this round
+
+    def arrive() -> None:
+        with lock:
+            waiting[0] -= 1
+            if waiting[0] == 0:
+                all_asked.set()
+
     out_x, out_f = x0.astype(float).copy(), np.full(s, np.inf)
     errors: list[BaseException] = []
+    done = np.zeros(s, dtype=bool)
 
     def run(i: int) -> None:
         def f(z: np.ndarray) -> tuple[float, np.ndarray]:
-            with cond:
-                asked[i] = z.copy()
-                cond.notify_all()
-                cond.wait_for(lambda: i in answers)
-                answer = answers.pop(i)
+            asked[i] = z.copy()
+            arrive()
+            ready[i].wait()
+            ready[i].clear()
+            answer = answers.pop(i)
             if answer is None:
                 raise _Abort
             return answer
@@ -67,29 +78,31 @@ def batched_lbfgsb(
         except _Abort:
             pass
         finally:
-            with cond:
-                running.discard(i)
-                cond.notify_all()
+            done[i] = True
+            arrive()
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(s)]
     for t in threads:
         t.start()
-    with cond:
-        while True:
-            cond.wait_for(lambda: all(i in asked for i in running))
-            if not running:
-                break
-            order = sorted(asked)
-            try:
-                values, grads = fun(np.array(order), np.stack([asked[i] for i in order]))
-            except BaseException as e:  # stop the runs, then raise it here
-                errors.append(e)
-                answers.update(dict.fromkeys(order))
-            else:
-                for j, i in enumerate(order):
-                    answers[i] = (float(values[j]), np.array(grads[j], dtype=float))
-            asked.clear()
-            cond.notify_all()
+    while True:
+        all_asked.wait()
+        all_asked.clear()
+        order = sorted(asked)
+        if not order:
+            break
+        points = np.stack([asked.pop(i) for i in order])
+        with lock:
+            waiting[0] = len(order)  # the runs answered now each ask again or finish
+        try:
+            values, grads = fun(np.array(order), points)
+        except BaseException as e:  # stop the runs, then raise it here
+            errors.append(e)
+            answers.update(dict.fromkeys(order))
+        else:
+            for j, i in enumerate(order):
+                answers[i] = (float(values[j]), np.array(grads[j], dtype=float))
+        for i in order:
+            ready[i].set()
     for t in threads:
         t.join()
     if errors:
