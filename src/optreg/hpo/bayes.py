@@ -6,15 +6,18 @@ trial and proposes ``x' = argmax_x a(x, H)``. :class:`GPSampler` does one step o
 
 Maximizing the acquisition over a mixed space (:meth:`GPSampler.suggest`):
 
-1. ``n_raw`` random encodable points (integers rounded, categoricals one-hot) are scored in one batch; the
-   best ``n_starts`` and the incumbent are the starts.
-2. Multi-start gradient ascent: the continuous coordinates of all starts form one ``(S, C)`` tensor and
-   L-BFGS-B climbs the sum of their acquisitions (the starts do not interact, so one batched evaluation
-   serves all: the batching of BoTorch's ``gen_candidates_scipy``). Integers are relaxed to their
+1. ``n_raw`` scrambled-Sobol encodable points (integers rounded, categoricals one-hot) are scored in one
+   batch; the starts are the best of them, ``n_starts - 1`` more drawn by roulette on ``exp(log a)`` (good
+   but spread over several basins), and the incumbent.
+2. Multi-start gradient ascent: one L-BFGS-B run per start on its continuous coordinates, the runs
+   decoupled (each its own memory, line search and stop) and their evaluations batched into one call
+   (:func:`optreg.hpo._lbfgsb.batched_lbfgsb`, the D-BE idea of arXiv 2511.13625), with the gradient in
+   closed form and the coordinates scaled by the fitted length scales. Integers are relaxed to their
    continuous range here; categoricals stay at the start's choice.
-3. Each end point is snapped to an encodable one (integers rounded), and a discrete neighbourhood search
-   follows from the best ones: change one categorical, or move one integer by one, while that improves
-   the acquisition (all neighbours scored in one batch), then climb the continuous coordinates again.
+3. Each end point is snapped to an encodable one (integers rounded); from the best ones the floats are
+   climbed again with the integers fixed, then a discrete neighbourhood search follows: change one
+   categorical, or move one integer by one, while that improves the acquisition (all neighbours scored in
+   one batch), climbing the floats again after each move.
 
 Parallel suggestions (``n_workers > 1``, or several :meth:`~optreg.hpo.Study.ask` before a tell): the
 running trials enter the GP with a constant lie, the worst value seen (Ginsbourger et al. 2010, "CL-max"),
