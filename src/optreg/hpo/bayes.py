@@ -172,7 +172,7 @@ class GPSampler:
         enc = self.encoding
         acq = self._acquisition(x, y, pending, init)
         sobol = scipy.stats.qmc.Sobol(enc.n_dims, scramble=True, seed=rng)
-        raw = enc.canonical(sobol.random(self.n_raw))
+        raw = enc.canonical(sobol.random_base2(max(0, math.ceil(math.log2(self.n_raw))))[: self.n_raw])
         raw_scores = self._score(acq, raw)
         top = _roulette(raw_scores, self.n_starts, rng)
         starts = np.concatenate([raw[top], x[[int(np.argmin(y))]]])
