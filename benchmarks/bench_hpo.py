@@ -7,7 +7,7 @@ to TPE. Each method runs ``n_trials`` trials per seed through its ask / tell int
 the table gives the median over seeds of the simple regret ``min_t f(x_t) - f*`` and the median time per
 suggestion (the ``ask``; the functions themselves cost microseconds). Methods: optreg ``random`` and
 ``gp-ei`` (and ``gp-ucb`` on Styblinski-Tang), Optuna's ``RandomSampler``, ``TPESampler`` and
-``GPSampler`` (all with their defaults, seeded). One torch thread for everyone.
+``GPSampler`` (all with their defaults, seeded). One torch thread and one BLAS thread for everyone.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 import optuna
+from threadpoolctl import threadpool_limits
 
 from benchmarks._common import one_thread
 from optreg import hpo
@@ -153,6 +154,83 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.3g}" if b > 0 else ("1" if a == b else "inf")
 
 
+#: Measured apart from this table (the same protocol on seeds 0-19, one process; see _notes): on
+#: Hartmann-6 each run either reaches the global basin or stays in a local one, and which depends mostly
+#: on the initial design, so 5 seeds decide the median by the count of lucky ones.
+HARTMANN6_SEEDS_0_19 = (
+    "Hartmann-6 over 20 seeds (0-19, measured apart from this table): gp-ei stays in a local basin (regret > "
+    "0.05; 0.12 is the local minimum -3.203, others 0.19, 0.25, 0.45, 0.51) in 11 of 20 seeds, GPSampler in "
+    "6 of 20, so the 5-seed median above is decided by how many of seeds 0-4 are lucky (here gp-ei fails on "
+    "seeds 0 and 2, GPSampler on seed 2): it does not show gp-ei better than GPSampler on Hartmann-6, and 11 "
+    "vs 6 of 20 is within about two binomial standard deviations. What failed to lower gp-ei's count "
+    "(each 20 seeds, the first with an earlier version of the climb): Optuna's own random initial designs "
+    "fed to gp-ei's loop 7, a Latin hypercube 8, "
+    "uniform random 10, startup 16 points 10 and 20 points 16, Optuna's fit (unbounded, noise 1e-6 + exp, "
+    "init 1, gtol 1e-2) 10, refitting from the default start too and keeping the better posterior 8, "
+    "length scales capped at 1 or 2: 9 and 11, a Yeo-Johnson output transform 10, 8192 raw points and 30 "
+    "starts 11, gp-ucb 12. In the failing runs the length scales of x2 and x4 grow to 4-5 (flat near the "
+    "local minimum), but capping them does not help: EI keeps refining the basin it found."
+)
+
+
+def _verdicts(summary: dict) -> str:
+    """Which of issue 11's targets hold on each function (Styblinski-Tang-4 excluded: a known GP weakness)."""
+    parts = []
+    for name, results in summary.items():
+        if name.startswith("Styblinski"):
+            continue
+        regret, ask = results["optreg gp-ei"]
+        gp_regret, gp_time = results["optuna GPSampler"]
+        tpe = results["optuna TPE"][0]
+        r, t, x = regret / gp_regret if gp_regret > 0 else math.inf, ask / gp_time, tpe / regret if regret else math.inf
+        parts.append(
+            f"{name}: regret {_fmt(r)}x GPSampler's ({'holds' if r <= 1 else 'does not hold'}), time "
+            f"{t:.2f}x ({'holds' if t <= 0.5 else 'does not hold'}), {_fmt(x)}x better than TPE "
+            f"({'holds' if x >= 10 else 'does not hold'})"
+        )
+    return "; ".join(parts)
+
+
+def _tpe_and_time_remarks(summary: dict) -> str:
+    """GPSampler's own factor over TPE where gp-ei misses 10x, and the spread of GPSampler's ask times."""
+    out = []
+    for name, results in summary.items():
+        tpe, ours, theirs = (results[k][0] for k in ("optuna TPE", "optreg gp-ei", "optuna GPSampler"))
+        if not name.startswith("Styblinski") and ours > 0 and tpe / ours < 10:
+            out.append(f"On {name} GPSampler is {_fmt(tpe / theirs)}x better than TPE (gp-ei {_fmt(tpe / ours)}x).")
+    times = [results["optuna GPSampler"][1] * 1e3 for results in summary.values()]
+    ours = [results["optreg gp-ei"][1] * 1e3 for results in summary.values()]
+    out.append(
+        f"The times are the noisiest column (a shared host): GPSampler's own ms / ask ranges from "
+        f"{min(times):.0f} to {max(times):.0f} over the functions of this one run, gp-ei's from "
+        f"{min(ours):.0f} to {max(ours):.0f}."
+    )
+    return " ".join(out) + " "
+
+
+def _notes(summary: dict, n_trials: int, seeds: int) -> str:
+    notes = (
+        f"{n_trials} trials x {seeds} seeds per method and function; regret = min f - f*, median over seeds; "
+        "ms / ask = median wall time of one suggestion (the functions cost microseconds). For optreg's GP rows: "
+        "their regret over GPSampler's (< 1: better), TPE's regret over theirs (> 1: better than TPE), their "
+        "time per suggestion over GPSampler's. Targets (issue 11): gp-ei's regret no worse than GPSampler's, "
+        "at most half its time per suggestion, 10x better than TPE. Here: " + _verdicts(summary) + ". "
+        + _tpe_and_time_remarks(summary)
+        + HARTMANN6_SEEDS_0_19
+    )
+    st = summary.get("Styblinski-Tang-4")
+    if st is not None:
+        notes += (
+            f" Styblinski-Tang-4 (multimodal, 16 basins): optreg gp-ei {_fmt(st['optreg gp-ei'][0])}, gp-ucb "
+            f"{_fmt(st['optreg gp-ucb'][0])}, Optuna TPE {_fmt(st['optuna TPE'][0])}, GPSampler "
+            f"{_fmt(st['optuna GPSampler'][0])}, random {_fmt(st['optreg random'][0])}. optreg does nothing "
+            "special for multimodal objectives: its GP has one stationary length scale per dimension, which "
+            "smooths over the basins; what it offers is gp-ucb's exploration weight (beta) and coarse-to-fine "
+            "(random stages narrowed around the best results); it has no TPE."
+        )
+    return notes
+
+
 def _run(quick: bool) -> dict:
     n_trials, seeds = (25, 2) if quick else (50, 5)
     names = list(FUNCTIONS)
@@ -177,23 +255,7 @@ def _run(quick: bool) -> dict:
                 f"{ask / gp_time:.2f}" if ours else "",
             ])  # fmt: skip
         summary[name] = results
-    notes = (
-        f"{n_trials} trials x {seeds} seeds per method and function; regret = min f - f*, median over seeds; "
-        "ms / ask = median wall time of one suggestion (the functions cost microseconds). For optreg's GP rows: "
-        "their regret over GPSampler's (< 1: better), TPE's regret over theirs (> 1: better than TPE), their "
-        "time per suggestion over GPSampler's. Targets (issue 11): gp-ei's regret no worse than GPSampler's, "
-        "at most half its time per suggestion, 10x better than TPE."
-    )
-    st = summary.get("Styblinski-Tang-4")
-    if st is not None:
-        notes += (
-            f" Styblinski-Tang-4 (multimodal, 16 basins): optreg gp-ei {_fmt(st['optreg gp-ei'][0])}, gp-ucb "
-            f"{_fmt(st['optreg gp-ucb'][0])}, Optuna TPE {_fmt(st['optuna TPE'][0])}, GPSampler "
-            f"{_fmt(st['optuna GPSampler'][0])}, random {_fmt(st['optreg random'][0])}. optreg does nothing "
-            "special for multimodal objectives: its GP has one stationary length scale per dimension, which "
-            "smooths over the basins; what it offers is gp-ucb's exploration weight (beta) and coarse-to-fine "
-            "(random stages narrowed around the best results); it has no TPE."
-        )
+    notes = _notes(summary, n_trials, seeds)
     return {
         "title": "Hyperparameter search: simple regret and time per suggestion (optreg.hpo vs Optuna 5)",
         "columns": [
@@ -210,7 +272,12 @@ def _run(quick: bool) -> dict:
     }
 
 
-run = one_thread(_run)
+def _run_one_blas_thread(quick: bool) -> dict:
+    with threadpool_limits(1):  # BLAS on one thread too, for every library (Optuna pins its own as well)
+        return _run(quick)
+
+
+run = one_thread(_run_one_blas_thread)
 
 
 if __name__ == "__main__":

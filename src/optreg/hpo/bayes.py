@@ -6,15 +6,18 @@ trial and proposes ``x' = argmax_x a(x, H)``. :class:`GPSampler` does one step o
 
 Maximizing the acquisition over a mixed space (:meth:`GPSampler.suggest`):
 
-1. ``n_raw`` random encodable points (integers rounded, categoricals one-hot) are scored in one batch; the
-   best ``n_starts`` and the incumbent are the starts.
-2. Multi-start gradient ascent: the continuous coordinates of all starts form one ``(S, C)`` tensor and
-   L-BFGS-B climbs the sum of their acquisitions (the starts do not interact, so one batched evaluation
-   serves all: the batching of BoTorch's ``gen_candidates_scipy``). Integers are relaxed to their
+1. ``n_raw`` scrambled-Sobol encodable points (integers rounded, categoricals one-hot) are scored in one
+   batch; the starts are the best of them, ``n_starts - 1`` more drawn by roulette on ``exp(log a)`` (good
+   but spread over several basins), and the incumbent.
+2. Multi-start gradient ascent: one L-BFGS-B run per start on its continuous coordinates, the runs
+   decoupled (each its own memory, line search and stop) and their evaluations batched into one call
+   (:func:`optreg.hpo._lbfgsb.batched_lbfgsb`, the D-BE idea of arXiv 2511.13625), with the gradient in
+   closed form and the coordinates scaled by the fitted length scales. Integers are relaxed to their
    continuous range here; categoricals stay at the start's choice.
-3. Each end point is snapped to an encodable one (integers rounded), and a discrete neighbourhood search
-   follows from the best ones: change one categorical, or move one integer by one, while that improves
-   the acquisition (all neighbours scored in one batch), then climb the continuous coordinates again.
+3. Each end point is snapped to an encodable one (integers rounded); from the best ones the floats are
+   climbed again with the integers fixed, then a discrete neighbourhood search follows: change one
+   categorical, or move one integer by one, while that improves the acquisition (all neighbours scored in
+   one batch), climbing the floats again after each move.
 
 Parallel suggestions (``n_workers > 1``, or several :meth:`~optreg.hpo.Study.ask` before a tell): the
 running trials enter the GP with a constant lie, the worst value seen (Ginsbourger et al. 2010, "CL-max"),
@@ -24,19 +27,20 @@ lie, so a region where the objective fails is not proposed again and again.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.optimize
 import scipy.stats
 import torch
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 from optreg._checks import check_choice, check_int, check_positive
 from optreg.hpo import gp
+from optreg.hpo._lbfgsb import batched_lbfgsb
 from optreg.hpo.method import Method, register
 from optreg.hpo.space import Encoding, Space
 from optreg.hpo.trial import Proposal, Trial
@@ -59,9 +63,11 @@ class GPSampler:
         acquisition: str = "ei",
         *,
         beta: float = 2.0,
-        n_raw: int = 512,
-        n_starts: int = 8,
+        n_raw: int = 2048,
+        n_starts: int = 9,
         local_steps: int = 5,
+        maxiter: int = 200,
+        gtol: float = 1e-2,
     ) -> None:
         self.encoding = encoding
         self.acquisition = check_choice("gp", "acquisition", acquisition, ACQUISITIONS)
@@ -69,20 +75,23 @@ class GPSampler:
         self.n_raw = check_int("gp", "n_raw", n_raw, 1)
         self.n_starts = check_int("gp", "n_starts", n_starts, 1)
         self.local_steps = check_int("gp", "local_steps", local_steps, 0)
+        self.maxiter = check_int("gp", "maxiter", maxiter, 1)
+        self.gtol = check_positive("gp", "gtol", gtol)
         d = encoding.n_dims
-        cont = np.zeros(d, dtype=bool)
+        cont, floats = np.zeros(d, dtype=bool), np.zeros(d, dtype=bool)
         for dim in encoding.dims:
             if dim.kind in ("float", "int"):
                 cont[dim.start] = True
-        self._cont = cont
+            floats[dim.start] = dim.kind == "float"
+        self._cont, self._floats = cont, floats  # climbed in the first ascent / after integers are fixed
         self.params_: gp.GPParams | None = None  # the last fit, for inspection
 
     # ------------------------------------------------------------------ the model
     def _acquisition(
         self, x: np.ndarray, y: np.ndarray, pending: np.ndarray, init: gp.GPParams | None
-    ) -> Callable[[Tensor], Tensor]:
-        """The acquisition ``(S, D) -> (S,)`` of the GP fitted to ``x`` ``(n, D)``, ``y`` ``(n,)`` (to
-        minimize; warm start ``init``), conditioned on ``pending`` ``(p, D)`` with the constant lie ``max(y)``."""
+    ) -> _Acquisition:
+        """The acquisition (to maximize) of the GP fitted to ``x`` ``(n, D)``, ``y`` ``(n,)`` (to minimize;
+        warm start ``init``), conditioned on ``pending`` ``(p, D)`` with the constant lie ``max(y)``."""
         scale = y.std() if y.std() > 0 else 1.0
         ys = torch.tensor((y - y.mean()) / scale, dtype=_DTYPE)
         xt = torch.tensor(x, dtype=_DTYPE)
@@ -91,51 +100,52 @@ class GPSampler:
         if len(pending):
             xt = torch.cat([xt, torch.tensor(pending, dtype=_DTYPE)])
             ys = torch.cat([ys, ys.max().expand(len(pending))])
-        post = gp.condition(xt, ys, params)
-        best = ys[: len(y)].min()
-        kind, beta = self.acquisition, self.beta
-
-        def acq(u: Tensor) -> Tensor:
-            mean, var = gp.predict(post, u)
-            if kind == "ei":
-                return gp.log_ei(mean, var, best)
-            if kind == "pi":
-                return gp.log_pi(mean, var, best)
-            return gp.ucb(mean, var, beta)
-
-        return acq
+        return _Acquisition(gp.condition(xt, ys, params), ys[: len(y)].min(), self.acquisition, self.beta)
 
     # ------------------------------------------------------------------ optimizing the acquisition
-    def _score(self, acq: Callable[[Tensor], Tensor], u: np.ndarray) -> np.ndarray:
+    def _score(self, acq: _Acquisition, u: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return acq(torch.tensor(u, dtype=_DTYPE)).numpy()
 
-    def _climb(self, acq: Callable[[Tensor], Tensor], starts: np.ndarray) -> np.ndarray:
-        """Batched L-BFGS-B on the continuous coordinates of ``starts`` ``(S, D)``; the others stay fixed."""
-        cont = self._cont
+    def _climb(self, acq: _Acquisition, starts: np.ndarray, cont: np.ndarray | None = None) -> np.ndarray:
+        """L-BFGS-B from each of ``starts`` ``(S, D)`` on its continuous coordinates (floats and relaxed
+        integers; or the coordinates of the mask ``cont`` ``(D,)``), the others fixed,
+        the starts decoupled and their evaluations batched (:func:`~optreg.hpo._lbfgsb.batched_lbfgsb`).
+        The climb is in ``z = x / l`` (``l`` the fitted length scales), where the acquisition is equally
+        curved along every coordinate, so L-BFGS-B's first steps are well scaled."""
+        cont = self._cont if cont is None else cont
         if not cont.any():
             return starts
-        s, c = len(starts), int(cont.sum())
-        fixed = torch.tensor(np.where(cont, 0.0, starts), dtype=_DTYPE)
-        place = torch.tensor(np.eye(len(cont))[cont], dtype=_DTYPE)  # (C, D): continuous coordinate -> column
+        ls = acq.post.params.lengthscales.numpy()[cont]
 
-        def f(flat: np.ndarray) -> tuple[float, np.ndarray]:
-            z = torch.tensor(flat.reshape(s, c), dtype=_DTYPE, requires_grad=True)
-            value = -acq(fixed + z @ place).sum()
-            value.backward()
-            return value.item(), z.grad.numpy().ravel()
+        def f(rows: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            u = starts[rows].copy()
+            u[:, cont] = z * ls
+            value, grad = acq.value_and_grad(u)
+            return -value, -grad[:, cont] * ls
 
-        x0 = starts[:, cont].ravel()
-        res = scipy.optimize.minimize(
-            f, x0, jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * len(x0), options={"maxiter": 60, "ftol": 1e-7}
-        )
+        bounds = np.stack([np.zeros_like(ls), 1.0 / ls], axis=1)
+        z, _ = batched_lbfgsb(f, starts[:, cont] / ls, bounds, maxiter=self.maxiter, gtol=self.gtol)
         out = starts.copy()
-        out[:, cont] = res.x.reshape(s, c)
+        out[:, cont] = np.clip(z * ls, 0.0, 1.0)
         return out
 
-    def _local(self, acq: Callable[[Tensor], Tensor], u: np.ndarray, score: float) -> tuple[np.ndarray, float]:
-        """Discrete neighbourhood search from the encodable point ``u`` ``(D,)``, alternating with climbs."""
+    def _refine(self, acq: _Acquisition, u: np.ndarray, score: float) -> tuple[np.ndarray, float]:
+        """Climb the float coordinates of the encodable point ``u`` ``(D,)``, its integers and categoricals
+        fixed; the climbed point if it scores better than ``score``."""
+        if not self._floats.any():
+            return u, score
+        climbed = self.encoding.canonical(self._climb(acq, u[None], self._floats))
+        s2 = self._score(acq, climbed)[0]
+        return (climbed[0], s2) if s2 > score else (u, score)
+
+    def _local(self, acq: _Acquisition, u: np.ndarray, score: float) -> tuple[np.ndarray, float]:
+        """Discrete neighbourhood search from the encodable point ``u`` ``(D,)``, alternating with climbs of
+        the floats. The first climb relaxed the integers and ``u`` has them rounded, so its floats are
+        climbed again first: they were optimal for the unrounded integers, not for these."""
         enc = self.encoding
+        if (self._cont & ~self._floats).any():
+            u, score = self._refine(acq, u, score)
         for _ in range(self.local_steps):
             neigh = enc.neighbours(enc.decode(u))
             if not neigh:
@@ -145,9 +155,7 @@ class GPSampler:
             i = int(np.argmax(scores))
             if not scores[i] > score:
                 break
-            climbed = enc.canonical(self._climb(acq, cand[i : i + 1]))
-            s2 = self._score(acq, climbed)[0]
-            u, score = (climbed[0], s2) if s2 > scores[i] else (cand[i], scores[i])
+            u, score = self._refine(acq, cand[i], scores[i])
         return u, score
 
     def suggest(
@@ -163,9 +171,10 @@ class GPSampler:
         (the fit is in :attr:`params_` afterwards)."""
         enc = self.encoding
         acq = self._acquisition(x, y, pending, init)
-        raw = enc.canonical(rng.random((self.n_raw, enc.n_dims)))
+        sobol = scipy.stats.qmc.Sobol(enc.n_dims, scramble=True, seed=rng)
+        raw = enc.canonical(sobol.random_base2(max(0, math.ceil(math.log2(self.n_raw))))[: self.n_raw])
         raw_scores = self._score(acq, raw)
-        top = np.argsort(-raw_scores)[: self.n_starts]
+        top = _roulette(raw_scores, self.n_starts, rng)
         starts = np.concatenate([raw[top], x[[int(np.argmin(y))]]])
         ends = enc.canonical(self._climb(acq, starts))
         cand = np.concatenate([ends, raw[top]])
@@ -182,6 +191,62 @@ class GPSampler:
             if np.abs(seen - u).max(axis=1).min() > 1e-9:
                 return u
         return cand[int(np.argmax(scores))]
+
+
+class _Acquisition:
+    """An acquisition ``a(u)`` to maximize (log EI, log PI or UCB) of the posterior ``post``; ``best`` is the
+    smallest (standardized) target seen. ``acq(u)`` for a tensor ``(S, D)``; :meth:`value_and_grad` for
+    the climb, with the posterior's gradients in closed form (:func:`optreg.hpo.gp.predict_with_grad`),
+    and log EI's too (:func:`optreg.hpo.gp.log_ei_with_grad`; PI and UCB through autograd, elementwise)."""
+
+    def __init__(self, post: gp.Posterior, best: Tensor, kind: str, beta: float) -> None:
+        self.post, self.best, self.kind, self.beta = post, best, kind, beta
+
+    def _of(self, mean: Tensor, var: Tensor) -> Tensor:
+        if self.kind == "ei":
+            return gp.log_ei(mean, var, self.best)
+        if self.kind == "pi":
+            return gp.log_pi(mean, var, self.best)
+        return gp.ucb(mean, var, self.beta)
+
+    def __call__(self, u: Tensor) -> Tensor:
+        return self._of(*gp.predict(self.post, u))
+
+    def value_and_grad(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``a(u)`` ``(S,)`` and ``da/du`` ``(S, D)`` at the points ``u`` ``(S, D)``."""
+        with torch.no_grad():
+            mean, var, dmean, dvar = gp.predict_with_grad(self.post, torch.tensor(u, dtype=_DTYPE))
+            if self.kind == "ei":
+                value, d_mean, d_var = gp.log_ei_with_grad(mean, var, self.best)
+                grad = d_mean.unsqueeze(-1) * dmean + d_var.unsqueeze(-1) * dvar
+                return value.numpy(), grad.numpy()
+        mean.requires_grad_(True)
+        var.requires_grad_(True)
+        with torch.enable_grad():
+            value = self._of(mean, var)
+            value.sum().backward()
+        grad = mean.grad.unsqueeze(-1) * dmean + var.grad.unsqueeze(-1) * dvar
+        return value.detach().numpy(), grad.numpy()
+
+
+def _roulette(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` indices of ``scores`` (log acquisitions): the best one, then up to ``k - 1`` more drawn without
+    replacement with probabilities proportional to ``exp(score)`` (roulette-wheel selection, as Optuna's
+    and BoTorch's initializers do), so the starts are good but not all in the same basin."""
+    best = int(np.argmax(scores))
+    p = np.exp(scores - scores[best])
+    p[best] = 0.0
+    n = min(k - 1, int(np.count_nonzero(p > 0)))
+    if n <= 0:
+        return np.array([best])
+    return np.concatenate([[best], rng.choice(len(scores), size=n, replace=False, p=p / p.sum())])
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The thread pools of the loaded BLAS / OpenMP libraries, found once: ``threadpool_limits`` looks
+    them up again on every call, which costs milliseconds, a tenth of a suggestion."""
+    return ThreadpoolController()
 
 
 class BayesOpt(Method):
@@ -228,7 +293,7 @@ class BayesOpt(Method):
         pending = np.stack([enc.encode(t.params) for t in others]) if others else np.zeros((0, enc.n_dims))
         # the previous fit, stored with its trial, warm-starts this one (so a resumed study fits the same)
         warm = next((t.meta["gp"] for t in reversed(trials) if "gp" in t.meta), None)
-        with threadpool_limits(1):  # BLAS threads only slow down matrices this small
+        with _blas().limit(limits=1):  # BLAS threads only slow down matrices this small
             u = self.sampler.suggest(x, y, pending, self.rng(number), None if warm is None else gp.unpack(warm))
         return Proposal(enc.decode(u), meta={"gp": gp.pack(self.sampler.params_)})
 
