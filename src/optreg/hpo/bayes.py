@@ -27,7 +27,6 @@ lie, so a region where the objective fails is not proposed again and again.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -35,13 +34,12 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.stats
 import torch
-from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 from optreg._checks import check_choice, check_int, check_positive
 from optreg.hpo import gp
 from optreg.hpo._lbfgsb import batched_lbfgsb
-from optreg.hpo.method import Method, register
+from optreg.hpo.method import Method, one_blas_thread, register
 from optreg.hpo.space import Encoding, Space
 from optreg.hpo.trial import Proposal, Trial
 
@@ -242,13 +240,6 @@ def _roulette(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarra
     return np.concatenate([[best], rng.choice(len(scores), size=n, replace=False, p=p / p.sum())])
 
 
-@functools.cache
-def _blas() -> ThreadpoolController:
-    """The thread pools of the loaded BLAS / OpenMP libraries, found once: ``threadpool_limits`` looks
-    them up again on every call, which costs milliseconds, a tenth of a suggestion."""
-    return ThreadpoolController()
-
-
 class BayesOpt(Method):
     """SMBO (Algorithm 7.1) with a GP surrogate; the first ``n_startup`` trials (default ``2 (D + 1)``
     with ``D`` the encoded dimension, at most 10) are a scrambled Sobol sequence of the unit cube."""
@@ -293,7 +284,7 @@ class BayesOpt(Method):
         pending = np.stack([enc.encode(t.params) for t in others]) if others else np.zeros((0, enc.n_dims))
         # the previous fit, stored with its trial, warm-starts this one (so a resumed study fits the same)
         warm = next((t.meta["gp"] for t in reversed(trials) if "gp" in t.meta), None)
-        with _blas().limit(limits=1):  # BLAS threads only slow down matrices this small
+        with one_blas_thread():  # BLAS threads only slow down matrices this small
             u = self.sampler.suggest(x, y, pending, self.rng(number), None if warm is None else gp.unpack(warm))
         return Proposal(enc.decode(u), meta={"gp": gp.pack(self.sampler.params_)})
 

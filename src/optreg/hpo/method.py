@@ -9,14 +9,17 @@ continues where it stopped, and several workers sharing one storage continue eac
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from optreg._checks import check_choice, check_int
 from optreg.errors import OptregTypeError, OptregValueError
@@ -121,3 +124,17 @@ def create_method(
         check_int("hpo", "n_trials", n_trials, 1)
     check_choice("hpo", "direction", direction, DIRECTIONS)
     return cls(space, seed=seed, n_trials=n_trials, direction=direction, **options)
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The thread pools of the loaded BLAS / OpenMP libraries, found once: ``threadpool_limits`` looks
+    them up again on every call, which costs milliseconds, a tenth of a suggestion."""
+    return ThreadpoolController()
+
+
+def one_blas_thread() -> AbstractContextManager[Any]:
+    """A context in which BLAS runs on one thread (a surrogate's matrices are too small to gain from more,
+    and the threads only contend with the study's workers)."""
+    return _blas().limit(limits=1)
+

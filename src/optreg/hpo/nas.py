@@ -58,12 +58,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from optreg._checks import check_choice, check_int, check_nonneg, check_positive, check_unit
 from optreg.errors import OptregValueError
-from optreg.hpo.method import Method, register
+from optreg.hpo.method import Method, one_blas_thread, register
 from optreg.hpo.space import Categorical, Distribution, Fixed, Float, Int, Space, _same
 from optreg.hpo.trial import Proposal, Trial
 
@@ -315,7 +314,7 @@ class NAS(Method):
         if state is None or state.seen != numbers[: len(state.seen)]:
             state = self.fresh()
         # one thread: these ops are tiny (threads only slow them down) and the bits do not depend on the caller's
-        with torch.enable_grad(), threadpool_limits(1):
+        with torch.enable_grad(), one_blas_thread():
             for t in done[len(state.seen) :]:
                 self.observe(state, t.params, self.reward(t))
                 state.seen.append(t.number)
@@ -327,7 +326,7 @@ class NAS(Method):
             return None
         number = len(trials)
         state = self.state(trials)
-        with threadpool_limits(1):
+        with one_blas_thread():
             path = state.controller.sample(torch.Generator().manual_seed(_torch_seed(self.seed, number, 1)))
         meta = {"log_prob": float(path.log_prob), "baseline": state.baseline}
         return Proposal(path.params, meta=meta)
