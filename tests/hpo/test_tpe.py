@@ -86,6 +86,12 @@ def test_bandwidths_neighbour_rule_by_hand_and_magic_clip():
     np.testing.assert_allclose(tpe.bandwidths(np.full(10, 0.3), "scott", 4), 0.2 * 10 ** (-1 / 8))
 
 
+def test_forgetting_weights_by_hand():
+    np.testing.assert_array_equal(tpe.forgetting_weights(3, 25), [1, 1, 1])
+    np.testing.assert_allclose(tpe.forgetting_weights(6, 3), [1 / 6, (1 / 6 + 1) / 2, 1, 1, 1, 1])
+    np.testing.assert_array_equal(tpe.forgetting_weights(40, None), np.ones(40))
+
+
 def test_categorical_kernels_are_smoothed_frequencies():
     space = Space({"c": hpo.Categorical(["a", "b", "c"])})
     method = hpo.Study(space, method="tpe", seed=0).method
@@ -207,5 +213,7 @@ def test_tpe_is_listed_and_its_options_are_checked():
         hpo.Study(BRANIN, method="tpe", multivariate="yes")
     with pytest.raises(ValueError, match=r"tpe: bandwidth must be one of"):
         hpo.Study(BRANIN, method="tpe", bandwidth="silverman")
+    with pytest.raises(ValueError, match=r"tpe: n_recent must be an integer >= 1, got 0"):
+        hpo.Study(BRANIN, method="tpe", n_recent=0)
     with pytest.raises(TypeError, match=r"method 'tpe' takes no option 'beta'"):
         hpo.Study(BRANIN, method="tpe", beta=2.0)

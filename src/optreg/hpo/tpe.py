@@ -10,8 +10,8 @@ the good set, the rest (with the failed and the running trials) the bad set, and
 Bergstra et al. show that expected improvement at ``y*`` is monotone in ``l(x) / g(x)``, so each step draws
 ``n_ei_candidates`` points from ``l`` and proposes the one maximizing ``log l(x) - log g(x)``.
 
-**The Parzen estimators.** Each density is a mixture of one kernel per trial of its set (weight 1) and a
-prior kernel (weight ``prior_weight``), in the unit coordinates of :class:`~optreg.hpo.space.Encoding`
+**The Parzen estimators.** Each density is a mixture of one kernel per trial of its set and a prior
+kernel (weights below), in the unit coordinates of :class:`~optreg.hpo.space.Encoding`
 (``log`` parameters warped):
 
 - :class:`~optreg.hpo.Float`: a Gaussian truncated to ``[0, 1]`` centred on the trial's coordinate; the
@@ -28,8 +28,12 @@ ends, the outermost ones ignoring the ends) or ``"scott"`` (``0.2 n^(-1 / (d + 4
 Optuna's constant, ``d`` the parameters modelled jointly), both clipped to
 ``[1 / min(100, n + 2), 1]`` (the "magic clip" of hyperopt: ``n + 1`` kernels). Default ``"neighbours"``,
 per coordinate in the multivariate model too (as Optuna 5 does); on Styblinski-Tang-4 (BENCHMARKS.md's
-protocol, seeds 0-4) the multivariate model with ``"scott"`` had a median regret of 36.5, with
-``"neighbours"`` 19.5.
+protocol, seeds 0-4, uniform kernel weights) the multivariate model with ``"scott"`` had a median regret of
+36.5, with ``"neighbours"`` 19.5.
+
+**Kernel weights.** A trial's kernel has weight 1, except that with more than ``n_recent`` (25) trials in a
+set the older ones get a linear ramp from ``1 / n`` to 1 (hyperopt's linear forgetting, which Optuna keeps);
+``n_recent=None``: all 1. The prior kernel has weight ``prior_weight``.
 
 **Univariate and multivariate.** By default (``multivariate=False``, the 2011 paper) each parameter has its
 own ``l`` and ``g``, and ``log l(x) - log g(x)`` is the sum over the parameters. ``multivariate=True``
@@ -126,6 +130,15 @@ def bandwidths(mus: np.ndarray, rule: str, n_joint: int = 1) -> np.ndarray:
     return np.clip(sigma, 1.0 / min(100.0, n + 2.0), 1.0)
 
 
+def forgetting_weights(n: int, n_recent: int | None) -> np.ndarray:
+    """The weights of ``n`` kernels in trial order: 1 for the ``n_recent`` latest, a linear ramp from ``1 / n``
+    up to 1 for the older ones (hyperopt's linear forgetting, Bergstra et al. 2013); all 1 when ``None``."""
+    w = np.ones(n)
+    if n_recent is not None and n > n_recent:
+        w[: n - n_recent] = np.linspace(1.0 / n, 1.0, n - n_recent)
+    return w
+
+
 def split(losses: np.ndarray, gamma: float) -> np.ndarray:
     """Whether each of the complete trials (their ``losses``, in trial order) is in the good set: the
     ``min(ceil(gamma n), 25)`` smallest losses (ties to the earlier trial)."""
@@ -190,11 +203,9 @@ def _bin(dist: Int, enc: Encoding, u: np.ndarray) -> tuple[np.ndarray, np.ndarra
 class _Density:
     """A Parzen estimator of ``p(x)`` over the ``dims`` (one, or the joint group) from observed points."""
 
-    def __init__(self, kernels: list[_Kernels], prior_weight: float) -> None:
+    def __init__(self, kernels: list[_Kernels], weights: np.ndarray, prior_weight: float) -> None:
         self.kernels = kernels
-        k = len(kernels[0].sigma if kernels[0].sigma is not None else kernels[0].probs)
-        w = np.ones(k)
-        w[-1] = prior_weight
+        w = np.append(weights, prior_weight)
         self.log_w = np.log(w / w.sum())
         self.w = w / w.sum()
 
@@ -215,7 +226,7 @@ class TPE(Method):
 
     Options: ``n_startup`` (random trials first, default 10), ``n_ei_candidates`` (draws from ``l`` per
     step, 24), ``gamma`` (the good fraction, 0.1, at most 25 trials), ``prior_weight`` (1.0),
-    ``multivariate`` (False), ``bandwidth`` (``"neighbours"``, or ``"scott"``).
+    ``multivariate`` (False), ``bandwidth`` (``"neighbours"``, or ``"scott"``), ``n_recent`` (25, or None).
     """
 
     name = "tpe"
@@ -233,6 +244,7 @@ class TPE(Method):
         prior_weight: float = 1.0,
         multivariate: bool = False,
         bandwidth: str = "neighbours",
+        n_recent: int | None = 25,
     ) -> None:
         super().__init__(space, seed=seed, n_trials=n_trials, direction=direction)
         self.n_startup = check_int("tpe", "n_startup", n_startup, 1)
@@ -243,6 +255,7 @@ class TPE(Method):
             raise OptregValueError(f"tpe: multivariate must be True or False, got {multivariate!r}")
         self.multivariate = multivariate
         self.bandwidth = check_choice("tpe", "bandwidth", bandwidth, BANDWIDTHS)
+        self.n_recent = None if n_recent is None else check_int("tpe", "n_recent", n_recent, 1)
         self.encoding = space.encoding()
         dims = self.encoding.dims
         joint = [d for d in dims if space.dists[d.name].when is None] if multivariate else []
@@ -253,6 +266,7 @@ class TPE(Method):
         return {
             "n_startup": self.n_startup, "n_ei_candidates": self.n_ei_candidates, "gamma": self.gamma,
             "prior_weight": self.prior_weight, "multivariate": self.multivariate, "bandwidth": self.bandwidth,
+            "n_recent": self.n_recent,
         }  # fmt: skip
 
     def _value(self, dim: _Dim, params: dict[str, Any]) -> float:
@@ -263,7 +277,7 @@ class TPE(Method):
         return float(self.encoding.encode({dim.name: params[dim.name]})[dim.start])
 
     def _densities(self, group: list[_Dim], trials: list[Trial]) -> _Density:
-        have = [t for t in trials if all(d.name in t.params for d in group)]
+        have = sorted((t for t in trials if all(d.name in t.params for d in group)), key=lambda t: t.number)
         kernels = [
             _Kernels.fit(
                 d, self.space.dists[d.name], np.array([self._value(d, t.params) for t in have]),
@@ -271,7 +285,7 @@ class TPE(Method):
             )
             for d in group
         ]  # fmt: skip
-        return _Density(kernels, self.prior_weight)
+        return _Density(kernels, forgetting_weights(len(have), self.n_recent), self.prior_weight)
 
     def propose(self, trials: Sequence[Trial]) -> Proposal | None:
         if self.capped(trials):
