@@ -114,7 +114,7 @@ def test_parse_builds_the_space_over_key_paths(tmp_path):
          "tune: metric = 'test_accuracy': allowed: val_accuracy, val_loss (the best trial is chosen by validation)"),
         ('metric = "val_loss"\ndirection = "maximize"\n"optimizer.lr" = {float = [1e-3, 1]}',
          "tune: direction = 'maximize': val_loss is to minimize"),
-        ('method = "tpe"\n"optimizer.lr" = {float = [1e-3, 1]}', "tune: method = 'tpe': allowed: grid, random"),
+        ('method = "smac"\n"optimizer.lr" = {float = [1e-3, 1]}', "tune: method = 'smac': allowed: grid, random"),
         ('trials = 0\n"optimizer.lr" = {float = [1e-3, 1]}', "tune: trials = 0: must be an integer >= 1"),
         ('metric = "val_loss"', "tune: [tune] names no searched key"),
     ],
@@ -276,8 +276,8 @@ def test_optreg_tune_then_optreg_train_best_toml(tmp_path, capsys):
     assert main(["train", str(path), "--out", str(tmp_path / "runs")]) == 0  # optreg train ignores [tune]
     assert main(["tune", str(path), "--trials", "2", "--out", str(out)]) == 2
     assert "pass --resume to continue it" in _error_line(capsys)
-    assert main(["tune", str(path), "--method", "tpe", "--out", str(tmp_path / "x")]) == 2
-    assert _error_line(capsys).startswith("optreg: error: tune: method = 'tpe': allowed: grid, random")
+    assert main(["tune", str(path), "--method", "smac", "--out", str(tmp_path / "x")]) == 2
+    assert _error_line(capsys).startswith("optreg: error: tune: method = 'smac': allowed: grid, random")
     bad = _write(tmp_path, '\n[tune]\n"optimizer.lr" = {float = [0.0, 1.0], log = true}\n', name="bad.toml")
     assert main(["tune", str(bad), "--out", str(tmp_path / "y")]) == 2
     assert "optimizer.lr" in _error_line(capsys)

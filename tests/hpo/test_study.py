@@ -274,7 +274,7 @@ def test_keyboard_interrupt_marks_the_trial_interrupted(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"method": "tpe"}, OptregValueError, "hpo: method must be one of 'grid', 'random', 'halving'"),
+        ({"method": "smac"}, OptregValueError, "hpo: method must be one of 'grid', 'random', 'halving'"),
         ({"method": "random", "budget": 3}, OptregTypeError, "hpo: method 'random' takes no option 'budget'"),
         ({"n_trials": 0}, OptregValueError, "hpo: n_trials must be an integer >= 1, got 0"),
         ({"n_trials": None}, OptregValueError, "hpo: method 'random' needs n_trials, an integer >= 1, got None"),

@@ -10,7 +10,8 @@ Methods (:func:`methods`): ``grid`` (7.6.1), ``random`` (7.6.2), ``halving`` (Al
 ``hyperband`` (7.6.4), ``median-stop`` (:mod:`optreg.hpo.median`: stop a trial whose learning curve is
 below the median; the objective reports through :class:`RunningTrial`), and Bayesian optimization with a
 Gaussian process (Algorithm 7.1, 7.6.3):
-``gp-ei``, ``gp-pi``, ``gp-ucb`` (:mod:`optreg.hpo.bayes`, imported with torch on first use); and file 001's
+``gp-ei``, ``gp-pi``, ``gp-ucb`` (:mod:`optreg.hpo.bayes`, imported with torch on first use), or with
+Parzen estimators, ``tpe`` (:mod:`optreg.hpo.tpe`, Bergstra et al. 2011); and file 001's
 ``coarse-to-fine`` (:mod:`optreg.hpo.coarse`); ``nas`` (7.6.4.1, :mod:`optreg.hpo.nas`: a controller RNN
 trained by REINFORCE; :func:`nas_space` and :func:`nas_to_model_spec` for the lab's MLP builder).
 Spaces: :mod:`optreg.hpo.space` (conditional parameters with ``when=``). Studies, storage and resuming:

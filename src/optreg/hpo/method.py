@@ -30,10 +30,17 @@ __all__ = ["DIRECTIONS", "Method", "create_method", "methods", "register"]
 
 DIRECTIONS = ("minimize", "maximize")
 #: The order of :func:`methods`: that of section 7.6.
-_ORDER = ("grid", "random", "halving", "hyperband", "median-stop", "gp-ei", "gp-pi", "gp-ucb", "coarse-to-fine", "nas")
+_ORDER = (
+    "grid", "random", "halving", "hyperband", "median-stop", "gp-ei", "gp-pi", "gp-ucb", "tpe", "coarse-to-fine", "nas"
+)  # fmt: skip
 _REGISTRY: dict[str, type[Method]] = {}
 #: Methods whose module is imported on first use (torch and SciPy's optimizers are not needed before).
-_LAZY = {"gp-ei": "optreg.hpo.bayes", "gp-pi": "optreg.hpo.bayes", "gp-ucb": "optreg.hpo.bayes"}
+_LAZY = {
+    "gp-ei": "optreg.hpo.bayes",
+    "gp-pi": "optreg.hpo.bayes",
+    "gp-ucb": "optreg.hpo.bayes",
+    "tpe": "optreg.hpo.tpe",
+}
 
 
 class Method(ABC):
