@@ -394,6 +394,14 @@ def _sample_variance(xs: Sequence[float]) -> float | None:
     return math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
 
 
+def fmt_value(value: float | None, spec: str = ".3g", missing: str = "-") -> str:
+    """``value`` formatted with ``spec`` for a table or a claim's text; ``missing`` for None or NaN (a run
+    that diverged, a quantity that does not apply)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return f"{value:{spec}}"
+
+
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
     """The mean and the (population) standard deviation of the values that are not None; ``(None, None)``
     when there are none. For a table's ``x`` and ``x_sd`` columns over seeds."""

@@ -402,10 +402,6 @@ def _sweep_figure(rows: list[dict[str, Any]], strengths: Sequence[float]) -> Fig
 # ------------------------------------------------------------------------------------ experiment
 
 
-def _fmt(v: float | None, f: str = ".3f") -> str:
-    return "-" if v is None else f"{v:{f}}"
-
-
 @register(
     "penalties",
     title="l1, l2 and elastic-net penalties: sparsity, shrinkage and the generalization gap",

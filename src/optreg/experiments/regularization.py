@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from optreg.data.datasets import Split, Splits
 from optreg.experiments import format_table
-from optreg.experiments.base import Context, Result, claim, exceeds, mean_std, register
+from optreg.experiments.base import Context, Result, claim, exceeds, fmt_value, mean_std, register
 from optreg.regularize import distillation_loss, hint_loss, hint_regressor, label_smoothing_cross_entropy
 from optreg.regularize.noise import label_noise
 from optreg.report import plots
@@ -175,7 +175,7 @@ def _save_arrays(ctx: Context, name: str, arrays: Mapping[str, np.ndarray]) -> P
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return fmt_value(value, f".{digits}f", missing="n/a")
 
 
 # ---------------------------------------------------------------------------------------- early stopping

@@ -46,7 +46,17 @@ from scipy import stats
 from torch import Tensor, nn
 
 from optreg._checks import check_nonneg, check_positive
-from optreg.experiments.base import Context, Result, RunHistory, claim, differs, exceeds, mean_std, register
+from optreg.experiments.base import (
+    Context,
+    Result,
+    RunHistory,
+    claim,
+    differs,
+    exceeds,
+    fmt_value,
+    mean_std,
+    register,
+)
 from optreg.optim import Optimizer
 from optreg.optim import transforms as T
 from optreg.optim.combine import chain
@@ -407,10 +417,6 @@ def _shrinkage_figure(binned: dict[float, dict[str, list[tuple[list[float], list
 # ------------------------------------------------------------------------------------------- experiment
 
 
-def _fmt(v: float | None, f: str = ".3g") -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{f}}"
-
-
 @register(
     "weight-decay",
     title="Weight decay (7.63) vs l2 regularization in SGD, momentum and Adam (AdamW)",
@@ -669,8 +675,8 @@ def run(ctx: Context) -> Result:
             "without decay| with sqrt(v_hat) is higher for adam l2 than for adamw by more than 2 SE, at every lambda)",
             "Spearman adam l2 / adamw by lambda: "
             + ", ".join(
-                f"{lam:g}: {_fmt(get('adam l2', lam)['spearman'], '.2f')} / "
-                f"{_fmt(get('adamw', lam)['spearman'], '.2f')}"
+                f"{lam:g}: {fmt_value(get('adam l2', lam)['spearman'], '.2f')} / "
+                f"{fmt_value(get('adamw', lam)['spearman'], '.2f')}"
                 for lam in lambdas
             ),
             all(c.holds for c in corr.values()),
