@@ -121,3 +121,17 @@ def test_an_lr_beyond_the_parameters_dtype_is_refused_before_a_step(name):
     q[0].grad = torch.ones(2, dtype=torch.float64)
     opt.step()
     assert torch.isfinite(q[0]).all()
+
+
+def test_an_lr_raised_beyond_the_dtype_mid_run_is_refused_too():
+    """The scheduled fast path (a new lr on a scaled plan) keeps the same bound: oracle torch.finfo(float32).max."""
+    w = torch.zeros(2, requires_grad=True)
+    opt = oo.create("adam", [w], lr=0.1)
+    for lr in (0.1, 0.05):
+        opt.param_groups[0]["lr"] = lr
+        w.grad = torch.ones(2)
+        opt.step()
+    assert opt._plans[0].scaled
+    opt.param_groups[0]["lr"] = 1e300
+    with pytest.raises(optreg.errors.OptregValueError, match=r"adam: lr must fit the parameters' dtype"):
+        opt.step()

@@ -310,13 +310,14 @@ class _Plan:
     ``maximize``) and ``lr``. ``alpha`` is the factor of the parameter write: the group's lr when ``scaled``
     (``tx`` is then the chain built with lr = 1), else 1. ``hp``: the compiled path's hyperparameters."""
 
-    __slots__ = ("key", "lr", "tx", "alpha", "scaled", "maximize", "hp", "lr_view")
+    __slots__ = ("key", "lr", "tx", "alpha", "scaled", "maximize", "hp", "lr_view", "lr_max")
 
     def __init__(self, key: tuple[Any, ...], lr: Any, tx: Transform, scaled: bool, maximize: bool) -> None:
         self.key, self.lr, self.tx, self.scaled, self.maximize = key, lr, tx, scaled, maximize
         self.alpha: Any = (float(lr) if _is_real(lr) else lr) if scaled else 1.0
         self.hp: dict[str, Any] | None = None
         self.lr_view: Any = None  # (a numpy view of hp["lr"], see _new_plan)
+        self.lr_max = math.inf  # the largest lr the parameters' dtype holds (see _new_plan)
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -452,7 +453,7 @@ class Optimizer(torch.optim.Optimizer):
                 if type(lr) is float and type(plan.lr) is float:
                     if lr == plan.lr:
                         return plan
-                    if plan.scaled and 0.0 <= lr < math.inf:
+                    if plan.scaled and 0.0 <= lr <= plan.lr_max:  # else _new_plan checks it
                         plan.lr = plan.alpha = lr
                         if plan.lr_view is not None:
                             plan.lr_view[()] = lr
@@ -467,13 +468,12 @@ class Optimizer(torch.optim.Optimizer):
         maximize = group["maximize"]
         _check_group_key(self._name, "maximize", maximize)
         lr = hparams.get("lr")
-        if _is_real(lr) and group["params"] and group["params"][0].is_floating_point():
-            big = torch.finfo(group["params"][0].dtype).max
-            if big < abs(lr) < math.inf:  # it would overflow in the step (a torch RuntimeError mid-training)
-                raise OptregValueError(
-                    f"{self._name}: lr must fit the parameters' dtype {group['params'][0].dtype} (at most "
-                    f"{big:.4g}), got {lr!r}"
-                )
+        first = group["params"][0] if group["params"] else None
+        lr_max = torch.finfo(first.dtype).max if first is not None and first.is_floating_point() else math.inf
+        if _is_real(lr) and lr_max < abs(lr) < math.inf:  # it would overflow in the step (a torch RuntimeError)
+            raise OptregValueError(
+                f"{self._name}: lr must fit the parameters' dtype {first.dtype} (at most {lr_max:.4g}), got {lr!r}"
+            )
         tx, scaled = self._fixed, False
         if self._factory is not None:
             unit = None
@@ -489,6 +489,7 @@ class Optimizer(torch.optim.Optimizer):
             else:
                 tx = self._transform(hparams)
         plan = _Plan(key, lr, tx, scaled, maximize)
+        plan.lr_max = lr_max
         if self._compile and self._factory is not None:
             plan.hp = _tensor_hparams(hparams, group["params"][0].device)
             if scaled and _is_real(lr) and plan.hp["lr"].is_cpu:
