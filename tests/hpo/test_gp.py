@@ -111,6 +111,22 @@ def test_matern_derivative_gradcheck_and_finite_at_zero():
     assert x1.grad.abs().max().item() == 0.0
 
 
+@pytest.mark.parametrize("prior", [False, True])
+@pytest.mark.parametrize("raw", [[0.1, -0.5, 0.3, 0.2, -3.0], [-2.0, 1.5, 0.8, -1.0, -12.0]])
+def test_closed_form_fit_objective_matches_autograd(prior, raw):
+    """Oracle: torch.autograd through log_marginal_likelihood (+ log_prior), whose value matches sklearn's (above)."""
+    x, y, _ = _data(n=20)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    sq = (xt.unsqueeze(-2) - xt.unsqueeze(-3)).square()
+    value, grad = gp.objective_with_grad(sq, yt, torch.tensor(raw, dtype=F64), prior=prior)
+    r = torch.tensor(raw, dtype=F64, requires_grad=True)
+    params = gp.GPParams(r[:3].exp(), r[3].exp(), r[4].exp())
+    ref = gp.log_marginal_likelihood(xt, yt, params) + (gp.log_prior(params) if prior else 0.0)
+    ref.backward()
+    assert value == pytest.approx(ref.item(), rel=1e-12, abs=1e-9)
+    assert grad.numpy() == pytest.approx(r.grad.numpy(), rel=1e-8, abs=1e-8)
+
+
 def _ei_scipy(mean, var, best):
     sigma = np.sqrt(var)
     z = (best - mean) / sigma

@@ -25,9 +25,10 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-import scipy.optimize
 import torch
 from torch import Tensor
+
+from optreg.hpo._lbfgsb import batched_lbfgsb
 
 __all__ = [
     "GPParams",
@@ -43,6 +44,7 @@ __all__ = [
     "log_pi",
     "log_prior",
     "matern52",
+    "objective_with_grad",
     "pack",
     "predict",
     "predict_with_grad",
@@ -86,8 +88,11 @@ class _Matern52(torch.autograd.Function):
 def matern52(x1: Tensor, x2: Tensor, lengthscales: Tensor) -> Tensor:
     """The Matern-5/2 correlation of ``x1`` ``(..., n, D)`` and ``x2`` ``(..., m, D)``, scaled by
     ``lengthscales`` ``(D,)``: ``(..., n, m)``."""
-    d = (x1.unsqueeze(-2) - x2.unsqueeze(-3)) / lengthscales
-    return _Matern52.apply(d.square().sum(-1))
+    a, b = x1 / lengthscales, x2 / lengthscales
+    # ||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b: one matrix product instead of an (n, m, D) difference (six
+    # times faster for the 2048 raw points a suggestion scores); the rounding can make it -1e-16, hence the clamp
+    d2 = a.square().sum(-1).unsqueeze(-1) + b.square().sum(-1).unsqueeze(-2) - 2 * a @ b.transpose(-1, -2)
+    return _Matern52.apply(d2.clamp_min(0))
 
 
 def kernel(x1: Tensor, x2: Tensor, params: GPParams) -> Tensor:
@@ -205,41 +210,72 @@ def default_params(d: int) -> GPParams:
     return GPParams(torch.ones(d, dtype=torch.float64), one, torch.tensor(1e-2, dtype=torch.float64))
 
 
+def objective_with_grad(sq: Tensor, y: Tensor, raw: Tensor, *, prior: bool = True) -> tuple[float, Tensor]:
+    """``log_marginal_likelihood (+ log_prior)`` at the packed ``raw`` ``(D + 2,)`` (see :func:`pack`) and its
+    gradient with respect to ``raw``, in closed form (no autograd graph: the fit calls it some 20 times a
+    suggestion, and the graph of the Cholesky factor costs more than the formulas).
+
+    ``sq`` ``(n, n, D)`` holds ``(x_id - x_jd)^2``. With ``K = s M + noise I``, ``M = matern52(r^2)``,
+    ``alpha = K^-1 y`` and ``W = alpha alpha^T - K^-1`` (R&W eq. 5.9: ``d log p / d theta = 1/2 tr(W dK/d theta)``;
+    ``K^-1`` is formed from the Cholesky factor, as eq. 5.9 needs it whole):
+    ``d/d log s = s/2 sum(W * M)``, ``d/d log noise = noise/2 tr W``, and, as
+    ``d r^2 / d log l_d = -2 (x_id - x_jd)^2 / l_d^2``, ``d/d log l_d = -s sum_ij W_ij M'_ij sq_ijd / l_d^2`` with
+    ``M'(r^2) = -5/6 (1 + sqrt5 r) exp(-sqrt5 r)``. The priors' (:func:`log_prior`) derivatives:
+    ``-0.2 (l^2 - l^-2)``, ``1 - s`` and ``0.1 - 30 noise``.
+    """
+    d = sq.shape[-1]
+    ls2 = (2 * raw[:d]).exp()
+    s, noise = raw[d].exp(), raw[d + 1].exp()
+    d2 = (sq / ls2).sum(-1)
+    s5r = _SQRT5 * d2.sqrt()
+    e = torch.exp(-s5r)
+    m = (1 + s5r + (5.0 / 3.0) * d2) * e
+    n = y.shape[0]
+    k = s * m
+    k.diagonal().add_(noise)
+    chol = _cholesky(k)
+    alpha = torch.cholesky_solve(y.unsqueeze(-1), chol).squeeze(-1)
+    value = -0.5 * (y @ alpha) - chol.diagonal().log().sum() - 0.5 * n * _LOG_2PI
+    w = torch.outer(alpha, alpha) - torch.cholesky_inverse(chol)
+    dm = (-5.0 / 6.0) * (1 + s5r) * e
+    grad = torch.empty(d + 2, dtype=raw.dtype)
+    grad[:d] = -s * torch.einsum("ij,ijd->d", w * dm, sq) / ls2
+    grad[d] = 0.5 * s * (w * m).sum()
+    grad[d + 1] = 0.5 * noise * w.diagonal().sum()
+    if prior:
+        value = value - 0.1 * (ls2 + 1 / ls2).sum() + (raw[d] - s) + (0.1 * raw[d + 1] - 30.0 * noise)
+        grad[:d] -= 0.2 * (ls2 - 1 / ls2)
+        grad[d] += 1 - s
+        grad[d + 1] += 0.1 - 30.0 * noise
+    return value.item(), grad
+
+
 def fit_params(x: Tensor, y: Tensor, *, prior: bool = True, init: GPParams | None = None) -> GPParams:
     """Hyperparameters maximizing ``log_marginal_likelihood (+ log_prior)`` for ``x`` ``(n, D)``, ``y`` ``(n,)``.
 
-    L-BFGS-B (``scipy.optimize.minimize``) over ``(log l, log s, log noise)`` within the ``*_BOUNDS``, with
-    torch's gradients, from :func:`default_params`; with ``init`` (a warm start, e.g. the previous fit),
-    from ``init``, and again from the default start if that one is better than where ``init`` led.
+    L-BFGS-B (SciPy's, through :func:`optreg.hpo._lbfgsb.batched_lbfgsb`) over ``(log l, log s, log noise)``
+    within the ``*_BOUNDS``, with the gradient in closed form (:func:`objective_with_grad`), from
+    :func:`default_params`; with ``init`` (a warm start, e.g. the previous fit), from ``init``, and again from
+    the default start if that one is better than where ``init`` led.
     """
     d = x.shape[1]
-    bounds = [tuple(map(math.log, LENGTHSCALE_BOUNDS))] * d + [
-        tuple(map(math.log, OUTPUTSCALE_BOUNDS)),
-        tuple(map(math.log, NOISE_BOUNDS)),
-    ]
-    lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+    bounds = np.log(np.array([LENGTHSCALE_BOUNDS] * d + [OUTPUTSCALE_BOUNDS, NOISE_BOUNDS], dtype=float))
+    sq = (x.unsqueeze(-2) - x.unsqueeze(-3)).square()  # (n, n, D): what the length scales divide
 
-    def loss(raw_np: np.ndarray) -> tuple[float, np.ndarray]:
-        raw = torch.tensor(raw_np, dtype=x.dtype, requires_grad=True)
-        params = _unpack(raw, d)
-        value = log_marginal_likelihood(x, y, params)
-        if prior:
-            value = value + log_prior(params)
-        (-value).backward()
-        return -value.item(), raw.grad.numpy().copy()
+    def loss(rows: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # one run: rows == [0]
+        value, grad = objective_with_grad(sq, y, torch.from_numpy(raw[0]), prior=prior)
+        return np.array([-value]), -grad.numpy()[None]
 
-    def run(start: GPParams) -> scipy.optimize.OptimizeResult:
-        x0 = np.clip(np.array(pack(start)), lo, hi)
-        return scipy.optimize.minimize(
-            loss, x0, jac=True, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-6, "gtol": 1e-4}
-        )
+    def run(start: GPParams) -> tuple[np.ndarray, float]:
+        raw, value = batched_lbfgsb(loss, np.array([pack(start)]), bounds, maxiter=15000, gtol=1e-4, ftol=1e-6)
+        return raw[0], float(value[0])
 
-    res = run(default_params(d) if init is None else init)
+    raw, value = run(default_params(d) if init is None else init)
     if init is not None:
-        default = np.clip(np.array(pack(default_params(d))), lo, hi)
-        if loss(default)[0] < res.fun:
-            res = run(default_params(d))
-    return _unpack(torch.tensor(res.x, dtype=x.dtype), d)
+        default = np.clip(np.array([pack(default_params(d))]), bounds[:, 0], bounds[:, 1])
+        if loss(np.zeros(1, dtype=int), default)[0][0] < value:
+            raw, value = run(default_params(d))
+    return _unpack(torch.tensor(raw, dtype=x.dtype), d)
 
 
 def log_h(z: Tensor) -> Tensor:

@@ -136,7 +136,12 @@ def create_method(
 @functools.cache
 def _blas() -> ThreadpoolController:
     """The thread pools of the loaded BLAS / OpenMP libraries, found once: ``threadpool_limits`` looks
-    them up again on every call, which costs milliseconds, a tenth of a suggestion."""
+    them up again on every call, which costs milliseconds, a tenth of a suggestion. SciPy's own OpenBLAS
+    (the one its L-BFGS-B and LAPACK wrappers call, apart from NumPy's) is loaded first, so that it is among
+    them: a controller made before it loads would leave it on every core."""
+    import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS)
+    import scipy.optimize  # noqa: F401
+
     return ThreadpoolController()
 
 
