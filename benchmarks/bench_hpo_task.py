@@ -137,7 +137,8 @@ def epochs_to_reach(calls: list[Call], target: float, full: int | None = None) -
 @dataclass(frozen=True)
 class Run:
     """What a method did: its calls in order, the index of the one it chose (``None``: none complete) and, for
-    optreg's multi-fidelity methods, each call's trial meta (BOHB's ``model_budget``: drawn by its model)."""
+    optreg's multi-fidelity methods, each call's trial meta (BOHB's ``model_budget``, on a configuration's
+    first-round trial only: drawn by its model)."""
 
     method: str
     calls: list[Call]

@@ -23,8 +23,9 @@ parameters jointly. A failed or running trial of budget ``b`` counts in ``g`` (T
 ``|D_b|``.
 
 A proposal depends only on the seed, the bracket, the configuration and the stored trials, so a resumed
-study proposes what an uninterrupted one does; the trial's meta says which budget's model drew it
-(``model_budget``; absent for a random draw).
+study proposes what an uninterrupted one does. The meta of a configuration's first-round trial says which
+budget's model drew it (``model_budget``; absent for a random draw; its promotions, later rounds of the same
+``pass``, ``bracket`` and ``config``, do not repeat it).
 """
 
 from __future__ import annotations

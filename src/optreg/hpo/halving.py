@@ -3,10 +3,10 @@
 
 Both call ``objective(params, budget=r)`` with ``r`` in resource units (epochs, say): the resource that
 evaluation is given. A trial's ``meta`` says where it stands: ``config`` (which configuration), ``rung``
-(which round), and for Hyperband ``bracket`` and ``pass`` (BOHB adds ``model_budget`` to a configuration
-its model drew). A rung's survivors are chosen only when every trial of the rung is finished (a failed
-trial ranks last; ties go to the lower config number), so the method is a pure function of the stored
-trials and a resumed study continues the same rounds.
+(which round), and for Hyperband ``bracket`` and ``pass`` (BOHB adds ``model_budget`` to the first-round
+trial of a configuration its model drew). A rung's survivors are chosen only when every trial of the rung is
+finished (a failed trial ranks last; ties go to the lower config number), so the method is a pure function
+of the stored trials and a resumed study continues the same rounds.
 """
 
 from __future__ import annotations
