@@ -129,8 +129,8 @@ def test_bad_runs_of_tune_are_refused_before_any_trial(tmp_path):
     tc = tuning.load(_write(tmp_path, TUNE + '"train.epochs" = {int = [1, 3]}\n'))
     with pytest.raises(ConfigError, match=r"tune: train.epochs = 'searched': method 'hyperband' sets the epochs"):
         tuning.tune(tc, tmp_path / "o", method="hyperband")
-    with pytest.raises(ConfigError, match=r"tune: method = 'bohb': allowed: grid, random"):
-        tuning.tune(tc, tmp_path / "o", method="bohb")
+    with pytest.raises(ConfigError, match=r"tune: method = 'smac': allowed: grid, random"):
+        tuning.tune(tc, tmp_path / "o", method="smac")
     no_val = BASE.replace("val_fraction = 0.2", "val_fraction = 0.0")
     with pytest.raises(ConfigError, match=r"tune: data.val_fraction = 0.0: metric 'val_accuracy' needs a validation"):
         tuning.tune(tuning.load(_write(tmp_path, base=no_val, name="n.toml")), tmp_path / "n", n_trials=1)
@@ -196,6 +196,18 @@ def test_halving_resumes_each_config_from_its_smaller_budget(tmp_path):
     assert result.paths["rungs"].is_file()
     best = cfg.load(result.paths["best"])
     assert best.epochs == 6 and result.best.budget == 6
+
+
+def test_bohb_runs_hyperbands_pass_with_the_epochs_as_max_budget(tmp_path):
+    """Oracle: tune's ``hyperband`` on the same config. One pass over the brackets of max_budget = train.epochs
+    = 3, eta = 3 (Li et al.: (3, 1), (1, 3) and (2, 3)); with 6 trials no budget has N_min + 2 = 5 complete
+    ones (d = 2), so BOHB draws what Hyperband does, and a resumed rung trains only its new epochs."""
+    tc = tuning.load(_write(tmp_path))
+    bohb = tuning.tune(tc, tmp_path / "b", method="bohb")
+    hb = tuning.tune(tc, tmp_path / "h", method="hyperband")
+    assert sorted(t.budget for t in bohb.trials) == [1, 1, 1, 3, 3, 3]
+    assert [(t.params, t.budget, t.value) for t in bohb.trials] == [(t.params, t.budget, t.value) for t in hb.trials]
+    assert bohb.paths["rungs"].is_file()
 
 
 def test_median_stop_stops_trials_through_the_trainer(tmp_path):

@@ -36,7 +36,7 @@ sets the epochs itself.
 The objective (:class:`SpecObjective`) is one :func:`optreg.train.run` of the config with the trial's
 values: the validation ``metric`` (never the test split) after the last (or best) epoch, reported after
 every epoch (so ``median-stop`` can stop a trial below the median curve). Multi-fidelity methods
-(``halving``, ``hyperband``, ``coarse-to-fine`` with ``budgets``) give ``train.epochs = budget``; a config
+(``halving``, ``hyperband``, ``bohb``, ``coarse-to-fine`` with ``budgets``) give ``train.epochs = budget``; a config
 seen before at a smaller budget resumes from its checkpoint (one file per config under
 ``OUT/checkpoints/``), bit for bit as if it had trained the larger budget from the start (a schedule whose
 length is fixed in steps, such as cosine's ``total_steps``, is not rescaled with the budget). A run that
@@ -45,7 +45,7 @@ diverges is a failed trial with its error.
 :func:`tune` runs the study in ``OUT/study.sqlite`` (``resume=True`` continues one that was killed) and
 writes ``trials.csv``, ``best.toml`` (the config with the best values, runnable with ``optreg train``) and
 the figures: the optimization history, parallel coordinates, the learning curves, the GP posterior along
-each dimension (``gp-*``) and the successive-halving rungs (``halving``, ``hyperband``). It prints nothing.
+each dimension (``gp-*``) and the successive-halving rungs (``halving``, ``hyperband``, ``bohb``). It prints nothing.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 #: The plain keys of ``[tune]``.
 SETTINGS = ("metric", "direction", "reduce", "seed", "method", "trials")
 #: Methods that set ``train.epochs`` from their budget (coarse-to-fine only with ``budgets``).
-FIDELITY = ("halving", "hyperband")
+FIDELITY = ("halving", "hyperband", "bohb")
 _KINDS = ("float", "int", "categorical")
 _SECTIONS = ("model", "init", "optimizer", "schedule", "train")
 
@@ -479,7 +479,7 @@ def method_options(tc: TuneConfig, method: str, n_trials: int | None) -> dict[st
     (``halving``: ``cumulative = true``, since a trial resumes its configuration's checkpoint, so the epochs
     trained are exactly Algorithm 7.2's allocation of ``budget``, and ``budget = max(N K, ceil(K E N / (N - 1)))``
     with ``K = ceil(log2 N)`` rounds and ``E = train.epochs``, so the last round's survivors reach about ``E``
-    epochs; ``hyperband``: ``max_budget = train.epochs``)."""
+    epochs; ``hyperband`` and ``bohb``: ``max_budget = train.epochs``)."""
     options = dict(tc.options.get(method, {}))
     epochs = tc.base.get("train", {}).get("epochs", 10)
     if method == "halving":
@@ -487,7 +487,7 @@ def method_options(tc: TuneConfig, method: str, n_trials: int | None) -> dict[st
     if method == "halving" and "budget" not in options and n_trials is not None and n_trials >= 2:
         rounds = math.ceil(math.log2(n_trials))
         options["budget"] = max(n_trials * rounds, math.ceil(rounds * epochs * n_trials / (n_trials - 1)))
-    if method == "hyperband":
+    if method in ("hyperband", "bohb"):
         options.setdefault("max_budget", epochs)
     return options
 
@@ -524,7 +524,7 @@ def tune(
 ) -> TuneResult:
     """Run the search ``tc`` describes in ``out/study.sqlite`` (study name: the config's name) and write the
     results (see the module docstring). ``method`` / ``n_trials`` default to ``[tune]``'s ``method`` /
-    ``trials`` (else ``random`` / 20; one pass over the brackets for ``hyperband``, the whole grid for
+    ``trials`` (else ``random`` / 20; one pass over the brackets for ``hyperband`` / ``bohb``, the whole grid for
     ``grid``). A study of that name already in the file is an error unless ``resume`` (which starts the study when
 there is none yet: a run killed before its first trial resumes too).
     ``on_start(study)`` is called once the study is open, ``callback(study, trial)`` after every trial."""
@@ -535,7 +535,7 @@ there is none yet: a run killed before its first trial resumes too).
     if method not in hpo.methods():
         raise ConfigError(f"tune: method = {method!r}: allowed: {', '.join(hpo.methods())}")
     if n_trials is None:
-        n_trials = tc.trials if tc.trials is not None else (None if method in ("hyperband", "grid") else 20)
+        n_trials = tc.trials if tc.trials is not None else (None if method in ("hyperband", "bohb", "grid") else 20)
     fidelity = tc.fidelity(method)
     if fidelity and "train.epochs" in tc.space.dists:
         raise _fail("train.epochs", "searched", f"method {method!r} sets the epochs from its budget; do not search it")

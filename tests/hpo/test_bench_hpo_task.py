@@ -52,8 +52,11 @@ def closed_form(R: int, eta: int, resume: bool) -> tuple[int, int]:
 
 @pytest.mark.parametrize(("R", "eta"), [(27, 3), (9, 3), (16, 2)])
 @pytest.mark.parametrize("resume", [True, False])
-def test_one_hyperband_pass_spends_li_et_als_closed_form_budget(R, eta, resume):
-    run = run_hyperband(synthetic, SPACE, max_budget=R, seed=0, eta=eta, resume=resume)
+@pytest.mark.parametrize("method", ["hyperband", "bohb"])
+def test_one_hyperband_pass_spends_li_et_als_closed_form_budget(R, eta, resume, method):
+    """BOHB (Falkner et al. 2018) keeps Hyperband's brackets: the same closed form."""
+    run = run_hyperband(synthetic, SPACE, max_budget=R, seed=0, eta=eta, resume=resume, method=method)
+    assert run.method == method
     epochs, trials = closed_form(R, eta, resume)
     assert (run.spent, len(run.calls)) == (epochs, trials)
     if resume:  # every later rung resumes its configuration's previous rung: only the extra epochs count
@@ -65,9 +68,10 @@ def test_one_hyperband_pass_spends_li_et_als_closed_form_budget(R, eta, resume):
         assert all(c.start == 0 and c.epochs == c.budget for c in run.calls)
 
 
-def test_hyperband_stops_before_the_trial_that_would_pass_the_budget():
+@pytest.mark.parametrize("method", ["hyperband", "bohb"])
+def test_hyperband_stops_before_the_trial_that_would_pass_the_budget(method):
     budget = 100  # within the second pass of R = 9, eta = 3 (one pass: closed_form(9, 3, True) epochs)
-    run = run_hyperband(synthetic, SPACE, max_budget=9, seed=0, budget=budget)
+    run = run_hyperband(synthetic, SPACE, max_budget=9, seed=0, budget=budget, method=method)
     one_pass = closed_form(9, 3, True)[0]
     assert one_pass < run.spent <= budget < run.spent + 9  # it stopped only when the next trial (<= 9) did not fit
     assert run.best is not None and run.best.end == 9  # chosen among the full-length trials (best_trial's rule)

@@ -7,9 +7,10 @@
 ['act', 'lr']
 
 Methods (:func:`methods`): ``grid`` (7.6.1), ``random`` (7.6.2), ``halving`` (Algorithm 7.2) and
-``hyperband`` (7.6.4), ``median-stop`` (:mod:`optreg.hpo.median`: stop a trial whose learning curve is
-below the median; the objective reports through :class:`RunningTrial`), and Bayesian optimization with a
-Gaussian process (Algorithm 7.1, 7.6.3):
+``hyperband`` (7.6.4), ``bohb`` (:mod:`optreg.hpo.bohb`: Hyperband drawing its configurations from a TPE
+model of the largest budget with enough trials, Falkner et al. 2018), ``median-stop``
+(:mod:`optreg.hpo.median`: stop a trial whose learning curve is below the median; the objective reports
+through :class:`RunningTrial`), and Bayesian optimization with a Gaussian process (Algorithm 7.1, 7.6.3):
 ``gp-ei``, ``gp-pi``, ``gp-ucb`` (:mod:`optreg.hpo.bayes`, imported with torch on first use), or with
 Parzen estimators, ``tpe`` (:mod:`optreg.hpo.tpe`, Bergstra et al. 2011); and file 001's
 ``coarse-to-fine`` (:mod:`optreg.hpo.coarse`); ``nas`` (7.6.4.1, :mod:`optreg.hpo.nas`: a controller RNN

@@ -1,10 +1,12 @@
-"""Dynamic resource allocation (7.6.4): successive halving (Algorithm 7.2) and Hyperband.
+"""Dynamic resource allocation (7.6.4): successive halving (Algorithm 7.2) and Hyperband (BOHB, in
+:mod:`optreg.hpo.bohb`, is Hyperband with its :meth:`Hyperband.draw` hook drawing from a TPE model).
 
 Both call ``objective(params, budget=r)`` with ``r`` in resource units (epochs, say): the resource that
 evaluation is given. A trial's ``meta`` says where it stands: ``config`` (which configuration), ``rung``
-(which round), and for Hyperband ``bracket`` and ``pass``. A rung's survivors are chosen only when every
-trial of the rung is finished (a failed trial ranks last; ties go to the lower config number), so the
-method is a pure function of the stored trials and a resumed study continues the same rounds.
+(which round), and for Hyperband ``bracket`` and ``pass`` (BOHB adds ``model_budget`` to the first-round
+trial of a configuration its model drew). A rung's survivors are chosen only when every trial of the rung is
+finished (a failed trial ranks last; ties go to the lower config number), so the method is a pure function
+of the stored trials and a resumed study continues the same rounds.
 """
 
 from __future__ import annotations
@@ -73,9 +75,10 @@ def _bracket(
     trials: Sequence[Trial],
     rungs: Rungs,
     key: dict[str, int],
-    draw: Callable[[int], dict[str, Any]],
+    draw: Callable[[int], tuple[dict[str, Any], dict[str, Any]]],
 ) -> Proposal | _Wait | None:
-    """The next trial of one successive-halving bracket (its trials carry ``key`` in their meta)."""
+    """The next trial of one successive-halving bracket (its trials carry ``key`` in their meta); ``draw(c)``
+    gives configuration ``c``'s parameters and any meta of its own when its first round is proposed."""
     mine: dict[tuple[int, int], Trial] = {}
     for t in trials:
         if all(t.meta.get(k) == v for k, v in key.items()):
@@ -85,8 +88,8 @@ def _bracket(
         members = members[:size]
         for c in members:
             if (rung, c) not in mine:
-                params = draw(c) if rung == 0 else mine[(0, c)].params
-                return Proposal(params, budget, {**key, "rung": rung, "config": c})
+                params, extra = draw(c) if rung == 0 else (mine[(0, c)].params, {})
+                return Proposal(params, budget, {**key, "rung": rung, "config": c, **extra})
         here = [mine[(rung, c)] for c in members]
         if not all(t.finished for t in here):
             return WAIT
@@ -126,7 +129,7 @@ class Halving(Method):
         return {"n_trials": self.n_trials, "budget": self.budget, **({"cumulative": True} if self.cumulative else {})}
 
     def propose(self, trials: Sequence[Trial]) -> Proposal | _Wait | None:
-        return _bracket(self, trials, self.rungs, {}, lambda c: self.space.sample(self.rng(c)))
+        return _bracket(self, trials, self.rungs, {}, lambda c: (self.space.sample(self.rng(c)), {}))
 
 
 @register
@@ -147,8 +150,8 @@ class Hyperband(Method):
         self, space: Space, *, seed: int, n_trials: int | None, direction: str, max_budget: int, eta: int = 3
     ) -> None:
         super().__init__(space, seed=seed, n_trials=n_trials, direction=direction)
-        self.eta = check_int("hyperband", "eta", eta, 2)
-        self.max_budget = check_int("hyperband", "max_budget", max_budget, 1)
+        self.eta = check_int(self.name, "eta", eta, 2)
+        self.max_budget = check_int(self.name, "max_budget", max_budget, 1)
         self.brackets = hyperband_brackets(self.max_budget, self.eta)
 
     def identity(self) -> dict[str, Any]:
@@ -163,8 +166,8 @@ class Hyperband(Method):
             for b, rungs in enumerate(self.brackets):
                 s = len(self.brackets) - 1 - b
 
-                def draw(c: int, p: int = p, s: int = s) -> dict[str, Any]:
-                    return self.space.sample(self.rng(p, s, c))
+                def draw(c: int, p: int = p, s: int = s) -> tuple[dict[str, Any], dict[str, Any]]:
+                    return self.draw(trials, p, s, c)
 
                 step = _bracket(self, trials, rungs, {"pass": p, "bracket": s}, draw)
                 if step is WAIT:
@@ -174,3 +177,8 @@ class Hyperband(Method):
             if waiting:
                 return WAIT
         return None
+
+    def draw(self, trials: Sequence[Trial], p: int, s: int, c: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Configuration ``c`` of bracket ``s`` in pass ``p`` and its extra meta: drawn at random from the
+        generator of ``(seed, p, s, c)`` (the hook BOHB replaces with its model)."""
+        return self.space.sample(self.rng(p, s, c)), {}

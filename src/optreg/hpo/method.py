@@ -31,11 +31,13 @@ __all__ = ["DIRECTIONS", "Method", "create_method", "methods", "register"]
 DIRECTIONS = ("minimize", "maximize")
 #: The order of :func:`methods`: that of section 7.6.
 _ORDER = (
-    "grid", "random", "halving", "hyperband", "median-stop", "gp-ei", "gp-pi", "gp-ucb", "tpe", "coarse-to-fine", "nas"
+    "grid", "random", "halving", "hyperband", "bohb", "median-stop", "gp-ei", "gp-pi", "gp-ucb", "tpe",
+    "coarse-to-fine", "nas",
 )  # fmt: skip
 _REGISTRY: dict[str, type[Method]] = {}
 #: Methods whose module is imported on first use (torch and SciPy's optimizers are not needed before).
 _LAZY = {
+    "bohb": "optreg.hpo.bohb",
     "gp-ei": "optreg.hpo.bayes",
     "gp-pi": "optreg.hpo.bayes",
     "gp-ucb": "optreg.hpo.bayes",

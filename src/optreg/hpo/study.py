@@ -134,12 +134,12 @@ class Study:
         ``{name: hpo.Float | hpo.Int | hpo.Categorical | hpo.Fixed}`` (see :mod:`optreg.hpo.space`).
     method:
         One of :func:`optreg.hpo.methods`; its options are passed as further keywords (``budget=`` for
-        ``halving``, ``max_budget=`` and ``eta=`` for ``hyperband``, ``grid_size=`` for ``grid``, ...).
+        ``halving``, ``max_budget=`` and ``eta=`` for ``hyperband`` and ``bohb``, ``grid_size=`` for ``grid``, ...).
     direction:
         ``"minimize"`` or ``"maximize"``.
     n_trials:
         How many trials (for ``halving``: how many configurations ``N``). ``None``: no limit for ask / tell,
-        the whole grid for ``grid``, one pass over the brackets for ``hyperband``.
+        the whole grid for ``grid``, one pass over the brackets for ``hyperband`` and ``bohb``.
     seed:
         Same seed, same space, same results: trial ``k``'s draws depend only on the seed and ``k``.
     storage, name:

@@ -276,11 +276,12 @@ class TPE(Method):
             return float(dist.index(params[dim.name]))
         return float(self.encoding.encode({dim.name: params[dim.name]})[dim.start])
 
-    def _densities(self, group: list[_Dim], trials: list[Trial]) -> _Density:
-        have = sorted((t for t in trials if all(d.name in t.params for d in group)), key=lambda t: t.number)
+    def _densities(self, group: list[_Dim], points: list[tuple[int, dict[str, Any]]]) -> _Density:
+        """The Parzen estimator of ``group`` from ``points``, ``(order, params)`` (kernel weights by order)."""
+        have = sorted((p for p in points if all(d.name in p[1] for d in group)), key=lambda p: p[0])
         kernels = [
             _Kernels.fit(
-                d, self.space.dists[d.name], np.array([self._value(d, t.params) for t in have]),
+                d, self.space.dists[d.name], np.array([self._value(d, params) for _, params in have]),
                 self.bandwidth, self.prior_weight, len(group),
             )
             for d in group
@@ -294,7 +295,12 @@ class TPE(Method):
         rng = self.rng(number)
         if number < self.n_startup or not self.groups or not any(t.state == "complete" for t in trials):
             return Proposal(self.space.sample(rng))
-        fits = self.fit(trials)
+        return self.suggest([(t.params, self.loss(t)) for t in trials], rng)
+
+    def suggest(self, observations: Sequence[tuple[dict[str, Any], float]], rng: np.random.Generator) -> Proposal:
+        """The configuration maximizing ``log l(x) - log g(x)`` among ``n_ei_candidates`` draws from ``l``, with
+        ``l`` and ``g`` fitted to ``observations`` (see :meth:`fit_observations`; at least one finite loss)."""
+        fits = self.fit_observations(observations)
         m = self.n_ei_candidates
         # draw every coordinate of m candidates from l (inactive ones are dropped by decode)
         u = np.zeros((m, self.encoding.n_dims))
@@ -311,11 +317,19 @@ class TPE(Method):
 
     def fit(self, trials: Sequence[Trial]) -> list[tuple[list[_Dim], _Density, _Density]]:
         """Per group of parameters, ``l`` (the good trials) and ``g`` (the other complete trials, the failed
-        and the running ones) fitted to ``trials`` (at least one complete)."""
-        done = [t for t in trials if t.state == "complete"]
-        is_good = split(np.array([self.loss(t) for t in done]), self.gamma)
-        good = [t for t, g in zip(done, is_good, strict=True) if g]
-        bad = [t for t, g in zip(done, is_good, strict=True) if not g] + [t for t in trials if t.state != "complete"]
+        and the running ones) fitted to ``trials`` (in number order, at least one complete)."""
+        return self.fit_observations([(t.params, self.loss(t)) for t in trials])
+
+    def fit_observations(
+        self, observations: Sequence[tuple[dict[str, Any], float]]
+    ) -> list[tuple[list[_Dim], _Density, _Density]]:
+        """:meth:`fit` on ``(params, loss)`` pairs in trial order (the forgetting weights' order): a finite loss
+        is a complete observation, split at the ``gamma`` quantile; ``inf`` (failed or running) is bad."""
+        done = [(i, p, y) for i, (p, y) in enumerate(observations) if math.isfinite(y)]
+        is_good = split(np.array([y for _, _, y in done]), self.gamma)
+        good = [(i, p) for (i, p, _), g in zip(done, is_good, strict=True) if g]
+        bad = [(i, p) for (i, p, _), g in zip(done, is_good, strict=True) if not g]
+        bad += [(i, p) for i, (p, y) in enumerate(observations) if not math.isfinite(y)]
         return [(group, self._densities(group, good), self._densities(group, bad)) for group in self.groups]
 
     def score(self, fits: list[tuple[list[_Dim], _Density, _Density]], cands: list[dict[str, Any]]) -> np.ndarray:
