@@ -1,18 +1,22 @@
 """The output transforms of optreg's gp-ei (``output_transform=``, optreg.hpo.warp) on bench_hpo's functions,
 with Optuna's TPESampler and GPSampler on the same seeds: the evidence for the default.
 
-    python -m benchmarks.sweep_output_transform OUT.jsonl --seeds 0-4 [--functions Rosenbrock-4,...]
+    python -m benchmarks.sweep_output_transform OUT.jsonl --seeds 0-4 [--functions Rosenbrock,mixed,...]
         [--methods standardize,log,yeo-johnson,rank,TPE,GPSampler]
 
-One JSON line per (function, method, seed) with the simple regret ``min f - f*`` after ``--trials`` trials
-(default 50); lines already in OUT are skipped, so a run can be resumed. ``--summary`` prints the median
-regret per function and method from OUT, and the per-seed regrets. One torch and one BLAS thread.
+A method is a transform of gp-ei (``log@0.01``: with a knob, see ``sweep``), ``gp-ucb/box-cox`` a transform
+of another GP method, or an Optuna sampler. One JSON line per (function, method, seed) with the simple
+regret ``min f - f*`` after ``--trials`` trials (default 50); lines already in OUT are skipped, so a run can
+be resumed. ``--summary`` prints the median regret per function and method from OUT, the per-seed regrets,
+and whether a transform's mean log10 regret differs from standardize's beyond 2 Welch standard errors
+(optreg.experiments.base.exceeds). One torch and one BLAS thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -21,8 +25,11 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from benchmarks.bench_hpo import FUNCTIONS, _run_optreg, _run_optuna
+from optreg.experiments.base import exceeds
+from optreg.hpo import warp
 
-TRANSFORMS = ("standardize", "log", "yeo-johnson", "rank")
+_LOG_OFFSET = warp.LOG_OFFSET
+TRANSFORMS = ("standardize", "log", "yeo-johnson", "box-cox", "rank")
 OPTUNA = ("TPE", "GPSampler")
 
 
@@ -48,8 +55,13 @@ def sweep(path: str, functions: list[str], methods: list[str], seeds: list[int],
                     continue
                 if method in OPTUNA:
                     best, _ = _run_optuna(method, f, space, n_trials, seed)
-                else:
-                    best, _ = _run_optreg("gp-ei", f, space, n_trials, seed, output_transform=method)
+                else:  # "log@0.01": the log warp with c = 0.01 (median - min); "box-cox@-1:1": -1 <= lambda <= 1
+                    kind, _, knob = method.partition("@")
+                    warp.LOG_OFFSET = float(knob) if knob and kind == "log" else _LOG_OFFSET
+                    lo, _, hi = (knob if knob and kind == "box-cox" else "-inf:inf").partition(":")  # "box-cox@-1:1"
+                    warp.BOX_COX_LAMBDA_BOUNDS = (float(lo or "-inf"), float(hi or "inf"))
+                    gp_method, _, kind = kind.rpartition("/")  # "gp-ucb/box-cox": another GP method
+                    best, _ = _run_optreg(gp_method or "gp-ei", f, space, n_trials, seed, output_transform=kind)
                 with open(path, "a") as fh:
                     fh.write(json.dumps({"function": name, "method": method, "seed": seed,
                                          "regret": best - f_star}) + "\n")  # fmt: skip
@@ -64,8 +76,18 @@ def summary(path: str) -> None:
     for (name, method), by_seed in rows.items():
         seeds = sorted(by_seed)
         regrets = [by_seed[s] for s in seeds]
+        versus = ""
+        plain = method.rpartition("/")[0] + "/standardize" if "/" in method else "standardize"
+        base = rows.get((name, plain), {})
+        common = [s for s in seeds if s in base]
+        if method != plain and len(common) > 1:
+            # Welch on log10 regret (regrets span decades): better / worse than standardize beyond 2 SE
+            a = [math.log10(max(by_seed[s], 1e-12)) for s in common]
+            b = [math.log10(max(base[s], 1e-12)) for s in common]
+            verdict = "better" if exceeds(b, a).holds else "worse" if exceeds(a, b).holds else "within noise"
+            versus = f" | vs {plain} (log10 regret, Welch 2 SE, {len(common)} seeds): {verdict}, {exceeds(b, a).text}"
         print(f"{name} | {method} | seeds {seeds[0]}-{seeds[-1]} (n={len(seeds)}) | median "
-              f"{statistics.median(regrets):.3g} | " + " ".join(f"{r:.3g}" for r in regrets))  # fmt: skip
+              f"{statistics.median(regrets):.3g}{versus} | " + " ".join(f"{r:.3g}" for r in regrets))  # fmt: skip
 
 
 def main(argv: list[str]) -> None:

@@ -1,7 +1,8 @@
 """Tests of the GP's output transforms (optreg.hpo.warp, ``output_transform=`` of gp-ei / gp-pi / gp-ucb).
 
-Oracles: SciPy's Yeo-Johnson (``scipy.stats.yeojohnson``: values and maximum-likelihood lambda, and a
-brute-force maximum of ``scipy.stats.yeojohnson_llf`` over a lambda grid); ``scipy.stats.norm.ppf`` of the
+Oracles: SciPy's Yeo-Johnson and Box-Cox (``scipy.stats.yeojohnson`` / ``boxcox``: values and
+maximum-likelihood lambda, and a brute-force maximum of ``scipy.stats.yeojohnson_llf`` / ``boxcox_llf`` over
+a lambda grid); ``scipy.stats.norm.ppf`` of the
 ranks from ``scipy.stats.rankdata`` (Salinas et al. 2020's copula transform); NumPy's mean / std / log for
 the standardize and log warps; the order of the inputs (monotonicity: argmin and argsort kept).
 """
@@ -18,7 +19,7 @@ from optreg import hpo
 from optreg.errors import OptregValueError
 from optreg.hpo.bayes import GPSampler
 from optreg.hpo.space import Space
-from optreg.hpo.warp import OUTPUT_TRANSFORMS, log_offset, transform_targets, yeo_johnson
+from optreg.hpo.warp import OUTPUT_TRANSFORMS, box_cox, log_offset, transform_targets, yeo_johnson
 
 
 def _skewed(seed=0, n=40):
@@ -38,7 +39,7 @@ def test_standardize_matches_numpy_mean_and_std():
 
 def test_log_warp_matches_numpy_log_with_the_offset_of_the_median_gap():
     y = _skewed(1)
-    c = 0.01 * (np.median(y) - y.min())
+    c = np.median(y) - y.min()
     assert log_offset(y) == pytest.approx(c, rel=1e-12)
     np.testing.assert_allclose(transform_targets(y, "log"), _std(np.log(y - y.min() + c)), rtol=1e-10)
 
@@ -67,6 +68,37 @@ def test_yeo_johnson_lambda_and_values_match_scipy(seed):
     brute = grid[np.argmax([scipy.stats.yeojohnson_llf(g, u) for g in grid])]
     assert abs(lmbda - brute) < 2e-3
     assert lmbda < 1  # a right-skewed target is compressed
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_box_cox_lambda_and_values_match_scipy(seed):
+    """Box-Cox (MLE lambda) of ``1 + (y - min) / std``, standardized: scipy.stats.boxcox's values and lambda;
+    the lambda maximizes scipy's profile log-likelihood over a dense grid too."""
+    y = _skewed(seed) * 1e3 + 5.0
+    v = 1.0 + (y - y.min()) / y.std()
+    ref, lmbda = scipy.stats.boxcox(v)
+    np.testing.assert_allclose(transform_targets(y, "box-cox"), _std(ref), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(box_cox(v, lmbda), ref, rtol=1e-10)
+    np.testing.assert_allclose(box_cox(v, 0.0), np.log(v), rtol=1e-12)
+    grid = np.linspace(-8, 8, 16001)
+    brute = grid[np.argmax([scipy.stats.boxcox_llf(g, v) for g in grid])]
+    assert abs(lmbda - brute) < 2e-3
+
+
+def test_box_cox_never_stretches_the_gaps_between_the_best_targets():
+    """For lambda <= 1 the slope v^(lambda - 1) is at most 1: the transformed gaps (before the final
+    standardization) are at most the gaps in units of std(y); Yeo-Johnson on standardized targets with
+    the same data stretches them (slope (1 - u)^(1 - lambda) > 1 below the mean)."""
+    y = _skewed(4)
+    v = 1.0 + (y - y.min()) / y.std()
+    _, lmbda = scipy.stats.boxcox(v)
+    assert lmbda <= 1
+    order = np.argsort(y)
+    assert np.all(np.diff(box_cox(v, lmbda)[order]) <= np.diff(v[order]) * (1 + 1e-12))
+    u = _std(y)
+    _, lam_yj = scipy.stats.yeojohnson(u)
+    below = order[u[order] < 0]
+    assert np.any(np.diff(yeo_johnson(u, lam_yj)[below]) > np.diff(u[below]))
 
 
 def test_rank_transform_matches_norm_ppf_of_the_ranks_with_ties():
@@ -142,11 +174,26 @@ def test_a_study_stores_and_resumes_the_output_transform(tmp_path):
     assert [t.params for t in resumed.trials] == [t.params for t in ref.trials]
 
 
-def test_the_transform_changes_the_search_and_standardize_is_the_stored_default():
-    plain = hpo.minimize(_quadratic, QUAD, method="gp-ei", n_trials=10, seed=0)
-    assert "output_transform" not in plain.method.identity()  # studies stored before the option still open
-    ranked = hpo.minimize(_quadratic, QUAD, method="gp-ei", n_trials=10, seed=0, output_transform="rank")
+def test_box_cox_is_the_default_and_changes_the_search_after_the_startup():
+    default = hpo.minimize(_quadratic, QUAD, method="gp-ei", n_trials=10, seed=0)
+    assert default.method.output_transform == "box-cox"
+    assert default.method.identity()["output_transform"] == "box-cox"
+    plain = hpo.minimize(_quadratic, QUAD, method="gp-ei", n_trials=10, seed=0, output_transform="standardize")
     start = plain.method.n_startup
-    assert [t.params for t in plain.trials[:start]] == [t.params for t in ranked.trials[:start]]
-    assert [t.params for t in plain.trials[start:]] != [t.params for t in ranked.trials[start:]]
-    assert math.isfinite(ranked.best_value)
+    assert [t.params for t in plain.trials[:start]] == [t.params for t in default.trials[:start]]
+    assert [t.params for t in plain.trials[start:]] != [t.params for t in default.trials[start:]]
+
+
+def test_a_study_stored_before_the_option_resumes_with_standardize(tmp_path):
+    """Such a study's settings have no output_transform key, as a "standardize" study's now: it resumes
+    with output_transform="standardize" and refuses the new default."""
+    path = tmp_path / "old.sqlite"
+    old = hpo.minimize(_quadratic, QUAD, method="gp-ucb", n_trials=7, seed=2, storage=path, name="o",
+                       output_transform="standardize")  # fmt: skip
+    assert "output_transform" not in old.method.identity()
+    old.close()
+    with pytest.raises(OptregValueError, match=r"different settings: stored .*, got .*box-cox"):
+        hpo.Study(QUAD, method="gp-ucb", seed=2, storage=path, name="o")
+    resumed = hpo.minimize(_quadratic, QUAD, method="gp-ucb", n_trials=9, seed=2, storage=path, name="o",
+                           output_transform="standardize")  # fmt: skip
+    assert len(resumed.trials) == 9 and math.isfinite(resumed.best_value)

@@ -64,7 +64,7 @@ class GPSampler:
         acquisition: str = "ei",
         *,
         beta: float = 2.0,
-        output_transform: str = "standardize",
+        output_transform: str = "box-cox",
         n_raw: int = 2048,
         n_starts: int = 9,
         local_steps: int = 5,
@@ -199,7 +199,7 @@ class GPSampler:
 
 class _Acquisition:
     """An acquisition ``a(u)`` to maximize (log EI, log PI or UCB) of the posterior ``post``; ``best`` is the
-    smallest (standardized) target seen. ``acq(u)`` for a tensor ``(S, D)``; :meth:`value_and_grad` for
+    smallest (transformed, standardized) target seen. ``acq(u)`` for a tensor ``(S, D)``; :meth:`value_and_grad` for
     the climb, with the posterior's gradients in closed form (:func:`optreg.hpo.gp.predict_with_grad`),
     and log EI's too (:func:`optreg.hpo.gp.log_ei_with_grad`; PI and UCB through autograd, elementwise)."""
 
@@ -249,8 +249,9 @@ def _roulette(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarra
 class BayesOpt(Method):
     """SMBO (Algorithm 7.1) with a GP surrogate; the first ``n_startup`` trials (default ``2 (D + 1)``
     with ``D`` the encoded dimension, at most 10) are a scrambled Sobol sequence of the unit cube.
-    ``output_transform`` (default ``"standardize"``): the warping of the targets before each fit, one of
-    :data:`optreg.hpo.warp.OUTPUT_TRANSFORMS` (``"log"``, ``"yeo-johnson"``, ``"rank"``; see
+    ``output_transform`` (default ``"box-cox"``): the warping of the targets before each fit, one of
+    :data:`optreg.hpo.warp.OUTPUT_TRANSFORMS` (``"standardize"``: none, as before the option; ``"log"``,
+    ``"yeo-johnson"``, ``"rank"``; equations, references and the evidence for the default in
     :mod:`optreg.hpo.warp`)."""
 
     acquisition: ClassVar[str]
@@ -264,7 +265,7 @@ class BayesOpt(Method):
         n_trials: int | None,
         direction: str,
         n_startup: int | None = None,
-        output_transform: str = "standardize",
+        output_transform: str = "box-cox",
     ) -> None:
         super().__init__(space, seed=seed, n_trials=n_trials, direction=direction)
         self.encoding = space.encoding()
@@ -284,7 +285,8 @@ class BayesOpt(Method):
         out: dict[str, Any] = {"n_startup": self.n_startup}
         if self.acquisition == "ucb":
             out["beta"] = self._beta
-        if self.output_transform != "standardize":  # studies stored before the option are "standardize"
+        # studies stored before the option ran "standardize" and have no key: they resume with it given
+        if self.output_transform != "standardize":
             out["output_transform"] = self.output_transform
         return out
 
@@ -336,7 +338,7 @@ class UpperConfidenceBound(BayesOpt):
 
     def __init__(  # the base's options and beta (create_method reads the options off this signature)
         self, space: Space, *, seed: int, n_trials: int | None, direction: str, n_startup: int | None = None,
-        output_transform: str = "standardize", beta: float = 2.0,
+        output_transform: str = "box-cox", beta: float = 2.0,
     ) -> None:  # fmt: skip
         self._beta = check_positive("gp-ucb", "beta", beta)
         super().__init__(
