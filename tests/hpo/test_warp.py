@@ -184,6 +184,13 @@ def test_box_cox_is_the_default_and_changes_the_search_after_the_startup():
     assert [t.params for t in plain.trials[start:]] != [t.params for t in default.trials[start:]]
 
 
+def test_the_defaults_per_method():
+    """box-cox for gp-ei and gp-ucb (they gained on Rosenbrock-4), standardize for gp-pi (it did not)."""
+    got = {m: hpo.Study(QUAD, method=m).method.output_transform for m in ("gp-ei", "gp-pi", "gp-ucb")}
+    assert got == {"gp-ei": "box-cox", "gp-pi": "standardize", "gp-ucb": "box-cox"}
+    assert hpo.Study(QUAD, method="gp-pi", output_transform="box-cox").method.sampler.output_transform == "box-cox"
+
+
 def test_a_study_stored_before_the_option_resumes_with_standardize(tmp_path):
     """Such a study's settings have no output_transform key, as a "standardize" study's now: it resumes
     with output_transform="standardize" and refuses the new default."""
