@@ -141,7 +141,7 @@ def _blas() -> ThreadpoolController:
     them up again on every call, which costs milliseconds, a tenth of a suggestion. SciPy's own OpenBLAS
     (the one its L-BFGS-B and LAPACK wrappers call, apart from NumPy's) is loaded first, so that it is among
     them: a controller made before it loads would leave it on every core."""
-    import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS)
+    import scipy.linalg  # loads SciPy's OpenBLAS
     import scipy.optimize  # noqa: F401
 
     return ThreadpoolController()
